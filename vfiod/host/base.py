@@ -1,0 +1,297 @@
+"""The host interface shared by the real machine and the simulated kernel.
+
+Both hosts are a directory tree shaped like ``/`` (the real one is ``/``), so reads are
+implemented here once, over ``root``. What differs is abstract: how a control file is
+written (the kernel, or the simulated kernel's model), how modules load, and where
+uevents come from.
+
+Paths given to a Host are host-absolute (``/sys/bus/pci/devices``); the host maps them
+under its root. Paths a Host returns are host-absolute too.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vfiod.errors import HostWriteError, HostWriteTimeout
+
+#: Default time a control-file write may take (unbind can block while a guest runs).
+DEFAULT_WRITE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process that holds one of the host's device nodes open."""
+
+    pid: int
+    comm: str
+
+    def __str__(self) -> str:
+        return f"{self.comm} (pid {self.pid})"
+
+
+@dataclass(frozen=True)
+class UEvent:
+    """One kernel uevent, as the real kernel's netlink or the simulated kernel send it."""
+
+    action: str  # add, remove, bind, unbind, change, move
+    devpath: str  # /devices/pci0000:00/0000:00:03.0/0000:06:00.0
+    subsystem: str  # pci, vfio, vfio-dev, block, net, drm, ...
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def driver(self) -> str | None:
+        """The DRIVER property (present on bind events only)."""
+        return self.properties.get("DRIVER")
+
+    @property
+    def pci_address(self) -> str | None:
+        """The PCI address the event is about, for PCI devices."""
+        return self.properties.get("PCI_SLOT_NAME")
+
+
+class EventSource(abc.ABC):
+    """A non-blocking stream of uevents with a file descriptor for an event loop."""
+
+    @abc.abstractmethod
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when events are waiting."""
+
+    @abc.abstractmethod
+    def receive(self) -> list[UEvent]:
+        """Every event waiting now, oldest first; never blocks.
+
+        Raises ``OSError(ENOBUFS)`` when events were lost: the caller must rescan.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop receiving and release the descriptor."""
+
+
+class Host(abc.ABC):
+    """The machine as vfiod sees it: files under ``root``, module loading, uevents."""
+
+    #: True for the simulated kernel.
+    simulated: bool = False
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root).resolve()
+        # Where processes are listed when looking for holders: the host's /proc.
+        self.proc_dir = self.path("/proc")
+
+    # -- paths -------------------------------------------------------------------------
+    def path(self, host_path: str) -> Path:
+        """The real filesystem path of a host-absolute path."""
+        if not host_path.startswith("/"):
+            raise ValueError(f"host paths are absolute: {host_path!r}")
+        return self.root / host_path.lstrip("/") if host_path != "/" else self.root
+
+    def host_path(self, real: str | os.PathLike[str]) -> str | None:
+        """The host-absolute path of a real path, or None when it is outside the root."""
+        real = os.fspath(real)
+        root = os.fspath(self.root)
+        if root == "/":
+            return real
+        if real == root:
+            return "/"
+        if real.startswith(root + "/"):
+            return real[len(root):]
+        return None
+
+    # -- reads ---------------------------------------------------------------------
+    def read_text(self, path: str) -> str | None:
+        """The contents of a file, stripped of its trailing newline; None when absent."""
+        try:
+            with open(self.path(path), encoding="utf-8", errors="replace") as f:
+                return f.read().rstrip("\n")
+        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
+            return None
+        except OSError:
+            # Some sysfs attributes fail reads with EIO/ENODEV (a device going away).
+            return None
+
+    def read_bytes(self, path: str, size: int = -1) -> bytes | None:
+        """Up to *size* bytes of a binary file (PCI config space); None when absent."""
+        try:
+            with open(self.path(path), "rb") as f:
+                return f.read(size)
+        except OSError:
+            return None
+
+    def read_int(self, path: str, base: int = 0) -> int | None:
+        """A file holding one integer (``0x10de``, ``1``); None when absent or garbled."""
+        text = self.read_text(path)
+        if text is None:
+            return None
+        try:
+            return int(text.strip(), base)
+        except ValueError:
+            return None
+
+    def listdir(self, path: str) -> list[str]:
+        """Sorted entries of a directory; empty when it does not exist."""
+        try:
+            return sorted(os.listdir(self.path(path)))
+        except OSError:
+            return []
+
+    def readlink(self, path: str) -> str | None:
+        """The target of a symbolic link as stored; None when it is no link."""
+        try:
+            return os.readlink(self.path(path))
+        except OSError:
+            return None
+
+    def link_name(self, path: str) -> str | None:
+        """The last element of a link's target (``driver`` -> ``vfio-pci``), or None."""
+        target = self.readlink(path)
+        return os.path.basename(target) if target else None
+
+    def resolve(self, path: str) -> str | None:
+        """The host-absolute canonical path (links followed); None when it is absent."""
+        real = self.path(path)
+        if not os.path.lexists(real):
+            return None
+        return self.host_path(os.path.realpath(real))
+
+    def exists(self, path: str) -> bool:
+        """True when the path exists (links followed)."""
+        return os.path.exists(self.path(path))
+
+    # -- processes --------------------------------------------------------------------
+    def pids(self) -> list[int]:
+        """Every process id the host's /proc lists."""
+        try:
+            return [int(e) for e in os.listdir(self.proc_dir) if e.isdigit()]
+        except OSError:
+            return []
+
+    def process(self, pid: int) -> Process:
+        """The process with this pid, named by its comm."""
+        try:
+            comm = (self.proc_dir / str(pid) / "comm").read_text().strip()
+        except OSError:
+            comm = "?"
+        return Process(pid, comm)
+
+    def holders(self, paths: Iterable[str]) -> dict[str, list[Process]]:
+        """Which processes hold each of these host paths open.
+
+        Scans ``/proc/*/fd`` once for all paths. Processes we may not inspect are
+        skipped; the daemon runs as root, so on a real host that is none.
+        """
+        wanted: dict[str, str] = {}
+        for p in paths:
+            wanted[os.path.realpath(self.path(p))] = p
+        found: dict[str, list[Process]] = {}
+        if not wanted:
+            return found
+        for pid in self.pids():
+            for target in self._fd_targets(pid):
+                host = wanted.get(target)
+                if host is not None:
+                    lst = found.setdefault(host, [])
+                    if not any(proc.pid == pid for proc in lst):
+                        lst.append(self.process(pid))
+        return found
+
+    def holders_under(self, prefix: str) -> dict[str, list[Process]]:
+        """Open files below a host directory (``/dev/vfio``), by host path."""
+        real_prefix = os.path.realpath(self.path(prefix)) + "/"
+        found: dict[str, list[Process]] = {}
+        for pid in self.pids():
+            for target in self._fd_targets(pid):
+                if target.startswith(real_prefix):
+                    host = self.host_path(target) or target
+                    lst = found.setdefault(host, [])
+                    if not any(proc.pid == pid for proc in lst):
+                        lst.append(self.process(pid))
+        return found
+
+    def _fd_targets(self, pid: int) -> Iterator[str]:
+        fd_dir = self.proc_dir / str(pid) / "fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            return
+        for fd in fds:
+            try:
+                yield os.readlink(fd_dir / fd)
+            except OSError:
+                continue
+
+    # -- writes -----------------------------------------------------------------------
+    def write_attr(self, path: str, value: str, *, timeout: float = DEFAULT_WRITE_TIMEOUT,
+                   device: str | None = None) -> None:
+        """Write *value* to a kernel control file, as one write(2).
+
+        The write runs on a worker thread so that a write the kernel blocks (``unbind``
+        while a guest holds the device) cannot hang the caller for longer than
+        *timeout*: HostWriteTimeout is raised then, and the thread stays blocked in the
+        kernel until it returns. An errno becomes HostWriteError naming the file,
+        the value and *device*.
+        """
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                self._write(path, value)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, name=f"write {path}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if not outcome:
+            raise HostWriteTimeout(path, value, timeout, device)
+        exc = outcome[0]
+        if exc is None:
+            return
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise HostWriteError(path, value, exc.errno, device) from None
+        raise exc
+
+    @abc.abstractmethod
+    def _write(self, path: str, value: str) -> None:
+        """Perform one write; raise OSError with the kernel's errno on failure."""
+
+    # -- modules and events -----------------------------------------------------------
+    @abc.abstractmethod
+    def load_module(self, name_or_modalias: str) -> None:
+        """modprobe a module by name or modalias; raise ModuleLoadError on failure."""
+
+    @abc.abstractmethod
+    def module_loaded(self, name: str) -> bool:
+        """True when the module (``vfio_pci`` or ``vfio-pci``) is loaded or built in."""
+
+    @abc.abstractmethod
+    def open_events(self) -> EventSource:
+        """Start receiving uevents for PCI devices and everything below them."""
+
+    def close(self) -> None:
+        """Release what the host holds (the simulated kernel's threads and children)."""
+
+
+def module_dir_name(name: str) -> str:
+    """Module names use ``_`` in /sys/module; drivers often use ``-`` (vfio-pci)."""
+    return name.replace("-", "_")
+
+
+def write_once(real_path: Path, value: str) -> None:
+    """One write(2) of *value* to an existing file, as sysfs expects (no O_CREAT)."""
+    fd = os.open(real_path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        data = value.encode()
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(errno.EIO, f"short write to {real_path}")
+    finally:
+        os.close(fd)

@@ -1,0 +1,51 @@
+"""Records that cross the D-Bus or JSON boundary, as pydantic models."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class State(str, Enum):
+    """A device's state as clients see it (DESIGN.md)."""
+
+    HOST = "host"  # on a host driver
+    VFIO = "vfio"  # on vfio-pci, free
+    GUEST = "guest"  # on vfio-pci and held by a process
+    UNBOUND = "unbound"  # no driver
+    BUSY = "busy"  # an operation is running
+    ERROR = "error"  # the last operation failed, or the device is unhealthy
+
+
+class DeviceStatus(BaseModel):
+    """Everything vfiod tells about one PCI function."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    vendor_id: int
+    device_id: int
+    name: str
+    class_code: int
+    driver: str  # "" for none
+    host_driver: str  # the driver it came from ("" when unknown)
+    state: State
+    iommu_group: int  # -1 for none
+    holder: str  # "qemu-system-x86 (pid 4242)" or ""
+    holder_pid: int  # 0 for none
+    reset_methods: list[str]
+    healthy: bool
+    boot_vga: bool
+    is_bridge: bool
+    error: str = ""  # why the state is "error"
+
+    @property
+    def ids(self) -> str:
+        """``10de:1b06``."""
+        return f"{self.vendor_id:04x}:{self.device_id:04x}"
+
+    def status_row(self) -> tuple[str, str, str, str, str, int, str]:
+        """The ``(sssssis)`` row of Manager.Status."""
+        return (self.address, self.ids, self.name, self.driver, self.state.value,
+                self.iommu_group, self.holder)
