@@ -1,0 +1,27 @@
+"""Fixtures for the engine's tests: a fresh simulated seed-x99 host per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vfiod.engine import Engine
+from vfiod.sim import SimHost
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[SimHost]:
+    """The workstation from the write-up, simulated under tmp_path."""
+    sim = SimHost(profile="seed-x99", root=tmp_path / "root")
+    try:
+        yield sim
+    finally:
+        sim.close()
+
+
+@pytest.fixture
+def engine(host: SimHost, tmp_path: Path) -> Engine:
+    """An engine over the simulated host with its own state directory."""
+    return Engine(host, tmp_path / "state", write_timeout=5.0)

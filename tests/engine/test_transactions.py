@@ -1,0 +1,86 @@
+"""Transactions: a failure at any step, or a kill, leaves every member where it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vfiod.engine import Engine
+from vfiod.errors import VfiodError
+from vfiod.sim import SimHost
+
+from .faults import KERNEL_ERRNOS, Killed, count_writes, fail_write, kill_at, placement
+
+GPU = "0000:06:00.0"
+GROUP = ["0000:06:00.0", "0000:06:00.1"]
+
+
+def _writes_of(tmp_path: Path, operation: str) -> int:
+    """How many kernel writes a clean bind (or unbind after a bind) of the GPU makes."""
+    sim = SimHost(profile="seed-x99", root=tmp_path / "count")
+    try:
+        engine = Engine(sim, tmp_path / "count-state")
+        if operation == "unbind":
+            engine.bind(GPU)
+        seen = count_writes(sim)
+        getattr(engine, operation)(GPU)
+        return len(seen)
+    finally:
+        sim.close()
+
+
+def _fresh(tmp_path: Path, name: str, operation: str) -> tuple[SimHost, Engine]:
+    sim = SimHost(profile="seed-x99", root=tmp_path / name)
+    engine = Engine(sim, tmp_path / f"{name}-state")
+    if operation == "unbind":
+        engine.bind(GPU)
+    return sim, engine
+
+
+@pytest.mark.parametrize("operation", ["bind", "unbind"])
+def test_every_errno_at_every_step_puts_the_whole_group_back(tmp_path: Path,
+                                                              operation: str) -> None:
+    steps = _writes_of(tmp_path, operation)
+    assert steps >= 6  # override, unbind, probe for each of the two functions
+    for step in range(steps):
+        for err in KERNEL_ERRNOS:
+            sim, engine = _fresh(tmp_path, f"{operation}-{step}-{err}", operation)
+            try:
+                before = placement(sim, GROUP)
+                fail_write(sim, step, err)
+                with pytest.raises(VfiodError, match="put back"):
+                    getattr(engine, operation)(GPU)
+                assert placement(sim, GROUP) == before, (step, err)
+                assert engine.store.unfinished() == []
+            finally:
+                sim.close()
+
+
+@pytest.mark.parametrize("operation", ["bind", "unbind"])
+@pytest.mark.parametrize("after", [False, True], ids=["before-write", "after-write"])
+def test_killed_at_every_step_and_restarted_leaves_every_device_on_its_driver(
+        tmp_path: Path, operation: str, after: bool) -> None:
+    steps = _writes_of(tmp_path, operation)
+    for step in range(steps):
+        name = f"{operation}-{after}-{step}"
+        sim, engine = _fresh(tmp_path, name, operation)
+        try:
+            before = placement(sim, GROUP)
+            kill_at(sim, step, after=after)
+            with pytest.raises(Killed):
+                getattr(engine, operation)(GPU)
+            sim._write = type(sim)._write.__get__(sim)  # the restarted process writes normally
+            restarted = Engine(sim, tmp_path / f"{name}-state")
+            touched = restarted.recover()
+            assert sorted(touched) == GROUP
+            assert placement(sim, GROUP) == before, step
+            assert restarted.store.unfinished() == []
+        finally:
+            sim.close()
+
+
+def test_a_finished_transaction_leaves_no_journal(engine: Engine) -> None:
+    engine.bind(GPU)
+    assert engine.store.unfinished() == []
+    assert engine.recover() == []

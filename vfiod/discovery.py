@@ -1,0 +1,199 @@
+"""Read every PCI function, and what hangs below it, from a Host.
+
+Discovery only reads. It is the engine's and the doctor's view of the machine:
+``scan(host)`` returns a fresh snapshot; ``read_device`` re-reads one function.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from vfiod.host.base import Host
+from vfiod.model import Children, PciDevice
+from vfiod.pciids import PCI_IDS_PATHS, PciIds
+
+PCI_DEVICES = "/sys/bus/pci/devices"
+_ADDRESS_IN_PATH = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
+# Block devices that are partitions carry a "partition" file; disks do not.
+_CHILD_CLASSES = ("drm", "sound", "net", "block", "input")
+
+
+def pci_ancestor(devpath: str) -> str | None:
+    """The deepest PCI address in a sysfs device path (the function a child hangs on)."""
+    for part in reversed(devpath.split("/")):
+        if _ADDRESS_IN_PATH.match(part):
+            return part
+    return None
+
+
+@dataclass
+class ChildIndex:
+    """Host devices by the PCI function they hang below, built once per scan."""
+
+    by_address: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def children(self, host: Host, address: str) -> Children:
+        """The Children record of one function."""
+        found = self.by_address.get(address, {})
+        minor = None
+        info = host.read_text(f"/proc/driver/nvidia/gpus/{address}/information")
+        if info:
+            m = re.search(r"^Device Minor:\s*(\d+)", info, re.M)
+            minor = int(m.group(1)) if m else None
+        return Children(
+            drm=tuple(found.get("drm", ())),
+            sound=tuple(found.get("sound", ())),
+            net=tuple(found.get("net", ())),
+            block=tuple(found.get("block", ())),
+            input=tuple(found.get("input", ())),
+            nvidia_minor=minor,
+        )
+
+
+def index_children(host: Host) -> ChildIndex:
+    """Map /sys/class/{drm,sound,net,block,input} entries to their PCI function."""
+    index = ChildIndex()
+    for klass in _CHILD_CLASSES:
+        for entry in host.listdir(f"/sys/class/{klass}"):
+            if klass == "drm" and not (entry.startswith("card") or entry.startswith("renderD")):
+                continue  # connectors (card0-DP-1) and version files
+            if klass == "drm" and "-" in entry:
+                continue
+            if klass == "sound" and not entry.startswith("card"):
+                continue
+            if klass == "input" and not entry.startswith("input"):
+                continue
+            target = host.resolve(f"/sys/class/{klass}/{entry}")
+            if target is None:
+                continue
+            address = pci_ancestor(target)
+            if address is None:
+                continue
+            index.by_address.setdefault(address, {}).setdefault(klass, []).append(entry)
+    return index
+
+
+def load_pci_ids(host: Host) -> PciIds:
+    """The host's pci.ids (empty when the machine has none)."""
+    for path in PCI_IDS_PATHS:
+        text = host.read_text(path)
+        if text:
+            return PciIds.parse(text)
+    return PciIds()
+
+
+def _udev_name(host: Host, address: str) -> str | None:
+    """The hwdb name udev stored for the device, when udevd has seen it."""
+    text = host.read_text(f"/run/udev/data/+pci:{address}")
+    if not text:
+        return None
+    props = dict(line[2:].split("=", 1) for line in text.splitlines()
+                 if line.startswith("E:") and "=" in line)
+    vendor = props.get("ID_VENDOR_FROM_DATABASE")
+    model = props.get("ID_MODEL_FROM_DATABASE")
+    if vendor and model:
+        return f"{vendor} {model}"
+    return None
+
+
+def read_device(host: Host, address: str, ids: PciIds, children: ChildIndex) -> PciDevice | None:
+    """Read one PCI function; None when it is gone."""
+    base = f"{PCI_DEVICES}/{address}"
+    sysfs_path = host.resolve(base)
+    if sysfs_path is None:
+        return None
+    vendor = host.read_int(f"{base}/vendor", 16) or 0
+    device = host.read_int(f"{base}/device", 16) or 0
+    class_code = host.read_int(f"{base}/class", 16) or 0
+    override = host.read_text(f"{base}/driver_override")
+    if override in ("(null)", ""):
+        override = None
+    group_name = host.link_name(f"{base}/iommu_group")
+    reset_method = host.read_text(f"{base}/reset_method")
+    if reset_method is not None:
+        methods = tuple(reset_method.split())
+    elif host.exists(f"{base}/reset"):
+        methods = ("default",)  # kernels before 5.15: a reset file, methods not listed
+    else:
+        methods = ()
+    config = host.read_bytes(f"{base}/config", 4)
+    healthy = not (config is not None and len(config) >= 2 and config[:2] == b"\xff\xff")
+    name = _udev_name(host, address) or ids.name(vendor, device, class_code)
+    return PciDevice(
+        address=address,
+        vendor=vendor,
+        device=device,
+        subsystem_vendor=host.read_int(f"{base}/subsystem_vendor", 16) or 0,
+        subsystem_device=host.read_int(f"{base}/subsystem_device", 16) or 0,
+        class_code=class_code,
+        name=name,
+        driver=host.link_name(f"{base}/driver"),
+        driver_override=override,
+        iommu_group=int(group_name) if group_name and group_name.isdigit() else None,
+        boot_vga=host.read_int(f"{base}/boot_vga") == 1,
+        reset_methods=methods,
+        modalias=host.read_text(f"{base}/modalias") or "",
+        sysfs_path=sysfs_path.removeprefix("/sys"),
+        healthy=healthy,
+        children=children.children(host, address),
+    )
+
+
+class Scanner:
+    """Reads devices from a host, keeping the name database loaded between scans."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._ids: PciIds | None = None
+
+    @property
+    def ids(self) -> PciIds:
+        """The host's pci.ids, parsed on first use."""
+        if self._ids is None:
+            self._ids = load_pci_ids(self.host)
+        return self._ids
+
+    def addresses(self) -> list[str]:
+        """Every PCI function the host lists."""
+        return [a for a in self.host.listdir(PCI_DEVICES) if _ADDRESS_IN_PATH.match(a)]
+
+    def scan(self) -> dict[str, PciDevice]:
+        """A fresh snapshot of every PCI function."""
+        return self.read(self.addresses())
+
+    def read(self, addresses: Iterable[str]) -> dict[str, PciDevice]:
+        """Re-read some functions (absent ones are left out)."""
+        index = index_children(self.host)
+        out: dict[str, PciDevice] = {}
+        for address in addresses:
+            dev = read_device(self.host, address, self.ids, index)
+            if dev is not None:
+                out[address] = dev
+        return out
+
+    def group_members(self, group: int) -> list[str]:
+        """Addresses in an IOMMU group, as the kernel lists them."""
+        return [a for a in self.host.listdir(f"/sys/kernel/iommu_groups/{group}/devices")
+                if _ADDRESS_IN_PATH.match(a)]
+
+
+def scan(host: Host) -> dict[str, PciDevice]:
+    """Every PCI function of *host*, by address."""
+    return Scanner(host).scan()
+
+
+def iommu_enabled(host: Host) -> bool:
+    """True when the kernel has IOMMU groups (an IOMMU is on)."""
+    return bool(host.listdir("/sys/kernel/iommu_groups"))
+
+
+def block_device_name(host: Host, dev_path: str) -> str | None:
+    """``/dev/mapper/vg-root`` -> ``dm-0``; ``/dev/sda2`` -> ``sda2``; None for non-devices."""
+    if not dev_path.startswith("/dev/"):
+        return None
+    real = host.resolve(dev_path)
+    name = os.path.basename(real or dev_path)
+    return name if host.exists(f"/sys/class/block/{name}") else None

@@ -1,0 +1,174 @@
+"""In-use guards: what the host would lose if a device left its driver.
+
+Hard guards are never overridden: a mounted filesystem, active swap, a block device in
+an active md/LVM/dm stack (the root disk's controller is caught by the first). Soft
+guards yield to ``force``: a DRM or /dev/nvidia* node held open, the boot VGA with the
+console on it, a network interface that is up, a sound card held open, a USB controller
+with input devices attached. Every finding names its culprit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vfiod.discovery import block_device_name
+from vfiod.errors import InUse
+from vfiod.host.base import Host, Process
+from vfiod.model import PciDevice
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One reason a device is in use by the host."""
+
+    address: str
+    reason: str
+    hard: bool
+
+    def __str__(self) -> str:
+        return f"{self.address}: {self.reason}"
+
+
+def _decode_mount_field(text: str) -> str:
+    # /proc/mounts escapes space, tab, newline and backslash as octal.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+class HostFacts:
+    """Host-wide facts the guards need, read once per check."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._stack_cache: dict[str, set[str]] = {}
+        self.mounts = self._read_mounts()
+        self.swaps = self._read_swaps()
+        self.default_route = self._read_default_route()
+
+    def stack(self, name: str) -> set[str]:
+        """A block device and everything it is built on (dm-0 -> {dm-0, sda2, sda})."""
+        if name in self._stack_cache:
+            return self._stack_cache[name]
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            cur = todo.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            todo.extend(self.host.listdir(f"/sys/class/block/{cur}/slaves"))
+            # A partition's disk is its parent directory in sysfs.
+            real = self.host.resolve(f"/sys/class/block/{cur}")
+            if real and self.host.exists(f"/sys/class/block/{cur}/partition"):
+                todo.append(real.rsplit("/", 2)[-2])
+        self._stack_cache[name] = seen
+        return seen
+
+    def _read_mounts(self) -> list[tuple[set[str], str, str, str]]:
+        """(underlying block devices, source, mount point, fs type) per mounted device."""
+        out = []
+        for line in (self.host.read_text("/proc/mounts") or "").splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            source, target, fstype = (_decode_mount_field(f) for f in fields[:3])
+            name = block_device_name(self.host, source)
+            if name:
+                out.append((self.stack(name), source, target, fstype))
+        return out
+
+    def _read_swaps(self) -> list[tuple[set[str], str]]:
+        out = []
+        for line in (self.host.read_text("/proc/swaps") or "").splitlines()[1:]:
+            fields = line.split()
+            if fields:
+                name = block_device_name(self.host, _decode_mount_field(fields[0]))
+                if name:
+                    out.append((self.stack(name), fields[0]))
+        return out
+
+    def _read_default_route(self) -> set[str]:
+        ifaces = set()
+        for line in (self.host.read_text("/proc/net/route") or "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == "00000000":
+                ifaces.add(fields[0])
+        for line in (self.host.read_text("/proc/net/ipv6_route") or "").splitlines():
+            fields = line.split()
+            if len(fields) == 10 and fields[0] == "0" * 32 and fields[1] == "00" \
+                    and fields[9] != "lo":
+                ifaces.add(fields[9])
+        return ifaces
+
+
+def _held(holders: dict[str, list[Process]], paths: Iterable[str]) -> list[tuple[str, Process]]:
+    return [(p, proc) for p in paths for proc in holders.get(p, ())]
+
+
+def node_paths(host: Host, dev: PciDevice) -> dict[str, list[str]]:
+    """The /dev nodes through which the host uses a device, by kind."""
+    drm = [f"/dev/dri/{n}" for n in dev.children.drm]
+    if dev.children.nvidia_minor is not None:
+        drm.append(f"/dev/nvidia{dev.children.nvidia_minor}")
+    sound = []
+    for card in dev.children.sound:
+        num = card.removeprefix("card")
+        sound += [f"/dev/snd/{n}" for n in host.listdir("/dev/snd")
+                  if re.fullmatch(rf"(controlC{num}|pcmC{num}D\d+[pc]|hwC{num}D\d+)", n)]
+    return {"drm": drm, "sound": sound}
+
+
+def find_usages(host: Host, devices: Iterable[PciDevice]) -> list[Usage]:
+    """Every way the host uses these devices, hard ones first."""
+    devices = list(devices)
+    facts = HostFacts(host)
+    nodes = {d.address: node_paths(host, d) for d in devices}
+    holders = host.holders(p for n in nodes.values() for lst in n.values() for p in lst)
+    hard: list[Usage] = []
+    soft: list[Usage] = []
+    console_on_fb = any(
+        host.read_text(f"/sys/class/vtconsole/{vt}/bind") == "1"
+        and "frame buffer" in (host.read_text(f"/sys/class/vtconsole/{vt}/name") or "")
+        for vt in host.listdir("/sys/class/vtconsole"))
+    for dev in devices:
+        a = dev.address
+        blocks = set(dev.children.block)
+        for stack, source, target, fstype in facts.mounts:
+            if stack & blocks:
+                hard.append(Usage(a, f"{source} is mounted on {target} ({fstype})", True))
+        for stack, source in facts.swaps:
+            if stack & blocks:
+                hard.append(Usage(a, f"{source} is active swap", True))
+        for b in sorted(blocks):
+            users = host.listdir(f"/sys/class/block/{b}/holders")
+            if users:
+                hard.append(Usage(a, f"/dev/{b} is part of an active md/LVM/dm device "
+                                     f"({', '.join(users)})", True))
+        for path, proc in _held(holders, nodes[a]["drm"]):
+            soft.append(Usage(a, f"{path} is held open by {proc}", False))
+        if dev.boot_vga and console_on_fb:
+            soft.append(Usage(a, "it is the boot VGA and the framebuffer console is on it",
+                              False))
+        for iface in dev.children.net:
+            if host.read_text(f"/sys/class/net/{iface}/operstate") == "up":
+                why = " and carries the default route" if iface in facts.default_route else ""
+                soft.append(Usage(a, f"network interface {iface} is up{why}", False))
+        for path, proc in _held(holders, nodes[a]["sound"]):
+            soft.append(Usage(a, f"sound device {path} is held open by {proc}", False))
+        if dev.children.input:
+            names = [host.read_text(f"/sys/class/input/{i}/name") or i
+                     for i in dev.children.input]
+            soft.append(Usage(a, "input devices are attached: " + ", ".join(names), False))
+    return hard + soft
+
+
+def check_usages(host: Host, devices: Iterable[PciDevice], *, force: bool, action: str) -> None:
+    """Raise InUse for the first usage that blocks *action* (hard always, soft unless force)."""
+    for usage in find_usages(host, devices):
+        if usage.hard:
+            raise InUse(f"{usage.address}: refusing to {action}: {usage.reason}; "
+                        "the host needs it (force does not override this)", hard=True)
+        if not force:
+            raise InUse(f"{usage.address}: refusing to {action}: {usage.reason} "
+                        "(use force to override)")
