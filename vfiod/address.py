@@ -24,27 +24,27 @@ def normalize_address(text: str) -> str | None:
     """Return the full lower-case address for a full or short one, else None."""
     if not isinstance(text, str) or len(text) > 16:
         return None
-    low = text.strip().lower()
-    if (m := _FULL.match(low)) is not None:
+    low = text.lower()
+    if (m := _FULL.fullmatch(low)) is not None:
         return low
-    if (m := _SHORT.match(low)) is not None:
+    if (m := _SHORT.fullmatch(low)) is not None:
         return f"0000:{m.group(1)}:{m.group(2)}.{m.group(3)}"
     return None
 
 
 def is_address(text: str) -> bool:
     """True when *text* is a full PCI address as the kernel writes it."""
-    return isinstance(text, str) and _FULL.match(text) is not None
+    return isinstance(text, str) and _FULL.fullmatch(text) is not None
 
 
 def is_name(text: str) -> bool:
     """True when *text* could be a device name from the config file."""
-    return isinstance(text, str) and _NAME.match(text) is not None
+    return isinstance(text, str) and _NAME.fullmatch(text) is not None
 
 
 def parse_ids(text: str) -> tuple[int, int] | None:
     """Parse ``vvvv:dddd`` into (vendor, device), or None."""
-    m = _IDS.match(text.strip().lower()) if isinstance(text, str) else None
+    m = _IDS.fullmatch(text.lower()) if isinstance(text, str) else None
     return (int(m.group(1), 16), int(m.group(2), 16)) if m else None
 
 
