@@ -10,7 +10,8 @@ DESTDIR  ?=
 # Debian packages the daemon, the tests and the real-kernel tier need.
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	libdbus-1-dev libglib2.0-dev dbus-daemon dbus-bin systemd udev pci.ids \
-	qemu-system-x86 busybox-static kmod cpio
+	qemu-system-x86 busybox-static kmod cpio \
+	shellcheck python3-pip python3-wheel
 
 .PHONY: all setup apt venv demo test test-host test-vm bench install clean
 
@@ -53,6 +54,73 @@ test-vm: setup
 
 bench: setup
 	$(PY) benchmarks/bench.py
+
+# -- install ---------------------------------------------------------------------------
+# `make install [DESTDIR=...] [PREFIX=/usr/local]`: what a distribution package ships.
+#
+# The Python package goes, with pip, into a private directory $(PKGLIBDIR) and the two
+# commands are small wrappers in $(BINDIR) that run $(INSTALL_PYTHON) on it. This is the
+# layout packagers use for an application (Debian's Python policy: private modules in
+# /usr/lib/<package>): no virtualenv, whose scripts and pyvenv.cfg would carry the
+# DESTDIR staging path and whose dependencies would come from PyPI at build time; and
+# no `pip install --prefix`, whose site-packages path depends on the interpreter's
+# scheme (Debian's python3 turns --prefix=/usr/local into /usr/local/local/lib/...
+# dist-packages, off sys.path). Dependencies come from the distribution (or pip) for
+# $(INSTALL_PYTHON): dbus-fast, pyudev, pydantic 2, inotify_simple, systemd-python.
+# --no-build-isolation builds offline with the interpreter's setuptools and wheel.
+#
+# System integration files go where their tools look, whatever PREFIX is: the unit,
+# the D-Bus policy and activation file, the polkit action, the initramfs integrations.
+INSTALL_PYTHON    ?= /usr/bin/python3
+PIP_INSTALL_FLAGS ?= --no-build-isolation
+BINDIR            ?= $(PREFIX)/bin
+PKGLIBDIR         ?= $(PREFIX)/lib/vfiod
+DATADIR           ?= $(PREFIX)/share/vfiod
+SYSCONFDIR        ?= /etc
+SYSTEMDUNITDIR    ?= /lib/systemd/system
+DBUSSYSTEMDIR     ?= /usr/share/dbus-1/system.d
+DBUSSERVICEDIR    ?= /usr/share/dbus-1/system-services
+POLKITACTIONDIR   ?= /usr/share/polkit-1/actions
+INITRAMFSTOOLSDIR ?= /usr/share/initramfs-tools
+DRACUTMODULESDIR  ?= /usr/lib/dracut/modules.d
+INITCPIODIR       ?= /usr/lib/initcpio
+
+install:
+	rm -rf '$(DESTDIR)$(PKGLIBDIR)'
+	$(INSTALL_PYTHON) -m pip install --quiet --no-deps --no-compile --no-warn-script-location \
+	  --disable-pip-version-check $(PIP_INSTALL_FLAGS) --target '$(DESTDIR)$(PKGLIBDIR)' .
+	rm -rf '$(DESTDIR)$(PKGLIBDIR)/bin' build
+	install -d '$(DESTDIR)$(BINDIR)'
+	for cmd in vfiod:vfiod.daemon.main vfioctl:vfiod.ctl.main; do \
+	  name=$${cmd%%:*}; module=$${cmd#*:}; \
+	  printf '%s\n' '#!$(INSTALL_PYTHON) -I' 'import sys' \
+	    'sys.path.insert(0, "$(PKGLIBDIR)")' "from $$module import main" \
+	    'sys.exit(main())' > '$(DESTDIR)$(BINDIR)/'$$name; \
+	  chmod 0755 '$(DESTDIR)$(BINDIR)/'$$name; \
+	done
+	install -d '$(DESTDIR)$(SYSTEMDUNITDIR)' '$(DESTDIR)$(DBUSSYSTEMDIR)' \
+	  '$(DESTDIR)$(DBUSSERVICEDIR)' '$(DESTDIR)$(POLKITACTIONDIR)'
+	sed 's|@bindir@|$(BINDIR)|g' systemd/vfiod.service > '$(DESTDIR)$(SYSTEMDUNITDIR)/vfiod.service'
+	chmod 0644 '$(DESTDIR)$(SYSTEMDUNITDIR)/vfiod.service'
+	install -m 0644 dbus/org.vfiod1.conf '$(DESTDIR)$(DBUSSYSTEMDIR)/org.vfiod1.conf'
+	sed 's|@bindir@|$(BINDIR)|g' dbus/org.vfiod1.service > '$(DESTDIR)$(DBUSSERVICEDIR)/org.vfiod1.service'
+	chmod 0644 '$(DESTDIR)$(DBUSSERVICEDIR)/org.vfiod1.service'
+	install -m 0644 dbus/org.vfiod1.policy '$(DESTDIR)$(POLKITACTIONDIR)/org.vfiod1.policy'
+	install -D -m 0755 initramfs/initramfs-tools/hooks/vfiod '$(DESTDIR)$(INITRAMFSTOOLSDIR)/hooks/vfiod'
+	install -D -m 0755 initramfs/initramfs-tools/scripts/init-top/00-vfiod \
+	  '$(DESTDIR)$(INITRAMFSTOOLSDIR)/scripts/init-top/00-vfiod'
+	install -D -m 0755 initramfs/dracut/90vfiod/module-setup.sh '$(DESTDIR)$(DRACUTMODULESDIR)/90vfiod/module-setup.sh'
+	install -D -m 0755 initramfs/dracut/90vfiod/vfiod-pre-udev.sh '$(DESTDIR)$(DRACUTMODULESDIR)/90vfiod/vfiod-pre-udev.sh'
+	install -D -m 0644 initramfs/mkinitcpio/install/vfiod '$(DESTDIR)$(INITCPIODIR)/install/vfiod'
+	install -D -m 0644 initramfs/mkinitcpio/hooks/vfiod '$(DESTDIR)$(INITCPIODIR)/hooks/vfiod'
+	# The shim template and integrations, for `vfioctl initramfs install`.
+	install -d '$(DESTDIR)$(DATADIR)'
+	rm -rf '$(DESTDIR)$(DATADIR)/initramfs'
+	cp -R initramfs '$(DESTDIR)$(DATADIR)/initramfs'
+	# The example config, never over one that is there.
+	if [ ! -e '$(DESTDIR)$(SYSCONFDIR)/vfiod/vfiod.toml' ]; then \
+	  install -D -m 0644 etc/vfiod.toml '$(DESTDIR)$(SYSCONFDIR)/vfiod/vfiod.toml'; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,256 @@
+"""The config file: what it accepts, how it points at what is wrong, how it matches."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vfiod.config import Config, ConfigError, DeviceEntry, load_config, parse_config
+from vfiod.errors import InvalidArgument
+from vfiod.model import PciDevice
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+# the guest's devices
+[[device]]
+match = "06:00.0"
+name = "gpu"
+boot = "vfio"
+on_release = "reset"
+
+[[device]]
+match = "10DE:10EF@0000:06:00.1"
+
+[[device]]
+match = "8086:8d20"
+name = "audio"
+"""
+
+
+def device(address: str, ids: str, group: int | None = None) -> PciDevice:
+    vendor, dev = (int(x, 16) for x in ids.split(":"))
+    return PciDevice(address=address, vendor=vendor, device=dev, subsystem_vendor=0,
+                     subsystem_device=0, class_code=0x030000, name="", driver=None,
+                     driver_override=None, iommu_group=group, boot_vga=False,
+                     reset_methods=(), modalias="", sysfs_path=f"/devices/pci0000:00/{address}")
+
+
+def error_of(text: str, filename: str = "vfiod.toml") -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, filename)
+    return str(info.value)
+
+
+# -- what it accepts -------------------------------------------------------------------
+
+def test_short_address_becomes_the_full_address() -> None:
+    config = parse_config(GOOD)
+    assert config.devices[0].match == "0000:06:00.0"
+    assert config.devices[0].address == "0000:06:00.0"
+    assert config.devices[0].ids is None
+
+
+def test_ids_at_address_is_normalised_to_lower_case_and_keeps_both_parts() -> None:
+    entry = parse_config(GOOD).devices[1]
+    assert entry.match == "10de:10ef@0000:06:00.1"
+    assert entry.address == "0000:06:00.1"
+    assert entry.ids == (0x10DE, 0x10EF)
+
+
+def test_ids_only_entry_has_no_address() -> None:
+    entry = parse_config(GOOD).devices[2]
+    assert entry.address is None
+    assert entry.ids == (0x8086, 0x8D20)
+
+
+def test_boot_defaults_to_host_and_on_release_to_keep() -> None:
+    entry = parse_config(GOOD).devices[1]
+    assert (entry.boot, entry.on_release, entry.name) == ("host", "keep", None)
+
+
+def test_values_given_are_kept() -> None:
+    entry = parse_config(GOOD).devices[0]
+    assert (entry.name, entry.boot, entry.on_release) == ("gpu", "vfio", "reset")
+
+
+def test_empty_text_is_an_empty_config() -> None:
+    assert parse_config("").devices == []
+    assert parse_config("# nothing yet\n\n").devices == []
+
+
+def test_absent_file_is_an_empty_config(tmp_path: Path) -> None:
+    config = load_config(tmp_path / "missing.toml")
+    assert config.devices == []
+
+
+def test_load_config_reads_the_file_and_remembers_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "vfiod.toml"
+    path.write_text(GOOD)
+    config = load_config(path)
+    assert [e.name for e in config.devices] == ["gpu", None, "audio"]
+    assert config.path == str(path)
+
+
+def test_shipped_example_is_valid_as_is_and_once_uncommented() -> None:
+    text = (REPO / "etc" / "vfiod.toml").read_text()
+    assert parse_config(text).devices == []
+    uncommented = "\n".join(re.sub(r"^# ?", "", line) if re.match(r"^# (\[\[|\w+ = )", line)
+                            else line for line in text.splitlines())
+    config = parse_config(uncommented)
+    assert [e.name for e in config.devices] == ["gpu", "usb", "audio", "ssata"]
+    assert config.devices[0].match == "10de:1b06@0000:06:00.0"
+
+
+# -- what it refuses, and where it points ------------------------------------------------
+
+def test_bad_boot_value_names_file_line_and_field() -> None:
+    text = GOOD + '\n[[device]]\nmatch = "09:00.0"\nboot = "guest"\n'
+    assert error_of(text) == ("vfiod.toml:17: device[3].boot: 'guest' is not allowed "
+                              "(expected 'vfio' or 'host')")
+
+
+def test_bad_on_release_value_points_at_its_line() -> None:
+    text = '[[device]]\nmatch = "09:00.0"\n\non_release = "destroy"\n'
+    assert error_of(text).startswith("vfiod.toml:4: device[0].on_release: 'destroy'")
+
+
+def test_unknown_key_in_a_device_is_refused_with_its_line() -> None:
+    text = '[[device]]\nmatch = "09:00.0"\nbot = "vfio"\n'
+    assert error_of(text) == ("vfiod.toml:3: device[0].bot: unknown key (expected one of: "
+                              "match, name, boot, on_release)")
+
+
+def test_unknown_top_level_key_is_refused() -> None:
+    text = 'devices = 1\n' + GOOD
+    assert error_of(text).startswith("vfiod.toml:1: devices: unknown key")
+
+
+def test_missing_match_points_at_the_table_header() -> None:
+    text = GOOD + '\n[[device]]\nname = "usb"\n'
+    assert error_of(text).startswith("vfiod.toml:15: device[3].match: missing")
+
+
+def test_malformed_match_is_refused() -> None:
+    message = error_of('[[device]]\nmatch = "../../x"\n')
+    assert message.startswith("vfiod.toml:2: device[0].match: '../../x' is not a PCI address")
+
+
+def test_match_of_the_wrong_type_is_refused() -> None:
+    assert error_of('[[device]]\nmatch = 6\n') == "vfiod.toml:2: device[0].match: must be a string"
+
+
+def test_duplicate_names_are_refused_naming_the_first_one() -> None:
+    text = GOOD + '\n[[device]]\nmatch = "09:00.0"\nname = "gpu"\n'
+    assert error_of(text) == ("vfiod.toml:17: device[3].name: 'gpu' is already the name of "
+                              "device[0]; names must be unique")
+
+
+def test_a_name_that_looks_like_an_address_is_refused() -> None:
+    message = error_of('[[device]]\nmatch = "09:00.0"\nname = "0000:06:00.0"\n')
+    assert "device[0].name: '0000:06:00.0' looks like an address" in message
+
+
+def test_a_name_with_path_characters_is_refused() -> None:
+    message = error_of('[[device]]\nmatch = "09:00.0"\nname = "../gpu"\n')
+    assert "device[0].name: '../gpu' is not a valid name" in message
+
+
+def test_the_same_device_twice_is_refused() -> None:
+    text = '[[device]]\nmatch = "06:00.0"\n[[device]]\nmatch = "0000:06:00.0"\n'
+    assert error_of(text) == ("vfiod.toml:4: device[1].match: 0000:06:00.0 is already "
+                              "matched by device[0]")
+
+
+def test_toml_syntax_error_carries_tomllibs_line() -> None:
+    text = GOOD + '\n[[device]]\nmatch = "09:00.0\n'
+    message = error_of(text)
+    assert message.startswith("vfiod.toml:16: TOML syntax: ")
+
+
+def test_device_written_as_a_plain_table_is_refused() -> None:
+    message = error_of('[device]\nmatch = "06:00.0"\n')
+    assert message == ("vfiod.toml:1: device: must be an array of tables: write each device "
+                       "as [[device]]")
+
+
+def test_inline_array_of_tables_is_accepted_and_checked() -> None:
+    config = parse_config('device = [{ match = "06:00.0", boot = "vfio" }]\n')
+    assert config.devices[0].boot == "vfio"
+    assert error_of('device = [{ match = "06:00.0", boot = "x" }]\n').startswith(
+        "vfiod.toml:1: device[0].boot:")
+
+
+def test_non_utf8_file_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "vfiod.toml"
+    path.write_bytes(b'[[device]]\nname = "\xff"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:2: not valid UTF-8"
+
+
+def test_config_error_reaches_dbus_as_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_config('[[device]]\nboot = "vfio"\n')
+    assert info.value.dbus_name == "org.vfiod1.Error.InvalidArgument"
+    assert info.value.line == 1 and info.value.field == "device[0].match"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_either_parses_or_raises_config_error(text: str) -> None:
+    try:
+        config = parse_config(text, "vfiod.toml")
+    except ConfigError as exc:
+        assert str(exc).startswith("vfiod.toml")
+        assert "\n" not in str(exc).strip()
+    else:
+        assert isinstance(config, Config)
+
+
+# -- matching ----------------------------------------------------------------------------
+
+def test_entry_for_prefers_an_address_match_over_an_ids_match() -> None:
+    config = parse_config('[[device]]\nmatch = "10de:1b06"\nname = "any"\n'
+                          '[[device]]\nmatch = "06:00.0"\nname = "gpu"\n')
+    entry = config.entry_for(device("0000:06:00.0", "10de:1b06"))
+    assert entry is not None and entry.name == "gpu"
+
+
+def test_entry_for_falls_back_to_an_ids_match() -> None:
+    config = parse_config('[[device]]\nmatch = "10de:1b06"\nname = "any"\n'
+                          '[[device]]\nmatch = "06:00.0"\nname = "gpu"\n')
+    entry = config.entry_for(device("0000:09:00.0", "10de:1b06"))
+    assert entry is not None and entry.name == "any"
+
+
+def test_ids_at_address_does_not_match_another_card_at_that_address() -> None:
+    config = parse_config('[[device]]\nmatch = "10de:1b06@06:00.0"\n')
+    assert config.entry_for(device("0000:06:00.0", "1002:67df")) is None
+    assert Config.match(config.devices[0], device("0000:06:00.0", "10de:1b06"))
+
+
+def test_address_for_name_resolves_address_entries_only() -> None:
+    config = parse_config(GOOD)
+    assert config.address_for_name("gpu") == "0000:06:00.0"
+    assert config.address_for_name("audio") is None  # ids only: resolve with devices_for
+    assert config.address_for_name("nope") is None
+
+
+def test_devices_for_resolves_an_ids_entry_against_the_device_list() -> None:
+    config = parse_config(GOOD)
+    devices = [device("0000:00:1b.0", "8086:8d20"), device("0000:06:00.0", "10de:1b06")]
+    audio = config.entry_named("audio")
+    assert audio is not None
+    assert [d.address for d in config.devices_for(audio, devices)] == ["0000:00:1b.0"]
+
+
+def test_entries_are_frozen() -> None:
+    entry = parse_config(GOOD).devices[0]
+    with pytest.raises(Exception):
+        entry.boot = "host"  # type: ignore[misc]
+    assert isinstance(entry, DeviceEntry)

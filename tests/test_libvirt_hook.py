@@ -1,0 +1,162 @@
+"""The libvirt qemu hook, run for real against the seed's domain XML and a fake busctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vfiod.libvirt_hook import HOOK_PATH, install_hook, render_hook
+
+SEED_XML = (Path(__file__).resolve().parent / "data" / "seed-domain.xml").read_text()
+
+# The seed guest's six PCI hostdevs, in its XML's order.
+SEED_HOSTDEVS = ["0000:11:00.0", "0000:00:1b.0", "0000:06:00.0", "0000:06:00.1",
+                 "0000:00:11.0", "0000:00:11.4"]
+
+# Records each call as a JSON line and answers like vfiod would: Bind of a GPU function
+# moves its whole slot the first time; FAKE_REFUSE names an address vfiod refuses.
+FAKE_BUSCTL = textwrap.dedent('''\
+    #!{python}
+    import json, os, sys
+    args = sys.argv[1:]
+    with open(os.environ["FAKE_LOG"], "a") as log:
+        log.write(json.dumps(args) + "\\n")
+    state = os.environ["FAKE_LOG"] + ".bound"
+    bound = open(state).read().split() if os.path.exists(state) else []
+    words = [a for a in args if not a.startswith("--")]
+    if words[0] == "call" and words[4] == "Bind":
+        address = words[6]
+        if address == os.environ.get("FAKE_REFUSE"):
+            print("Call failed: " + address + ": refusing to bind it to vfio-pci: "
+                  "/dev/sdb1 is mounted on /data (ext4)", file=sys.stderr)
+            sys.exit(1)
+        group = [address[:-1] + "0", address[:-1] + "1"] if address.startswith("0000:06") \\
+            else [address]
+        moved = [a for a in group if a not in bound]
+        open(state, "w").write(" ".join(bound + moved))
+        print(json.dumps({{"type": "as", "data": [moved]}}))
+    elif words[0] == "call" and words[4] == "Unbind":
+        print(json.dumps({{"type": "as", "data": [[words[6]]]}}))
+    elif words[0] == "get-property":
+        print(json.dumps({{"type": "s", "data": "vfio"}}))
+''')
+
+
+@pytest.fixture
+def hook(tmp_path: Path) -> Path:
+    fake = tmp_path / "busctl"
+    fake.write_text(FAKE_BUSCTL.format(python=sys.executable))
+    fake.chmod(0o755)
+    path = install_hook(tmp_path / "root", busctl=str(fake), timeout=5)
+    return path
+
+
+def run_hook(hook: Path, tmp_path: Path, *args: str, xml: str = SEED_XML,
+             refuse: str = "") -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    log = tmp_path / "calls.jsonl"
+    env = {**os.environ, "FAKE_LOG": str(log), "FAKE_REFUSE": refuse}
+    env.pop("VFIOD_BUSCTL", None)
+    proc = subprocess.run([str(hook), *args], input=xml, capture_output=True, text=True,
+                          env=env, timeout=60)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return proc, calls
+
+
+def verbs(calls: list[list[str]]) -> list[tuple[str, ...]]:
+    """(method, address) of each call, options stripped."""
+    out = []
+    for call in calls:
+        words = [w for w in call if not w.startswith("--")]
+        out.append((words[4], words[6]) if words[0] == "call" else (words[0], words[2]))
+    return out
+
+
+def test_hook_is_installed_where_libvirt_looks_and_is_executable(hook: Path,
+                                                                 tmp_path: Path) -> None:
+    assert hook == tmp_path / "root" / HOOK_PATH.lstrip("/")
+    assert os.access(hook, os.X_OK)
+
+
+def test_prepare_begin_binds_every_pci_hostdev_of_the_domain(hook: Path,
+                                                            tmp_path: Path) -> None:
+    proc, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert verbs(calls) == [("Bind", a) for a in SEED_HOSTDEVS]
+
+
+def test_calls_go_to_vfiod_on_the_system_bus_with_a_timeout(hook: Path,
+                                                           tmp_path: Path) -> None:
+    _, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-")
+    assert calls[0] == ["--system", "--json=short", "--timeout=5", "call", "org.vfiod1",
+                        "/org/vfiod1", "org.vfiod1.Manager", "Bind", "sa{sv}",
+                        "0000:11:00.0", "0"]
+
+
+def test_each_bind_is_one_clear_log_line(hook: Path, tmp_path: Path) -> None:
+    proc, _ = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-")
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 6
+    assert lines[2] == ("vfiod-hook: Windows: 0000:06:00.0 -> vfio-pci: moved 0000:06:00.0 "
+                        "0000:06:00.1 (libvirt also manages it: managed='yes')")
+    assert lines[3].startswith("vfiod-hook: Windows: 0000:06:00.1 -> vfio-pci: already on")
+
+
+def test_a_refused_device_stops_the_guest_and_returns_what_moved(hook: Path,
+                                                                tmp_path: Path) -> None:
+    proc, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-",
+                           refuse="0000:00:11.4")
+    assert proc.returncode == 1
+    assert "not starting: vfiod cannot bind 0000:00:11.4: Call failed" in proc.stderr
+    moved = ["0000:11:00.0", "0000:00:1b.0", "0000:06:00.0", "0000:06:00.1", "0000:00:11.0"]
+    assert verbs(calls) == ([("Bind", a) for a in SEED_HOSTDEVS]
+                            + [("Unbind", a) for a in reversed(moved)])
+    # Only the functions this run moved go back, each alone (group = false).
+    assert calls[len(SEED_HOSTDEVS)][-7:] == ["Unbind", "sa{sv}", "0000:00:11.0", "1",
+                                              "group", "b", "false"]
+
+
+def test_release_end_asks_vfiod_for_each_devices_state_and_changes_nothing(
+        hook: Path, tmp_path: Path) -> None:
+    proc, calls = run_hook(hook, tmp_path, "Windows", "release", "end", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert verbs(calls) == [("get-property", "/org/vfiod1/device/pci_" +
+                             a.replace(":", "_").replace(".", "_")) for a in SEED_HOSTDEVS]
+    assert "vfiod-hook: Windows: released 0000:06:00.0 (now vfio)" in proc.stderr
+
+
+@pytest.mark.parametrize("operation", [("start", "begin"), ("started", "begin"),
+                                       ("stopped", "end"), ("prepare", "end"),
+                                       ("migrate", "begin")])
+def test_other_operations_call_nothing(hook: Path, tmp_path: Path,
+                                       operation: tuple[str, str]) -> None:
+    proc, calls = run_hook(hook, tmp_path, "Windows", *operation, "-")
+    assert proc.returncode == 0
+    assert calls == []
+
+
+def test_a_domain_without_pci_hostdevs_calls_nothing(hook: Path, tmp_path: Path) -> None:
+    xml = "<domain type='kvm'><name>plain</name><devices><hostdev mode='subsystem' " \
+          "type='usb'><source><vendor id='0x046d'/></source></hostdev></devices></domain>"
+    proc, calls = run_hook(hook, tmp_path, "plain", "prepare", "begin", "-", xml=xml)
+    assert proc.returncode == 0
+    assert calls == []
+
+
+def test_the_hook_never_calls_back_into_libvirt() -> None:
+    text = render_hook()
+    assert "virsh" not in text.replace("never virsh", "").replace("never calls virsh", "")
+    assert "libvirt-python" not in text and "import libvirt" not in text
+
+
+def test_rendered_hook_uses_only_the_standard_library() -> None:
+    text = render_hook()
+    imports = set(re.findall(r"^\s*import (\w+)", text, re.M))
+    assert imports == {"json", "os", "subprocess", "sys", "xml", "syslog"}
+    assert not re.search(r"^\s*from ", text, re.M)

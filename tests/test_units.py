@@ -1,0 +1,401 @@
+"""The files vfiod ships for systemd, D-Bus and polkit, and `make install`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "vfiod.service"
+BUS_POLICY = REPO / "dbus" / "org.vfiod1.conf"
+ACTIVATION = REPO / "dbus" / "org.vfiod1.service"
+POLKIT = REPO / "dbus" / "org.vfiod1.policy"
+
+#: The exposure systemd-analyze gave the unit (systemd 252); it must never rise.
+MAX_EXPOSURE = 2.4
+NOBODY = 65534
+
+
+def unit_with_bindir(tmp_path: Path) -> Path:
+    """The unit as `make install` writes it, pointing at an existing vfiod."""
+    bindir = Path(sys.executable).parent  # the venv's: it holds a vfiod entry point
+    path = tmp_path / "vfiod.service"
+    path.write_text(UNIT.read_text().replace("@bindir@", str(bindir)))
+    return path
+
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze is not installed")
+
+
+# -- systemd -----------------------------------------------------------------------------
+
+@needs_analyze
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit_with_bindir(tmp_path))],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ""
+
+
+@needs_analyze
+def test_unit_exposure_stays_at_or_below_the_measured_figure(tmp_path: Path) -> None:
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                           str(unit_with_bindir(tmp_path))],
+                          capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for vfiod\.service: (\d+\.\d+)", proc.stdout)
+    assert m is not None, proc.stdout + proc.stderr
+    assert float(m.group(1)) <= MAX_EXPOSURE, proc.stdout
+
+
+def test_unit_declares_what_the_daemon_relies_on() -> None:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    assert settings["Type"] == ["notify"]
+    assert settings["BusName"] == ["org.vfiod1"]
+    assert settings["ExecStart"] == ["@bindir@/vfiod"]
+    assert settings["ExecReload"] == ["kill -HUP $MAINPID"]
+    assert settings["Restart"] == ["on-failure"]
+    assert settings["StateDirectory"] == ["vfiod"]
+    assert settings["ConfigurationDirectory"] == ["vfiod"]
+    assert "WatchdogSec" in settings
+    assert set(settings["ReadWritePaths"][0].split()) == {"/sys/bus/pci", "/sys/devices"}
+    assert set(settings["CapabilityBoundingSet"][0].split()) == {
+        "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}
+
+
+# -- D-Bus and polkit files --------------------------------------------------------------
+
+def test_bus_policy_lets_only_root_own_and_everyone_call() -> None:
+    root = ET.parse(BUS_POLICY).getroot()
+    assert root.tag == "busconfig"
+    owners = [(p.attrib, a.attrib) for p in root.iter("policy") for a in p
+              if "own" in a.attrib]
+    assert owners == [({"user": "root"}, {"own": "org.vfiod1"})]
+    default = next(p for p in root.iter("policy") if p.get("context") == "default")
+    interfaces = {a.get("send_interface") for a in default if a.tag == "allow"
+                  and a.get("send_destination") == "org.vfiod1"}
+    assert {"org.vfiod1.Manager", "org.vfiod1.Device", "org.freedesktop.DBus.Properties",
+            "org.freedesktop.DBus.Introspectable",
+            "org.freedesktop.DBus.ObjectManager"} <= interfaces
+    assert not [a for a in root.iter("deny")]
+
+
+def test_activation_file_hands_over_to_the_systemd_unit() -> None:
+    fields = dict(line.split("=", 1) for line in ACTIVATION.read_text().splitlines()
+                  if "=" in line and not line.startswith("#"))
+    assert ACTIVATION.read_text().count("[D-BUS Service]") == 1
+    assert fields == {"Name": "org.vfiod1", "Exec": "@bindir@/vfiod", "User": "root",
+                      "SystemdService": "vfiod.service"}
+
+
+def test_polkit_action_asks_active_admins_and_refuses_others() -> None:
+    root = ET.parse(POLKIT).getroot()
+    actions = {a.get("id"): a for a in root.iter("action")}
+    assert list(actions) == ["org.vfiod1.manage"]
+    defaults = actions["org.vfiod1.manage"].find("defaults")
+    assert defaults is not None
+    assert {d.tag: d.text for d in defaults} == {
+        "allow_any": "no", "allow_inactive": "no", "allow_active": "auth_admin_keep"}
+
+
+# -- the policy on a real dbus-daemon ----------------------------------------------------
+
+_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path={socket}</listen>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"""
+
+# A stand-in for vfiod owning its name: Manager.Status/Bind, and one interface the
+# policy does not open.
+_SERVICE = textwrap.dedent('''
+    import asyncio, sys
+    from dbus_fast.aio import MessageBus
+    from dbus_fast.service import ServiceInterface, method
+
+    class Manager(ServiceInterface):
+        def __init__(self):
+            super().__init__("org.vfiod1.Manager")
+        @method()
+        def Status(self) -> "a(sssssis)":
+            return [["0000:06:00.0", "10de:1b06", "GPU", "nvidia", "host", 31, ""]]
+        @method()
+        def Bind(self, device: "s", options: "a{sv}") -> "as":
+            return [device]
+
+    class Hidden(ServiceInterface):
+        def __init__(self):
+            super().__init__("org.vfiod1.Hidden")
+        @method()
+        def Poke(self) -> "s":
+            return "poked"
+
+    async def main():
+        bus = await MessageBus(bus_address=sys.argv[1]).connect()
+        bus.export("/org/vfiod1", Manager())
+        bus.export("/org/vfiod1", Hidden())
+        try:
+            await bus.request_name("org.vfiod1")
+        except Exception as exc:
+            print("refused", type(exc).__name__, exc, flush=True)
+            return
+        print("owned", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+''')
+
+
+class PolicyBus:
+    """A system-like dbus-daemon that includes the project's policy, in a world-readable dir."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="vfiod-policy-"))
+        self.dir.chmod(0o755)
+        self.address = ""
+        self.daemon: subprocess.Popen[str] | None = None
+        self.children: list[subprocess.Popen[str]] = []
+
+    def start(self) -> None:
+        config = self.dir / "bus.conf"
+        config.write_text(_BUS_CONFIG.format(socket=self.dir / "bus", policy=BUS_POLICY))
+        self.daemon = subprocess.Popen(
+            ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.daemon.stdout is not None
+        self.address = self.daemon.stdout.readline().strip()
+        if not self.address:
+            raise RuntimeError("dbus-daemon did not start: " + self.daemon.stderr.read()
+                               if self.daemon.stderr else "")
+        (self.dir / "service.py").write_text(_SERVICE)
+
+    def run_service(self, uid: int = 0) -> tuple[subprocess.Popen[str], str]:
+        """Start the stand-in service as *uid*; its first line: owned or refused."""
+        cmd = [sys.executable, str(self.dir / "service.py"), self.address]
+        if uid:
+            cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.children.append(proc)
+        assert proc.stdout is not None
+        return proc, proc.stdout.readline().strip()
+
+    def busctl(self, *args: str, uid: int = NOBODY) -> subprocess.CompletedProcess[str]:
+        cmd = ["busctl", f"--address={self.address}", "--timeout=5", *args]
+        if uid:
+            cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + cmd
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+    def stop(self) -> None:
+        for proc in [*self.children, self.daemon]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc is not None:
+                for stream in (proc.stdout, proc.stderr):
+                    if stream is not None:
+                        stream.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+needs_bus = pytest.mark.skipif(
+    shutil.which("dbus-daemon") is None or shutil.which("busctl") is None
+    or shutil.which("setpriv") is None or os.geteuid() != 0,
+    reason="needs dbus-daemon, busctl, setpriv and root")
+
+
+@pytest.fixture
+def policy_bus() -> Iterator[PolicyBus]:
+    bus = PolicyBus()
+    try:
+        bus.start()
+        yield bus
+    finally:
+        bus.stop()
+
+
+@needs_bus
+def test_dbus_daemon_starts_with_the_policy_included(policy_bus: PolicyBus) -> None:
+    assert policy_bus.address.startswith("unix:path=")
+    assert policy_bus.daemon is not None and policy_bus.daemon.poll() is None
+
+
+@needs_bus
+def test_root_may_own_org_vfiod1(policy_bus: PolicyBus) -> None:
+    _, first = policy_bus.run_service(uid=0)
+    assert first == "owned"
+
+
+@needs_bus
+def test_another_user_may_not_own_org_vfiod1(policy_bus: PolicyBus) -> None:
+    _, first = policy_bus.run_service(uid=NOBODY)
+    assert first.startswith("refused")
+    assert "not allowed to own" in first
+
+
+@needs_bus
+def test_any_user_may_call_status(policy_bus: PolicyBus) -> None:
+    policy_bus.run_service(uid=0)
+    proc = policy_bus.busctl("call", "org.vfiod1", "/org/vfiod1", "org.vfiod1.Manager",
+                             "Status")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith('a(sssssis) 1 "0000:06:00.0"')
+
+
+@needs_bus
+def test_any_user_may_call_bind_for_the_daemon_to_authorize(policy_bus: PolicyBus) -> None:
+    policy_bus.run_service(uid=0)
+    proc = policy_bus.busctl("call", "org.vfiod1", "/org/vfiod1", "org.vfiod1.Manager",
+                             "Bind", "sa{sv}", "0000:06:00.0", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == 'as 1 "0000:06:00.0"'
+
+
+@needs_bus
+def test_introspection_is_open_to_everyone(policy_bus: PolicyBus) -> None:
+    policy_bus.run_service(uid=0)
+    proc = policy_bus.busctl("introspect", "--xml-interface", "org.vfiod1", "/org/vfiod1")
+    assert proc.returncode == 0, proc.stderr
+    assert 'interface name="org.vfiod1.Manager"' in proc.stdout
+
+
+@needs_bus
+def test_an_interface_outside_the_api_is_denied_by_the_bus(policy_bus: PolicyBus) -> None:
+    policy_bus.run_service(uid=0)
+    proc = policy_bus.busctl("call", "org.vfiod1", "/org/vfiod1", "org.vfiod1.Hidden",
+                             "Poke")
+    assert proc.returncode != 0
+    assert "Access denied" in proc.stderr or "AccessDenied" in proc.stderr
+
+
+# -- make install ------------------------------------------------------------------------
+
+def _make_install(destdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "-s", "install", f"DESTDIR={destdir}", *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+needs_make = pytest.mark.skipif(
+    shutil.which("make") is None or not Path("/usr/bin/python3").exists(),
+    reason="needs make and /usr/bin/python3 with pip")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    destdir = tmp_path_factory.mktemp("destdir")
+    proc = _make_install(destdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return destdir
+
+
+@needs_make
+def test_install_puts_every_file_where_its_tool_looks(installed: Path) -> None:
+    expected = [
+        "usr/local/bin/vfiod", "usr/local/bin/vfioctl",
+        "usr/local/lib/vfiod/vfiod/__init__.py", "usr/local/lib/vfiod/vfiod/daemon",
+        "lib/systemd/system/vfiod.service",
+        "usr/share/dbus-1/system.d/org.vfiod1.conf",
+        "usr/share/dbus-1/system-services/org.vfiod1.service",
+        "usr/share/polkit-1/actions/org.vfiod1.policy",
+        "usr/share/initramfs-tools/hooks/vfiod",
+        "usr/share/initramfs-tools/scripts/init-top/00-vfiod",
+        "usr/lib/dracut/modules.d/90vfiod/module-setup.sh",
+        "usr/lib/dracut/modules.d/90vfiod/vfiod-pre-udev.sh",
+        "usr/lib/initcpio/install/vfiod", "usr/lib/initcpio/hooks/vfiod",
+        "usr/local/share/vfiod/initramfs/vfiod-shim.sh.in",
+        "etc/vfiod/vfiod.toml",
+    ]
+    missing = [p for p in expected if not (installed / p).exists()]
+    assert missing == []
+
+
+@needs_make
+def test_install_substitutes_the_installed_bindir(installed: Path) -> None:
+    unit = (installed / "lib/systemd/system/vfiod.service").read_text()
+    activation = (installed / "usr/share/dbus-1/system-services/org.vfiod1.service").read_text()
+    assert "ExecStart=/usr/local/bin/vfiod\n" in unit
+    assert "Exec=/usr/local/bin/vfiod\n" in activation
+    assert "@bindir@" not in unit + activation
+
+
+@needs_make
+def test_installed_commands_run_the_private_package(installed: Path) -> None:
+    wrapper = (installed / "usr/local/bin/vfioctl").read_text().splitlines()
+    assert wrapper[0] == "#!/usr/bin/python3 -I"
+    assert 'sys.path.insert(0, "/usr/local/lib/vfiod")' in wrapper
+    assert os.access(installed / "usr/local/bin/vfioctl", os.X_OK)
+    # The staged package is complete: it imports, and finds its shim template.
+    staged = installed / "usr/local/lib/vfiod"
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c",
+         f"import sys; sys.path.insert(0, {str(staged)!r}); import vfiod.initramfs as i; "
+         "print(i.__file__); print(i.template_dir())"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    module, template = proc.stdout.split()
+    assert module.startswith(str(staged))
+    assert template == str(installed / "usr/local/share/vfiod/initramfs")
+
+
+@needs_make
+def test_install_keeps_an_existing_config(tmp_path: Path) -> None:
+    mine = tmp_path / "etc" / "vfiod" / "vfiod.toml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text('[[device]]\nmatch = "06:00.0"\n')
+    proc = _make_install(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert mine.read_text() == '[[device]]\nmatch = "06:00.0"\n'
+
+
+@needs_make
+def test_install_honours_prefix(tmp_path: Path) -> None:
+    proc = _make_install(tmp_path, "PREFIX=/usr")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "usr/bin/vfiod").exists()
+    assert (tmp_path / "usr/lib/vfiod/vfiod/__init__.py").exists()
+    assert "ExecStart=/usr/bin/vfiod\n" in (tmp_path / "lib/systemd/system/vfiod.service"
+                                           ).read_text()
+
+
+def test_makefile_install_uses_destdir_everywhere() -> None:
+    text = (REPO / "Makefile").read_text()
+    recipe = text.split("\ninstall:\n", 1)[1].split("\n\n", 1)[0]
+    for line in recipe.splitlines():
+        for target in re.findall(r"'([^']*)'", line):
+            if target.startswith("$("):
+                assert target.startswith("$(DESTDIR)"), line

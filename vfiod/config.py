@@ -1,0 +1,363 @@
+"""The config file /etc/vfiod/vfiod.toml: parsing, validation and device matching.
+
+A file is an array of ``[[device]]`` tables (DESIGN.md). A bad file is refused as a
+whole with a :class:`ConfigError` whose message points at the file, the line and the
+field at fault (``vfiod.toml:7: device[1].boot: ...``); indices count ``[[device]]``
+tables from 0, as in the array they make. An empty or absent file is a valid, empty
+config.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from vfiod.address import is_name, normalize_address, parse_ids
+from vfiod.errors import InvalidArgument
+from vfiod.model import PciDevice
+
+DEFAULT_CONFIG_PATH = "/etc/vfiod/vfiod.toml"
+
+DEVICE_KEYS = ("match", "name", "boot", "on_release")
+
+Boot = Literal["vfio", "host"]
+OnRelease = Literal["keep", "reset", "host"]
+
+
+class ConfigError(InvalidArgument):
+    """The config file is unreadable or invalid; the message says where and why.
+
+    An InvalidArgument, so that a refused reload reaches D-Bus clients as
+    ``org.vfiod1.Error.InvalidArgument``.
+    """
+
+    def __init__(self, filename: str, line: int | None, field: str | None, reason: str) -> None:
+        self.filename = filename
+        self.line = line
+        self.field = field
+        self.reason = reason
+        where = f"{filename}:{line}" if line is not None else filename
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}: {what}{reason}")
+
+
+class DeviceEntry(BaseModel):
+    """One ``[[device]]`` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Normalised: ``0000:06:00.0``, ``10de:1b06`` or ``10de:1b06@0000:06:00.0``.
+    match: str
+    name: str | None = None
+    boot: Boot = "host"
+    on_release: OnRelease = "keep"
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _check_match(cls, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        normalized = normalize_match(value)
+        if normalized is None:
+            raise ValueError(
+                f"{value[:40]!r} is not a PCI address (0000:06:00.0 or 06:00.0), "
+                "vendor:device ids (10de:1b06) or both (10de:1b06@0000:06:00.0)")
+        return normalized
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _check_name(cls, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if normalize_address(value) is not None or parse_ids(value) is not None:
+            raise ValueError(f"{value!r} looks like an address or ids; a name must not")
+        if not is_name(value):
+            raise ValueError(
+                f"{value[:40]!r} is not a valid name: a letter, then up to 63 letters, "
+                "digits, '_' or '-'")
+        return value
+
+    @property
+    def address(self) -> str | None:
+        """The full PCI address this entry names, or None for an ids-only match."""
+        _, _, address = self.match.rpartition("@")
+        return address if normalize_address(address) == address else None
+
+    @property
+    def ids(self) -> tuple[int, int] | None:
+        """(vendor, device) this entry requires, or None for an address-only match."""
+        ids, _, _ = self.match.partition("@")
+        return parse_ids(ids)
+
+    @property
+    def label(self) -> str:
+        """How messages name the entry: its name, else its match."""
+        return self.name or self.match
+
+    def matches(self, dev: PciDevice) -> bool:
+        """True when *dev* is the device this entry describes."""
+        address, ids = self.address, self.ids
+        if address is not None and dev.address != address:
+            return False
+        if ids is not None and (dev.vendor, dev.device) != ids:
+            return False
+        return True
+
+
+def normalize_match(text: str) -> str | None:
+    """The canonical form of a ``match`` value, or None when it is malformed."""
+    text = text.strip().lower()
+    ids_part, sep, address_part = text.partition("@")
+    if sep:
+        ids = parse_ids(ids_part)
+        address = normalize_address(address_part)
+        if ids is None or address is None:
+            return None
+        return f"{ids[0]:04x}:{ids[1]:04x}@{address}"
+    address = normalize_address(text)
+    if address is not None:
+        return address
+    ids = parse_ids(text)
+    return f"{ids[0]:04x}:{ids[1]:04x}" if ids is not None else None
+
+
+class Config(BaseModel):
+    """A whole config file; ``devices`` keeps the file's order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    devices: list[DeviceEntry] = []
+    #: The file it came from ("" when built in code).
+    path: str = ""
+
+    @staticmethod
+    def match(entry: DeviceEntry, dev: PciDevice) -> bool:
+        """True when *entry* describes *dev* (its address and/or ids agree)."""
+        return entry.matches(dev)
+
+    def entry_for(self, dev: PciDevice) -> DeviceEntry | None:
+        """The entry describing *dev*: an address match wins over an ids-only match."""
+        by_ids: DeviceEntry | None = None
+        for entry in self.devices:
+            if not entry.matches(dev):
+                continue
+            if entry.address is not None:
+                return entry
+            if by_ids is None:
+                by_ids = entry
+        return by_ids
+
+    def entry_named(self, name: str) -> DeviceEntry | None:
+        """The entry with this name, or None."""
+        for entry in self.devices:
+            if entry.name == name:
+                return entry
+        return None
+
+    def address_for_name(self, name: str) -> str | None:
+        """The address a name stands for, when its entry matches by address.
+
+        None for unknown names and for ids-only entries: resolve those against the
+        device list with :meth:`devices_for`.
+        """
+        entry = self.entry_named(name)
+        return entry.address if entry is not None else None
+
+    def devices_for(self, entry: DeviceEntry, devices: Iterable[PciDevice]) -> list[PciDevice]:
+        """Every device in *devices* that *entry* matches, in address order."""
+        return sorted((d for d in devices if entry.matches(d)), key=lambda d: d.address)
+
+    def boot_entries(self) -> list[DeviceEntry]:
+        """The entries the early-boot shim claims (``boot = "vfio"``)."""
+        return [e for e in self.devices if e.boot == "vfio"]
+
+
+# -- loading ---------------------------------------------------------------------------
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> Config:
+    """Read and validate a config file; an absent file is an empty config.
+
+    Raises ConfigError (file, line, field and reason) for anything else that is wrong.
+    """
+    filename = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return Config(path=filename)
+    except OSError as exc:
+        raise ConfigError(filename, None, None, f"cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(filename, line, None, "not valid UTF-8") from None
+    return parse_config(text, filename)
+
+
+def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
+    """Parse and validate config text; *filename* is only used in messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(exc, filename, text) from None
+    locator = _Locator(text)
+
+    for key in data:
+        if key != "device":
+            raise ConfigError(filename, locator.top_level_key(key), key,
+                              "unknown key (the file holds [[device]] tables only)")
+    tables = data.get("device", [])
+    if not isinstance(tables, list):
+        raise ConfigError(filename, locator.top_level_key("device"), "device",
+                          "must be an array of tables: write each device as [[device]]")
+
+    entries: list[DeviceEntry] = []
+    for index, table in enumerate(tables):
+        where = f"device[{index}]"
+        if not isinstance(table, dict):
+            raise ConfigError(filename, locator.table(index), where, "must be a table")
+        entries.append(_validate_entry(table, index, filename, locator))
+
+    _check_unique(entries, filename, locator)
+    return Config(devices=entries, path=filename)
+
+
+def _validate_entry(table: dict[str, Any], index: int, filename: str,
+                    locator: _Locator) -> DeviceEntry:
+    where = f"device[{index}]"
+    for key in table:
+        if key not in DEVICE_KEYS:
+            raise ConfigError(filename, locator.key(index, key), f"{where}.{key}",
+                              f"unknown key (expected one of: {', '.join(DEVICE_KEYS)})")
+    if "match" not in table:
+        raise ConfigError(filename, locator.table(index), f"{where}.match",
+                          "missing: every device needs a match (an address or ids)")
+    try:
+        return DeviceEntry.model_validate(table)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = str(err["loc"][0]) if err["loc"] else "match"
+        raise ConfigError(filename, locator.key(index, key), f"{where}.{key}",
+                          _reason(err)) from None
+
+
+def _reason(err: Any) -> str:
+    """A short reason from a pydantic error, without pydantic's wording for ours."""
+    kind = err.get("type", "")
+    if kind == "value_error":
+        return str(err.get("ctx", {}).get("error", err["msg"]))
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"{err.get('input')!r} is not allowed (expected {expected})"
+    if kind in ("string_type",):
+        return "must be a string"
+    return str(err["msg"])
+
+
+def _check_unique(entries: list[DeviceEntry], filename: str, locator: _Locator) -> None:
+    names: dict[str, int] = {}
+    matches: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        if entry.name is not None:
+            if entry.name in names:
+                raise ConfigError(filename, locator.key(index, "name"), f"device[{index}].name",
+                                  f"{entry.name!r} is already the name of "
+                                  f"device[{names[entry.name]}]; names must be unique")
+            names[entry.name] = index
+        if entry.match in matches:
+            raise ConfigError(filename, locator.key(index, "match"), f"device[{index}].match",
+                              f"{entry.match} is already matched by device[{matches[entry.match]}]")
+        matches[entry.match] = index
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+def _syntax_error(exc: tomllib.TOMLDecodeError, filename: str, text: str) -> ConfigError:
+    message = str(exc)
+    if (m := _TOML_POSITION.search(message)) is not None:
+        reason = message[: m.start()]
+        return ConfigError(filename, int(m.group(1)), None,
+                           f"TOML syntax: {reason} (column {m.group(2)})")
+    if (m := _TOML_END.search(message)) is not None:
+        return ConfigError(filename, max(1, len(text.splitlines())), None,
+                           f"TOML syntax: {message[: m.start()]} (at the end of the file)")
+    return ConfigError(filename, None, None, f"TOML syntax: {message}")
+
+
+# -- finding lines ---------------------------------------------------------------------
+
+_ARRAY_TABLE = re.compile(r"""^\s*\[\[\s*(?:device|"device"|'device')\s*\]\]\s*(?:#.*)?$""")
+_ANY_TABLE = re.compile(r"^\s*\[")
+
+
+class _Locator:
+    """Finds the line of a [[device]] table or of a key in it (tomllib gives none).
+
+    A line-oriented scan: good for files people write (one key per line), and it falls
+    back to the table's line, or to no line, when it cannot tell.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.tables: list[int] = []  # 0-based line index of each [[device]] header
+        self.first_table: int | None = None
+        in_multiline: str | None = None
+        for i, line in enumerate(self.lines):
+            if in_multiline is not None:
+                if line.count(in_multiline) % 2 == 1:
+                    in_multiline = None
+                continue
+            for quote in ('"""', "'''"):
+                if line.count(quote) % 2 == 1:
+                    in_multiline = quote
+            if in_multiline is not None:
+                continue
+            if _ANY_TABLE.match(line) and self.first_table is None:
+                self.first_table = i
+            if _ARRAY_TABLE.match(line):
+                self.tables.append(i)
+
+    def table(self, index: int) -> int | None:
+        """1-based line of the index-th [[device]] header, or of a top-level device key."""
+        if index < len(self.tables):
+            return self.tables[index] + 1
+        return self.top_level_key("device")
+
+    def key(self, index: int, key: str) -> int | None:
+        """1-based line of *key* inside the index-th [[device]] table."""
+        if index >= len(self.tables):
+            return self.table(index)
+        start = self.tables[index]
+        pattern = _key_pattern(key)
+        for i in range(start + 1, len(self.lines)):
+            line = self.lines[i]
+            if _ANY_TABLE.match(line):
+                break
+            if pattern.match(line):
+                return i + 1
+        return start + 1
+
+    def top_level_key(self, key: str) -> int | None:
+        """1-based line of a key before the first table header, or of a ``[key]`` table."""
+        pattern = _key_pattern(key)
+        end = self.first_table if self.first_table is not None else len(self.lines)
+        for i in range(end):
+            if pattern.match(self.lines[i]):
+                return i + 1
+        header = re.compile(rf"""^\s*\[\s*(?:{re.escape(key)}|"{re.escape(key)}")\s*[\].]""")
+        for i, line in enumerate(self.lines):
+            if header.match(line):
+                return i + 1
+        return None
+
+
+def _key_pattern(key: str) -> re.Pattern[str]:
+    quoted = re.escape(key)
+    return re.compile(rf"""^\s*(?:{quoted}|"{quoted}"|'{quoted}')\s*[=.]""")

@@ -1,0 +1,361 @@
+"""The early-boot shim: rendered from the config and the live host, installed for the
+initramfs tool the machine uses.
+
+``render_shim(config, devices)`` turns every device with ``boot = "vfio"``, plus the other
+endpoints of its IOMMU group (bridges excluded), into a POSIX sh script (template:
+initramfs/vfiod-shim.sh.in). ``install_shim(config, host, root=...)`` writes it to
+``/var/lib/vfiod/early-boot.sh`` under *root* together with the integration files of the
+detected tool (initramfs-tools, dracut or mkinitcpio), which copy it into the initramfs
+as ``/usr/lib/vfiod/early-boot.sh`` and run it before udev loads host drivers.
+
+Rendering is deterministic (no timestamps), so that the doctor can tell a stale shim by
+rendering it again and comparing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vfiod.config import DEFAULT_CONFIG_PATH, Config, DeviceEntry
+from vfiod.errors import Failed
+from vfiod.host.base import Host
+from vfiod.model import PciDevice
+
+#: Where install_shim writes the shim on the host (the integrations copy it from here).
+SHIM_PATH = "/var/lib/vfiod/early-boot.sh"
+#: Where the shim lives inside the initramfs.
+SHIM_IN_INITRAMFS = "/usr/lib/vfiod/early-boot.sh"
+
+TEMPLATE_NAME = "vfiod-shim.sh.in"
+_DEVICES_MARKER = "\t# @DEVICES@\n"
+
+TOOLS = ("initramfs-tools", "dracut", "mkinitcpio")
+
+#: Integration files per tool: (file under initramfs/, host path it is installed to).
+INTEGRATIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "initramfs-tools": (
+        ("initramfs-tools/hooks/vfiod", "/usr/share/initramfs-tools/hooks/vfiod"),
+        ("initramfs-tools/scripts/init-top/00-vfiod",
+         "/usr/share/initramfs-tools/scripts/init-top/00-vfiod"),
+    ),
+    "dracut": (
+        ("dracut/90vfiod/module-setup.sh", "/usr/lib/dracut/modules.d/90vfiod/module-setup.sh"),
+        ("dracut/90vfiod/vfiod-pre-udev.sh",
+         "/usr/lib/dracut/modules.d/90vfiod/vfiod-pre-udev.sh"),
+    ),
+    "mkinitcpio": (
+        ("mkinitcpio/install/vfiod", "/usr/lib/initcpio/install/vfiod"),
+        ("mkinitcpio/hooks/vfiod", "/usr/lib/initcpio/hooks/vfiod"),
+    ),
+}
+
+#: What marks each tool as the one in use, most specific first.
+_TOOL_MARKERS: dict[str, tuple[str, ...]] = {
+    "initramfs-tools": ("/usr/sbin/update-initramfs", "/sbin/update-initramfs",
+                        "/usr/sbin/mkinitramfs"),
+    "dracut": ("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut"),
+    "mkinitcpio": ("/usr/bin/mkinitcpio", "/etc/mkinitcpio.conf"),
+}
+
+_REBUILD = {
+    "initramfs-tools": "update-initramfs -u -k all",
+    "dracut": "dracut --regenerate-all --force",
+    "mkinitcpio": "mkinitcpio -P",
+}
+
+
+class ShimError(Failed):
+    """The shim cannot be generated as configured (the message says which entry, why)."""
+
+
+@dataclass(frozen=True)
+class ShimDevice:
+    """One function the shim claims."""
+
+    group: int | None
+    address: str
+    ids: str
+    why: str
+
+    @property
+    def unit(self) -> str:
+        """What the shim claims or leaves together: the IOMMU group, else the address."""
+        return str(self.group) if self.group is not None else self.address
+
+
+# -- planning and rendering --------------------------------------------------------------
+
+def _device_map(devices: Mapping[str, PciDevice] | Iterable[PciDevice]) -> dict[str, PciDevice]:
+    if isinstance(devices, Mapping):
+        return dict(devices)
+    return {d.address: d for d in devices}
+
+
+def resolve_entry(config: Config, entry: DeviceEntry,
+                  devices: Mapping[str, PciDevice]) -> list[PciDevice]:
+    """The devices one entry stands for on this host; ShimError when none or ambiguous."""
+    found = config.devices_for(entry, devices.values())
+    if entry.address is not None:
+        if not found:
+            present = devices.get(entry.address)
+            if present is None:
+                raise ShimError(f"{entry.label}: no PCI device at {entry.address}")
+            raise ShimError(f"{entry.label}: {entry.address} is {present.ids} "
+                            f"({present.name}), not the {entry.match.partition('@')[0]} "
+                            "the config expects (did the card move?)")
+        return found
+    if not found:
+        raise ShimError(f"{entry.label}: no PCI device with ids {entry.match}")
+    if len(found) > 1:
+        where = ", ".join(d.address for d in found)
+        raise ShimError(f"{entry.label}: {len(found)} devices have ids {entry.match} "
+                        f"({where}); boot = \"vfio\" needs one: write match = "
+                        f"\"{entry.match}@{found[0].address}\" (or the address) for the "
+                        "one to claim")
+    return found
+
+
+def plan_shim(config: Config,
+              devices: Mapping[str, PciDevice] | Iterable[PciDevice]) -> list[ShimDevice]:
+    """Every function the shim claims, sorted by IOMMU group and address.
+
+    Each boot = "vfio" entry brings the other endpoints of its IOMMU group along (a
+    partly claimed group is not viable); bridges stay with the host.
+    """
+    by_address = _device_map(devices)
+    planned: dict[str, ShimDevice] = {}
+    for entry in config.boot_entries():
+        for dev in resolve_entry(config, entry, by_address):
+            if dev.is_bridge:
+                raise ShimError(f"{entry.label}: {dev.address} is a bridge; bridges are "
+                                "never passed to a guest")
+            planned.setdefault(dev.address, ShimDevice(dev.iommu_group, dev.address,
+                                                       dev.ids, entry.label))
+            if dev.iommu_group is None:
+                continue
+            for mate in by_address.values():
+                if (mate.iommu_group == dev.iommu_group and mate.is_endpoint
+                        and mate.address not in planned):
+                    planned[mate.address] = ShimDevice(
+                        mate.iommu_group, mate.address, mate.ids,
+                        f"IOMMU group {dev.iommu_group} of {entry.label}")
+    # Entries named explicitly keep their own label even when a group-mate came first.
+    for entry in config.boot_entries():
+        for dev in config.devices_for(entry, by_address.values()):
+            if dev.address in planned:
+                old = planned[dev.address]
+                planned[dev.address] = ShimDevice(old.group, old.address, old.ids, entry.label)
+    return sorted(planned.values(),
+                  key=lambda s: (s.group if s.group is not None else -1, s.address))
+
+
+def template_dirs() -> list[Path]:
+    """Where the initramfs/ templates are looked for, in order.
+
+    $VFIOD_DATA_DIR/initramfs, the source tree (an editable install), then the data
+    directory `make install` fills: <prefix>/share/vfiod/initramfs, where <prefix> is
+    found from this file (PREFIX/lib/vfiod/vfiod/initramfs.py) or is a usual one.
+    """
+    dirs: list[Path] = []
+    if env := os.environ.get("VFIOD_DATA_DIR"):
+        dirs.append(Path(env) / "initramfs")
+    here = Path(__file__).resolve()
+    dirs.append(here.parents[1] / "initramfs")
+    # `make install` puts the package in PREFIX/lib/vfiod/vfiod/, the data in PREFIX/share.
+    prefixes = [str(here.parents[3])] if len(here.parents) > 3 else []
+    for prefix in (*prefixes, sys.prefix, "/usr/local", "/usr"):
+        dirs.append(Path(prefix) / "share" / "vfiod" / "initramfs")
+    return dirs
+
+
+def template_dir() -> Path:
+    """The first directory holding the shim template; ShimError when none does."""
+    for d in template_dirs():
+        if (d / TEMPLATE_NAME).is_file():
+            return d
+    raise ShimError("the early-boot shim template is not installed (looked in "
+                    + ", ".join(str(d) for d in template_dirs()) + ")")
+
+
+def _sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def render_shim(config: Config,
+                devices: Mapping[str, PciDevice] | Iterable[PciDevice]) -> str:
+    """The shim as a POSIX sh script, for the boot = "vfio" entries of *config*.
+
+    *devices* is the live host's device list (vfiod.discovery.scan); ShimError when an
+    entry does not resolve to exactly the device(s) it names.
+    """
+    planned = plan_shim(config, devices)
+    template = (template_dir() / TEMPLATE_NAME).read_text(encoding="utf-8")
+    if _DEVICES_MARKER not in template:
+        raise ShimError(f"the shim template has no {_DEVICES_MARKER.strip()!r} line")
+    calls = "".join(
+        f'\t"$1" {_sh_quote(d.unit)} {d.address} {d.ids} {_sh_quote(d.why)}\n'
+        for d in planned)
+    listed = " ".join(d.address for d in planned)
+    return (template
+            .replace(_DEVICES_MARKER, calls)
+            .replace("@LISTED@", listed)
+            .replace("@CONFIG@", config.path or DEFAULT_CONFIG_PATH))
+
+
+# -- installing --------------------------------------------------------------------------
+
+def _under(root: Path, host_path: str) -> Path:
+    return root / host_path.lstrip("/")
+
+
+def detect_tool(root: str | os.PathLike[str] = "/") -> str | None:
+    """The initramfs tool installed under *root*, or None."""
+    base = Path(root)
+    for tool in TOOLS:
+        if any(_under(base, marker).exists() for marker in _TOOL_MARKERS[tool]):
+            return tool
+    return None
+
+
+def _write_atomic(path: Path, data: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@dataclass
+class InstallResult:
+    """What install_shim did, and what the user runs next."""
+
+    tool: str
+    shim: Path | None  # None when no device has boot = "vfio" (an old shim was removed)
+    claimed: list[ShimDevice] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+
+def _check_host_needs(host: Host, planned: list[ShimDevice],
+                      devices: Mapping[str, PciDevice]) -> None:
+    """Refuse to claim at boot a device the running host cannot lose (its root disk...)."""
+    from vfiod.guards import find_usages  # the guards read /proc; only needed here
+
+    targets = [devices[d.address] for d in planned if d.address in devices]
+    hard = [u for u in find_usages(host, targets) if u.hard]
+    if hard:
+        first = hard[0]
+        raise ShimError(f"refusing to claim {first.address} at boot: {first.reason}; "
+                        "the host needs it (is it in the IOMMU group of a device with "
+                        "boot = \"vfio\"?)")
+
+
+def install_shim(config: Config, host: Host, *, root: str | os.PathLike[str] = "/",
+                 tool: str | None = None, devices: Mapping[str, PciDevice] | None = None,
+                 check_host: bool = True) -> InstallResult:
+    """Render the shim from *config* and the live *host*, and install it under *root*.
+
+    Writes ``root/var/lib/vfiod/early-boot.sh`` and the integration files of *tool*
+    (detected under *root* when None). With no boot = "vfio" entry, an existing shim
+    is removed instead, so that the next initramfs claims nothing. Refuses (ShimError)
+    devices the running host needs, unless *check_host* is False.
+    """
+    base = Path(root)
+    tool = tool or detect_tool(base)
+    if tool is None:
+        raise ShimError(f"no initramfs tool found under {base} (initramfs-tools, dracut or "
+                        "mkinitcpio); name one explicitly")
+    if tool not in INTEGRATIONS:
+        raise ShimError(f"unknown initramfs tool {tool!r} (known: {', '.join(TOOLS)})")
+    if devices is None:
+        from vfiod.discovery import scan
+
+        devices = scan(host)
+    result = InstallResult(tool=tool, shim=None)
+    shim_path = _under(base, SHIM_PATH)
+
+    planned = plan_shim(config, devices)
+    if not planned:
+        if shim_path.exists():
+            shim_path.unlink()
+            result.removed.append(shim_path)
+        result.next_steps.append(f"{_REBUILD[tool]}   # the next initramfs claims nothing")
+        return result
+
+    if check_host:
+        _check_host_needs(host, planned, devices)
+    text = render_shim(config, devices)
+    _write_atomic(shim_path, text, 0o755)
+    result.shim = shim_path
+    result.claimed = planned
+    result.written.append(shim_path)
+
+    source = template_dir()
+    for name, host_path in INTEGRATIONS[tool]:
+        src = source / name
+        dest = _under(base, host_path)
+        content = src.read_text(encoding="utf-8")
+        if dest.is_file() and dest.read_text(encoding="utf-8") == content:
+            continue  # already installed by the package
+        _write_atomic(dest, content, 0o755)
+        result.written.append(dest)
+
+    if tool == "mkinitcpio" and not _mkinitcpio_has_hook(base):
+        result.next_steps.append('add "vfiod" to HOOKS in /etc/mkinitcpio.conf '
+                                 '(before "udev" or "systemd")')
+    result.next_steps.append(_REBUILD[tool])
+    return result
+
+
+def _mkinitcpio_has_hook(root: Path) -> bool:
+    """True when a HOOKS line of mkinitcpio's config names vfiod."""
+    files = [_under(root, "/etc/mkinitcpio.conf")]
+    conf_d = _under(root, "/etc/mkinitcpio.conf.d")
+    if conf_d.is_dir():
+        files += sorted(conf_d.glob("*.conf"))
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            stripped = line.split("#", 1)[0].strip()
+            if not stripped.startswith("HOOKS"):
+                continue
+            for sep in "()=+\"'":
+                stripped = stripped.replace(sep, " ")
+            if "vfiod" in stripped.split():
+                return True
+    return False
+
+
+def shim_is_current(config: Config, host: Host,
+                    devices: Mapping[str, PciDevice]) -> bool | None:
+    """True when the installed shim is what the config renders now; None when absent.
+
+    False also when the config no longer renders (an entry does not resolve).
+    """
+    installed = host.read_text(SHIM_PATH)
+    if installed is None:
+        return None
+    try:
+        wanted = render_shim(config, devices)
+    except ShimError:
+        return False
+    return installed == wanted.rstrip("\n")
