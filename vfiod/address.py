@@ -63,8 +63,9 @@ def check_device_argument(text: object) -> str:
             return address
         if is_name(text):
             return text
-    shown = text[:40].encode("unicode_escape").decode("ascii")
-    more = "…" if len(text) > 40 else ""
+    escaped = text[:40].encode("unicode_escape").decode("ascii")
+    shown = escaped[:48]
+    more = "…" if len(text) > 40 or len(escaped) > 48 else ""
     raise InvalidArgument(
         f"{shown!r}{more} is not a device: expected a PCI address such as 0000:06:00.0 "
         "or 06:00.0, or a name from the config file"

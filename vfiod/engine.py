@@ -93,10 +93,15 @@ class Engine:
         self._scan_holders()
 
     def refresh(self, address: str) -> None:
-        """Re-read one function (after a uevent); forget it when it is gone."""
+        """Re-read one function (after a uevent); forget it when it is gone.
+
+        Holders are not rescanned here (a bind makes several uevents): guests opening
+        /dev/vfio nodes are reported through holders_changed().
+        """
         self._reread([address])
 
-    def _reread(self, addresses: Iterable[str]) -> dict[str, PciDevice]:
+    def _reread(self, addresses: Iterable[str], *, holders: bool = False
+                ) -> dict[str, PciDevice]:
         addresses = list(addresses)
         fresh = self.scanner.read(addresses)
         with self._lock:
@@ -106,7 +111,8 @@ class Engine:
                 else:
                     self._devices.pop(a, None)
                     self._errors.pop(a, None)
-        self._scan_holders()
+        if holders:
+            self._scan_holders()
         return fresh
 
     def devices(self) -> dict[str, PciDevice]:
@@ -132,8 +138,9 @@ class Engine:
             now = set(self._group_holders)
             self._released |= before - now
             self._released -= now
-            self._host_holders = {a: [p for n in nodes for p in found.get(n, [])]
-                                  for a, nodes in host_nodes.items()}
+            self._host_holders = {
+                a: list({p.pid: p for n in nodes for p in found.get(n, [])}.values())
+                for a, nodes in host_nodes.items()}
 
     def holders_changed(self) -> None:
         """Re-check who holds /dev/vfio nodes (a guest started or stopped)."""
@@ -268,7 +275,7 @@ class Engine:
             if not problems:
                 self.store.end(key)
             self._record_error([m.address for m in targets], str(exc))
-            self._reread(m.address for m in targets)
+            self._reread((m.address for m in targets), holders=True)
             if problems:
                 raise Failed(f"{exc}; rolling back also failed: {'; '.join(problems)}") from None
             raise _public(exc, "every device was put back where it was") from None
@@ -276,7 +283,7 @@ class Engine:
         with self._lock:
             for a in moved:
                 self._errors.pop(a, None)
-        self._reread(m.address for m in targets)
+        self._reread((m.address for m in targets), holders=True)
         return moved
 
     def _write(self, path: str, value: str, device: str) -> None:

@@ -216,16 +216,20 @@ class Host(abc.ABC):
         return found
 
     def _fd_targets(self, pid: int) -> Iterator[str]:
-        fd_dir = self.proc_dir / str(pid) / "fd"
+        # Plain strings, not pathlib: this runs for every fd of every process.
+        fd_dir = f"{self.proc_dir}/{pid}/fd/"
         try:
             fds = os.listdir(fd_dir)
         except OSError:
             return
+        readlink = os.readlink
         for fd in fds:
             try:
-                yield os.readlink(fd_dir / fd)
+                target = readlink(fd_dir + fd)
             except OSError:
                 continue
+            if target[0] == "/":  # skip sockets, pipes and anon inodes
+                yield target
 
     # -- writes -----------------------------------------------------------------------
     def write_attr(self, path: str, value: str, *, timeout: float = DEFAULT_WRITE_TIMEOUT,
