@@ -250,14 +250,21 @@ class Engine:
         return self._transaction("unbind", key, targets, self._move_to_host)
 
     def _check_not_held(self, dev: PciDevice, action: str) -> None:
+        """Refuse while a process holds the group node or a member's vfio device node.
+
+        Writing ``unbind`` then would block in the kernel until the guest exits.
+        """
         if dev.iommu_group is None:
             return
-        node = f"/dev/vfio/{dev.iommu_group}"
-        held = self.host.holders([node]).get(node)
+        nodes = [f"/dev/vfio/{dev.iommu_group}"]
+        for member in self.scanner.group_members(dev.iommu_group):
+            nodes += [f"/dev/vfio/devices/{n}" for n in
+                      self.host.listdir(f"{_dev_dir(member)}/vfio-dev")]
+        held = self.host.holders(nodes)
         if held:
-            who = ", ".join(str(p) for p in held)
+            who = ", ".join(f"{p} through {node}" for node in nodes for p in held.get(node, []))
             raise InUse(f"{dev.address}: refusing to {action}: IOMMU group {dev.iommu_group} "
-                        f"is in use by {who} through {node}")
+                        f"is in use by {who}")
 
     def _transaction(self, operation: str, key: str, targets: list[PciDevice],
                      step: Callable[[Transaction, PciDevice], None]) -> list[str]:

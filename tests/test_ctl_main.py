@@ -1,0 +1,79 @@
+"""vfioctl's entry point: every failure is one "vfioctl:" line and a documented code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vfiod.ctl import exitcodes, main as main_module
+from vfiod.ctl.main import main
+
+
+@pytest.fixture
+def no_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A system bus address where nothing listens."""
+    address = f"unix:path={tmp_path}/no_bus_socket"
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
+    return address
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_no_bus_is_exit_9_naming_the_socket(no_bus: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status"]) == exitcodes.UNREACHABLE
+    line = one_error_line(capsys)
+    assert line == (f"vfioctl: cannot reach vfiod on the system bus: {no_bus}: No such file "
+                    "or directory (is vfiod running?)")
+
+
+def test_a_malformed_device_fails_before_connecting(no_bus: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bind", "../../x"]) == exitcodes.USAGE
+    assert one_error_line(capsys).startswith("vfioctl: '../../x' is not a device")
+
+
+def test_a_bad_bus_address_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--address", "nonsense", "status"]) == exitcodes.USAGE
+    assert one_error_line(capsys).startswith("vfioctl: --address nonsense: not a D-Bus "
+                                             "address")
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main_module, "run", interrupted)
+    assert main(["bind", "06:00.0"]) == exitcodes.INTERRUPTED
+    assert one_error_line(capsys) == ("vfioctl: interrupted; vfiod finishes what it "
+                                      "started (see vfioctl status)")
+
+
+def test_a_bug_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(args: object) -> int:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.delenv("VFIOCTL_DEBUG", raising=False)
+    monkeypatch.setattr(main_module, "run", broken)
+    assert main(["status"]) == exitcodes.FAILED
+    assert one_error_line(capsys).startswith(
+        "vfioctl: unexpected error: ZeroDivisionError: division by zero")
+
+
+def test_vfioctl_debug_shows_the_traceback_of_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(args: object) -> int:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setenv("VFIOCTL_DEBUG", "1")
+    monkeypatch.setattr(main_module, "run", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["status"])

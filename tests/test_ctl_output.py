@@ -1,0 +1,172 @@
+"""How vfioctl shows devices: the status table, the detail view, JSON, moves, monitor."""
+
+from __future__ import annotations
+
+import json
+
+from ctl_samples import gpu, hdmi_audio, root_port, seed_devices
+
+from vfiod.ctl import output
+from vfiod.ctl.devices import JSON_FIELDS, DeviceInfo
+from vfiod.records import DeviceStatus
+
+
+def body_lines(table: str) -> list[str]:
+    """The table's lines without the column header."""
+    return table.splitlines()[1:]
+
+
+def test_table_puts_devices_under_a_header_per_iommu_group() -> None:
+    lines = body_lines(output.status_table(seed_devices()))
+    headers = [line for line in lines if not line.startswith(" ")]
+    assert headers == ["IOMMU group 12", "IOMMU group 30", "IOMMU group 31",
+                       "no IOMMU group (cannot be passed through)"]
+    group31 = lines[lines.index("IOMMU group 31") + 1:][:3]
+    assert [line.split()[0] for line in group31] == ["0000:00:03.0", "0000:06:00.0",
+                                                     "0000:06:00.1"]
+
+
+def test_table_columns_line_up() -> None:
+    rows = [line for line in output.status_table(seed_devices()).splitlines()
+            if line.startswith("  ")]
+    header = rows[0]
+    for row in rows[1:]:
+        for column in ("NAME", "DRIVER", "STATE", "HOLDER"):
+            start = header.index(column)
+            # Every cell starts where its header does, after a gap of two blanks.
+            assert row[start - 2:start] == "  " and row[start] != " ", (column, row)
+
+
+def test_table_shows_driver_state_and_holder() -> None:
+    rows = {line.split()[0]: line.split("  ") for line in
+            output.status_table(seed_devices()).splitlines() if line.startswith("  0")}
+    boot_gpu = [cell.strip() for cell in rows["0000:05:00.0"] if cell.strip()]
+    assert boot_gpu[2:5] == ["nvidia", "host", "Xorg (pid 812)"]
+    unbound = [cell.strip() for cell in rows["0000:ff:0b.0"] if cell.strip()]
+    assert unbound[2:5] == ["-", "unbound", "-"]
+
+
+def test_bridges_and_the_boot_vga_are_marked() -> None:
+    table = output.status_table(seed_devices())
+    line_of = {line.split()[0]: line for line in table.splitlines() if line.startswith("  0")}
+    assert "bridge" in line_of["0000:00:03.0"]
+    assert "boot VGA" in line_of["0000:05:00.0"]
+    assert "bridge" not in line_of["0000:06:00.0"]
+    assert "boot VGA" not in line_of["0000:06:00.0"]
+
+
+def test_what_the_host_uses_a_device_for_is_shown_when_vfiod_says() -> None:
+    disk = DeviceInfo("0000:00:1f.2", name="SATA", driver="ahci", state="host",
+                      iommu_group=12, extra={"UsedBy": "/ on sda2 (ext4)"})
+    assert output.status_table([disk]).splitlines()[-1].endswith("host: / on sda2 (ext4)")
+
+
+def test_a_group_wholly_on_vfio_pci_is_ready_for_a_guest() -> None:
+    devs = [root_port(), gpu(driver="vfio-pci"), hdmi_audio(driver="vfio-pci")]
+    assert "IOMMU group 31: ready for a guest" in output.status_table(devs)
+
+
+def test_a_group_held_by_a_guest_says_so() -> None:
+    devs = [gpu(driver="vfio-pci", state="guest", holder="qemu-system-x86 (pid 4242)"),
+            hdmi_audio(driver="vfio-pci")]
+    assert "IOMMU group 31: in a guest" in output.status_table(devs)
+
+
+def test_a_partly_bound_group_is_flagged_as_unusable() -> None:
+    devs = [gpu(driver="vfio-pci"), hdmi_audio()]
+    assert "IOMMU group 31: partly on vfio-pci (1 of 2 endpoints), not usable by a guest" \
+        in output.status_table(devs)
+
+
+def test_unhealthy_and_error_devices_carry_a_note() -> None:
+    dead = gpu(healthy=False, state="error", error="config space reads all ones")
+    line = output.status_table([dead]).splitlines()[-1]
+    assert "unhealthy" in line and "config space reads all ones" in line
+
+
+def test_names_are_shortened_to_fit_the_terminal() -> None:
+    wide = output.status_table(seed_devices())
+    narrow = output.status_table(seed_devices(), width=100)
+    assert max(len(line.split("  ")[0]) for line in narrow.splitlines()) < 100
+    assert "…" in narrow and "…" not in wide
+    longest = max(len(line) for line in wide.splitlines())
+    assert max(len(line) for line in narrow.splitlines()) < longest
+
+
+def test_no_devices_says_so() -> None:
+    assert output.status_table([]) == "vfiod reports no PCI devices\n"
+
+
+def test_summary_counts_vfio_guest_and_unbound() -> None:
+    devs = [gpu(driver="vfio-pci", state="guest", holder="qemu (pid 1)"),
+            hdmi_audio(driver="vfio-pci"), DeviceInfo("0000:00:11.0")]
+    assert output.summary_line(devs) == \
+        "3 devices: 2 on vfio-pci (1 in a guest), 1 without a driver"
+
+
+def test_detail_shows_every_property_and_the_group_peers() -> None:
+    dev = gpu(driver="vfio-pci", holder="qemu-system-x86 (pid 4242)", holder_pid=4242)
+    text = output.device_detail(dev, [root_port(), dev, hdmi_audio()])
+    lines = text.splitlines()
+    assert lines[0] == "0000:06:00.0  NVIDIA Corporation GP102 [GeForce GTX 1080 Ti]"
+    shown = {line[2:].split("  ")[0].strip(): line.split("  ")[-1].strip()
+             for line in lines[1:]}
+    assert shown["ids"] == "10de:1b06"
+    assert shown["class"] == "0x030000"
+    assert shown["driver"] == "vfio-pci"
+    assert shown["host driver"] == "nvidia"
+    assert shown["IOMMU group"] == "31"
+    assert shown["holder"] == "qemu-system-x86 (pid 4242)"
+    assert shown["holder pid"] == "4242"
+    assert shown["reset methods"] == "bus"
+    assert (shown["healthy"], shown["boot VGA"], shown["bridge"]) == ("yes", "no", "no")
+    assert shown["error"] == "-"
+    assert shown["group peers"] == "0000:00:03.0 (pcieport), 0000:06:00.1 (snd_hda_intel)"
+
+
+def test_detail_shows_properties_it_does_not_know_too() -> None:
+    dev = gpu()
+    dev.extra["ConfigName"] = "gpu"
+    assert "ConfigName" in output.device_detail(dev)
+
+
+def test_json_objects_have_exactly_the_devicestatus_fields_in_order() -> None:
+    assert list(JSON_FIELDS) == list(DeviceStatus.model_fields)
+    objs = json.loads(output.status_json(seed_devices()))
+    assert all(list(o) == list(DeviceStatus.model_fields) for o in objs)
+
+
+def test_json_objects_validate_as_devicestatus_records() -> None:
+    for obj in json.loads(output.status_json(seed_devices())):
+        record = DeviceStatus.model_validate(obj)
+        assert record.address == obj["address"]
+
+
+def test_json_list_is_sorted_by_address() -> None:
+    addresses = [o["address"] for o in json.loads(output.status_json(seed_devices()))]
+    assert addresses == sorted(addresses)
+
+
+def test_moved_lines_show_each_function_going_from_its_driver_to_the_new_one() -> None:
+    before = {d.address: d for d in (gpu(), hdmi_audio())}
+    after = {d.address: d for d in (gpu(driver="vfio-pci"), hdmi_audio(driver="vfio-pci"))}
+    lines = output.moved_lines(["0000:06:00.0", "0000:06:00.1"], before, after)
+    assert lines == [
+        "0000:06:00.0  NVIDIA Corporation GP102 [GeForce GTX 1080 Ti]  nvidia -> vfio-pci",
+        "0000:06:00.1  NVIDIA Corporation GP102 HDMI Audio Controller  snd_hda_intel -> "
+        "vfio-pci",
+    ]
+
+
+def test_moved_lines_name_a_missing_driver() -> None:
+    before = {"0000:00:11.0": DeviceInfo("0000:00:11.0", name="SPSR")}
+    after = {"0000:00:11.0": DeviceInfo("0000:00:11.0", name="SPSR", driver="vfio-pci")}
+    assert output.moved_lines(["0000:00:11.0"], before, after) == \
+        ["0000:00:11.0  SPSR  no driver -> vfio-pci"]
+
+
+def test_monitor_line_lists_each_change() -> None:
+    line = output.monitor_line("12:00:01", "0000:06:00.0", "GP102",
+                               [("driver", "nvidia", "vfio-pci"), ("state", "host", "vfio")])
+    assert line == "12:00:01  0000:06:00.0  GP102  driver nvidia -> vfio-pci, " \
+                   "state host -> vfio"

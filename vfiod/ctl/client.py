@@ -1,0 +1,222 @@
+"""The D-Bus client of vfiod: plain method calls with dbus-fast, no introspection.
+
+Every failure becomes a CtlError (vfiod.ctl.exitcodes) carrying its exit code: errors
+vfiod sends keep their message, bus-level failures say that vfiod cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dbus_fast import BusType, InvalidAddressError, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from vfiod.address import dbus_object_suffix
+from vfiod.ctl import exitcodes
+from vfiod.ctl.exitcodes import CtlError
+from vfiod.ctl.devices import DeviceInfo, unwrap
+
+BUS_NAME = "org.vfiod1"
+MANAGER_PATH = "/org/vfiod1"
+MANAGER_IFACE = "org.vfiod1.Manager"
+DEVICE_IFACE = "org.vfiod1.Device"
+DEVICE_PATH_PREFIX = "/org/vfiod1/device/"
+PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
+OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
+DBUS_NAME = "org.freedesktop.DBus"
+DBUS_PATH = "/org/freedesktop/DBus"
+
+UNKNOWN_OBJECT_ERRORS = frozenset({
+    "org.freedesktop.DBus.Error.UnknownObject",
+    "org.freedesktop.DBus.Error.UnknownInterface",
+    "org.freedesktop.DBus.Error.UnknownMethod",
+})
+
+#: Where the system bus is when DBUS_SYSTEM_BUS_ADDRESS is unset (the D-Bus spec's).
+SYSTEM_BUS_DEFAULT = "unix:path=/var/run/dbus/system_bus_socket"
+#: How long a query may take before vfioctl gives up (D-Bus's usual default).
+QUERY_TIMEOUT = 25.0
+#: Bind/Unbind/Reset: the daemon bounds each sysfs write, a whole group takes longer.
+OPERATION_TIMEOUT = 120.0
+
+
+def device_path(address: str) -> str:
+    """``0000:06:00.0`` -> ``/org/vfiod1/device/pci_0000_06_00_0``."""
+    return DEVICE_PATH_PREFIX + dbus_object_suffix(address)
+
+
+def bus_description(session: bool, address: str | None) -> str:
+    """How error messages name the bus: ``the system bus``, ``the bus at ADDR``."""
+    if address:
+        return f"the bus at {address}"
+    return "the session bus" if session else "the system bus"
+
+
+class VfiodClient:
+    """A connection to the bus with vfiod's methods as coroutines."""
+
+    def __init__(self, bus: MessageBus, where: str, timeout: float | None = None) -> None:
+        self.bus = bus
+        self.where = where
+        #: An explicit --timeout; None: the defaults above.
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(cls, *, session: bool = False, address: str | None = None,
+                      timeout: float | None = None) -> VfiodClient:
+        """Connect to the system bus (DBUS_SYSTEM_BUS_ADDRESS honoured), the session
+        bus, or the bus at *address*; CtlError (exit 9) when that fails."""
+        where = bus_description(session, address)
+        try:
+            if address:
+                bus = MessageBus(bus_address=address)
+            else:
+                bus = MessageBus(bus_type=BusType.SESSION if session else BusType.SYSTEM)
+        except InvalidAddressError as exc:
+            if address:
+                raise CtlError(f"--address {address}: not a D-Bus address ({exc})",
+                               exitcodes.USAGE) from None
+            raise CtlError(f"cannot reach vfiod on {where}: {_reason(exc)}",
+                           exitcodes.UNREACHABLE) from None
+        except Exception as exc:  # e.g. no session bus address in the environment
+            raise CtlError(f"cannot reach vfiod on {where}: {_reason(exc)}",
+                           exitcodes.UNREACHABLE) from None
+        try:
+            await asyncio.wait_for(bus.connect(), timeout or QUERY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise CtlError(f"cannot reach vfiod on {where}: the bus did not answer "
+                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+        except Exception as exc:  # any failure to connect means the same to a user
+            shown = "" if address else f"{_address_of(session)}: "
+            raise CtlError(f"cannot reach vfiod on {where}: {shown}{_reason(exc)} "
+                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+        return cls(bus, where, timeout)
+
+    def close(self) -> None:
+        """Disconnect (idempotent)."""
+        try:
+            self.bus.disconnect()
+        except Exception:  # already gone
+            pass
+
+    # -- plain calls -------------------------------------------------------------------
+    async def call(self, path: str, interface: str, member: str, signature: str = "",
+                   body: Sequence[Any] = (), *, destination: str = BUS_NAME,
+                   timeout: float | None = None) -> list[Any]:
+        """Call a method and return its reply body; CtlError for any error reply."""
+        msg = Message(destination=destination, path=path, interface=interface,
+                      member=member, signature=signature, body=list(body))
+        limit = self.timeout or timeout or QUERY_TIMEOUT
+        try:
+            reply = await asyncio.wait_for(self.bus.call(msg), limit)
+        except asyncio.TimeoutError:
+            raise CtlError(f"vfiod did not answer {member} within {limit:g} s "
+                           "(it may still finish; see vfioctl status)",
+                           exitcodes.TIMEOUT) from None
+        except Exception as exc:  # the connection broke
+            raise CtlError(f"cannot reach vfiod on {self.where}: {_reason(exc)} "
+                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+        if reply.message_type == MessageType.ERROR:
+            raise self._error(reply, destination)
+        return list(reply.body)
+
+    def _error(self, reply: Message, destination: str) -> CtlError:
+        name = reply.error_name or ""
+        text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else name
+        text = " ".join(text.split())  # one line, whatever the sender put in
+        if destination == BUS_NAME and exitcodes.is_unreachable(name):
+            return CtlError(f"cannot reach vfiod on {self.where}: {text} "
+                            "(is vfiod running?)", exitcodes.UNREACHABLE, name)
+        return CtlError(text or name, exitcodes.exit_code_for(name), name)
+
+    # -- the Manager -------------------------------------------------------------------
+    async def status_rows(self) -> list[tuple[str, str, str, str, str, int, str]]:
+        """Manager.Status(): one (address, ids, name, driver, state, group, holder) row
+        per PCI function."""
+        (rows,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Status")
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def devices(self) -> dict[str, DeviceInfo]:
+        """Every Device object's properties (ObjectManager), by address."""
+        (objects,) = await self.call(MANAGER_PATH, OBJECT_MANAGER_IFACE, "GetManagedObjects")
+        found: dict[str, DeviceInfo] = {}
+        for interfaces in objects.values():
+            props = interfaces.get(DEVICE_IFACE)
+            if props is not None:
+                info = DeviceInfo.from_properties(unwrap(props))
+                found[info.address] = info
+        return found
+
+    async def device(self, address: str) -> DeviceInfo | None:
+        """One Device object's properties; None when vfiod has no such object."""
+        try:
+            (props,) = await self.call(device_path(address), PROPERTIES_IFACE, "GetAll",
+                                       "s", [DEVICE_IFACE])
+        except CtlError as err:
+            if err.dbus_name in UNKNOWN_OBJECT_ERRORS:
+                return None
+            raise
+        return DeviceInfo.from_properties(unwrap(props))
+
+    async def manager_properties(self) -> dict[str, Any]:
+        """Version, IommuEnabled, Simulated."""
+        (props,) = await self.call(MANAGER_PATH, PROPERTIES_IFACE, "GetAll", "s",
+                                   [MANAGER_IFACE])
+        return unwrap(props)
+
+    async def bind(self, device: str, *, group: bool = True, force: bool = False) -> list[str]:
+        """Manager.Bind; the addresses now on vfio-pci because of it."""
+        options = {"group": Variant("b", group)}
+        if force:
+            options["force"] = Variant("b", True)
+        (moved,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Bind", "sa{sv}",
+                                   [device, options], timeout=OPERATION_TIMEOUT)
+        return list(moved)
+
+    async def unbind(self, device: str, *, group: bool = True) -> list[str]:
+        """Manager.Unbind; the addresses given back to host drivers."""
+        (moved,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Unbind", "sa{sv}",
+                                   [device, {"group": Variant("b", group)}],
+                                   timeout=OPERATION_TIMEOUT)
+        return list(moved)
+
+    async def reset(self, device: str, *, force: bool = False) -> str:
+        """Manager.Reset; the method that worked."""
+        options = {"force": Variant("b", True)} if force else {}
+        (method,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Reset", "sa{sv}",
+                                    [device, options], timeout=OPERATION_TIMEOUT)
+        return str(method)
+
+    # -- signals -----------------------------------------------------------------------
+    async def add_match(self, rule: str) -> None:
+        """Ask the bus to route signals matching *rule* to this connection."""
+        await self.call(DBUS_PATH, DBUS_NAME, "AddMatch", "s", [rule],
+                        destination=DBUS_NAME)
+
+    def on_message(self, handler: Callable[[Message], None]) -> None:
+        """Run *handler* for every message this connection receives."""
+        def wrapped(msg: Message) -> None:
+            handler(msg)  # returning None: dbus-fast goes on dispatching
+
+        self.bus.add_message_handler(wrapped)
+
+    async def wait_for_disconnect(self) -> None:
+        """Return when the bus connection ends."""
+        await self.bus.wait_for_disconnect()
+
+
+def _address_of(session: bool) -> str:
+    """The address the system or session bus is looked for at (dbus-fast's rules)."""
+    if session:
+        return os.environ.get("DBUS_SESSION_BUS_ADDRESS", "the session bus address")
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", SYSTEM_BUS_DEFAULT)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

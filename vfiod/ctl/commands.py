@@ -1,0 +1,202 @@
+"""The commands that talk to vfiod: status, bind, unbind, reset, monitor.
+
+Each takes a connected VfiodClient and the parsed arguments, prints what happened and
+returns the exit code; failures are raised as CtlError for main to print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from vfiod.address import check_device_argument, normalize_address
+from vfiod.ctl import exitcodes, output
+from vfiod.ctl.client import VfiodClient
+from vfiod.ctl.devices import DeviceInfo
+from vfiod.ctl.exitcodes import CtlError
+from vfiod.errors import InvalidArgument, NoSuchDevice
+
+#: The Device property a daemon may export with a device's name from the config file.
+CONFIG_NAME_PROPERTY = "ConfigName"
+DEFAULT_CONFIG = "/etc/vfiod/vfiod.toml"
+
+
+def device_argument(text: str) -> str:
+    """The checked device argument (full address or name); CtlError exit 2 otherwise.
+
+    Checked here, before any bus traffic, with the rules the daemon applies.
+    """
+    try:
+        return check_device_argument(text)
+    except InvalidArgument as err:
+        raise CtlError(str(err), exitcodes.USAGE, InvalidArgument.dbus_name) from None
+
+
+def about(device: str, err: CtlError) -> CtlError:
+    """*err* with its message prefixed by the device, unless it starts with it."""
+    if err.exit_code == exitcodes.UNREACHABLE or \
+            err.message.startswith((device, repr(device))):
+        return err
+    return CtlError(f"{device}: {err.message}", err.exit_code, err.dbus_name)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Check and normalise ``args.device`` in place (full address or name)."""
+    if getattr(args, "device", None) is not None:
+        args.device = device_argument(args.device)
+
+
+async def run(client: VfiodClient, args: argparse.Namespace) -> int:
+    """Dispatch one remote command."""
+    handler = {
+        "status": cmd_status,
+        "bind": cmd_bind,
+        "unbind": cmd_unbind,
+        "reset": cmd_reset,
+    }.get(args.command)
+    if handler is None:
+        from vfiod.ctl.monitor import cmd_monitor
+
+        return await cmd_monitor(client, args)
+    return await handler(client, args)
+
+
+async def all_devices(client: VfiodClient) -> dict[str, DeviceInfo]:
+    """Every device with all its properties; from Status() rows if vfiod exports no
+    Device objects (an older daemon)."""
+    devices = await client.devices()
+    if not devices:
+        devices = {row[0]: DeviceInfo.from_status_row(row)
+                   for row in await client.status_rows()}
+    return devices
+
+
+async def cmd_status(client: VfiodClient, args: argparse.Namespace) -> int:
+    """``status [DEVICE] [--json]``."""
+    if args.device is not None:
+        return await _status_one(client, args)
+    devices = list((await all_devices(client)).values())
+    if args.json:
+        sys.stdout.write(output.status_json(devices))
+        return exitcodes.OK
+    manager = await client.manager_properties()
+    # Fit a terminal (or the width COLUMNS asks for); a pipe gets whole names.
+    fit = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    width = shutil.get_terminal_size().columns if fit else None
+    if manager.get("Simulated"):
+        print("simulated host (vfiod --simulate)")
+    if manager.get("IommuEnabled") is False:
+        print("the IOMMU is off: no device can be passed through "
+              "(run vfioctl doctor for how to turn it on)")
+    sys.stdout.write(output.status_table(devices, width))
+    print(output.summary_line(devices))
+    return exitcodes.OK
+
+
+async def _status_one(client: VfiodClient, args: argparse.Namespace) -> int:
+    devices = await all_devices(client)
+    address = normalize_address(args.device) or _address_for_name(args.device, devices)
+    dev = devices.get(address)
+    if dev is None:
+        raise CtlError(f"{address}: no such PCI device", NoSuchDevice.exit_code,
+                       NoSuchDevice.dbus_name)
+    if args.json:
+        sys.stdout.write(output.device_json(dev))
+        return exitcodes.OK
+    peers = [d for d in devices.values()
+             if dev.iommu_group >= 0 and d.iommu_group == dev.iommu_group]
+    sys.stdout.write(output.device_detail(dev, sorted(peers, key=lambda d: d.address)))
+    return exitcodes.OK
+
+
+def _address_for_name(name: str, devices: dict[str, DeviceInfo]) -> str:
+    """The address a config name stands for, with the daemon's errors otherwise:
+    InvalidArgument (exit 2) for a name no config entry has, NoSuchDevice (exit 3) for
+    one that matches no device.
+
+    vfiod resolves names itself for bind, unbind and reset; for ``status NAME`` it
+    offers no call, so this uses the daemon's ConfigName property when it exports one,
+    else reads the config file here ($VFIOD_CONFIG or /etc/vfiod/vfiod.toml; pydantic
+    is imported only on this path).
+    """
+    for dev in devices.values():
+        if dev.extra.get(CONFIG_NAME_PROPERTY) == name:
+            return dev.address
+    path = os.environ.get("VFIOD_CONFIG") or DEFAULT_CONFIG
+    entry = None
+    if os.path.exists(path):
+        from vfiod.config import load_config
+
+        entry = load_config(path).entry_named(name)  # ConfigError: exit 2, file:line
+    if entry is None:
+        raise CtlError(f"{name!r} is neither a PCI address (such as 0000:06:00.0) nor a "
+                       f"device name from {path}", exitcodes.USAGE,
+                       InvalidArgument.dbus_name)
+    if entry.address is not None:
+        return entry.address
+    # An ids-only entry stands for the one device with those ids.
+    matches = [d.address for d in devices.values() if (d.vendor_id, d.device_id) == entry.ids]
+    if len(matches) != 1:
+        found = f"{len(matches)} devices ({', '.join(sorted(matches))})" if matches else \
+            "no PCI device"
+        raise CtlError(f"{name}: {entry.match!r} matches {found}",
+                       NoSuchDevice.exit_code if not matches else exitcodes.USAGE,
+                       NoSuchDevice.dbus_name if not matches else InvalidArgument.dbus_name)
+    return matches[0]
+
+
+async def _drivers_now(client: VfiodClient) -> dict[str, DeviceInfo]:
+    """Every function's name, driver and state now (one Status() call)."""
+    return {row[0]: DeviceInfo.from_status_row(row) for row in await client.status_rows()}
+
+
+async def cmd_bind(client: VfiodClient, args: argparse.Namespace) -> int:
+    """``bind DEVICE [--no-group] [--force]``: print each function that moved."""
+    device = args.device
+    before = await _drivers_now(client)
+    try:
+        moved = await client.bind(device, group=not args.no_group, force=args.force)
+    except CtlError as err:
+        raise about(device, err) from None
+    after = await _drivers_now(client)
+    _print_moved(device, moved, before, after, "already on vfio-pci: nothing to do")
+    return exitcodes.OK
+
+
+async def cmd_unbind(client: VfiodClient, args: argparse.Namespace) -> int:
+    """``unbind DEVICE [--no-group]``: print each function that moved."""
+    device = args.device
+    before = await _drivers_now(client)
+    try:
+        moved = await client.unbind(device, group=not args.no_group)
+    except CtlError as err:
+        raise about(device, err) from None
+    after = await _drivers_now(client)
+    _print_moved(device, moved, before, after, "not on vfio-pci: nothing to do")
+    return exitcodes.OK
+
+
+def _print_moved(device: str, moved: list[str], before: dict[str, DeviceInfo],
+                 after: dict[str, DeviceInfo], nothing: str) -> None:
+    if not moved:
+        current = after.get(device)
+        driver = f" (driver {current.driver or 'none'})" if current is not None else ""
+        print(f"{device}: {nothing}{driver}")
+        return
+    for line in output.moved_lines(moved, before, after):
+        print(line)
+
+
+async def cmd_reset(client: VfiodClient, args: argparse.Namespace) -> int:
+    """``reset DEVICE``: print the method that worked."""
+    device = args.device
+    try:
+        method = await client.reset(device, force=args.force)
+    except CtlError as err:
+        raise about(device, err) from None
+    dev = await client.device(device) if normalize_address(device) else None
+    name = f"  {dev.name}" if dev is not None and dev.name else ""
+    print(f"{device}{name}  reset ({method}), healthy")
+    return exitcodes.OK

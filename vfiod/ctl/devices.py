@@ -1,0 +1,149 @@
+"""Device records on the client side, built from org.vfiod1.Device properties.
+
+``DeviceInfo`` has exactly the fields of vfiod.records.DeviceStatus (the record the
+daemon builds its properties from) without importing pydantic: vfioctl must start fast.
+A test keeps the two field lists equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from vfiod.model import CLASS_BRIDGE_PCI
+
+#: org.vfiod1.Device property -> DeviceInfo field (DESIGN.md's list, in its order).
+PROPERTY_FIELDS: dict[str, str] = {
+    "Address": "address",
+    "VendorId": "vendor_id",
+    "DeviceId": "device_id",
+    "Name": "name",
+    "Class": "class_code",
+    "Driver": "driver",
+    "HostDriver": "host_driver",
+    "State": "state",
+    "IommuGroup": "iommu_group",
+    "Holder": "holder",
+    "HolderPid": "holder_pid",
+    "ResetMethods": "reset_methods",
+    "Healthy": "healthy",
+    "BootVga": "boot_vga",
+    # Not in DESIGN.md's list: used when the daemon exports them, derived otherwise.
+    "IsBridge": "is_bridge",
+    "Error": "error",
+}
+
+#: The 16-bit classes of bridges that stay on their driver (vfiod.model.PciDevice).
+_BRIDGE_CLASSES = (CLASS_BRIDGE_PCI, 0x0607, 0x0609)
+
+
+def is_bridge_class(class_code: int) -> bool:
+    """True for a PCI-to-PCI (or CardBus, semi-transparent) bridge's 24-bit class."""
+    return (class_code >> 16) == 0x06 and (class_code >> 8) in _BRIDGE_CLASSES
+
+
+@dataclass
+class DeviceInfo:
+    """One PCI function as vfiod reports it (the fields of DeviceStatus)."""
+
+    address: str
+    vendor_id: int = 0
+    device_id: int = 0
+    name: str = ""
+    class_code: int = 0
+    driver: str = ""
+    host_driver: str = ""
+    state: str = ""
+    iommu_group: int = -1
+    holder: str = ""
+    holder_pid: int = 0
+    reset_methods: list[str] = field(default_factory=list)
+    healthy: bool = True
+    boot_vga: bool = False
+    is_bridge: bool = False
+    error: str = ""
+    #: Properties the daemon exports beyond the known ones (shown in detail views).
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def ids(self) -> str:
+        """``10de:1b06``."""
+        return f"{self.vendor_id:04x}:{self.device_id:04x}"
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Any]) -> DeviceInfo:
+        """Build from a Device object's properties (values already unwrapped)."""
+        info = cls(address=str(props.get("Address", "")))
+        info.update(props)
+        if "IsBridge" not in props:
+            info.is_bridge = is_bridge_class(info.class_code)
+        return info
+
+    @classmethod
+    def from_status_row(cls, row: tuple[Any, ...]) -> DeviceInfo:
+        """Build from a Manager.Status() row (address, ids, name, driver, state, group,
+        holder): the fields a row carries, the rest left at their defaults."""
+        address, ids, name, driver, state, group, holder = row
+        vendor, _, device = str(ids).partition(":")
+        return cls(address=address, vendor_id=_hex(vendor), device_id=_hex(device),
+                   name=name, driver=driver, state=state, iommu_group=int(group),
+                   holder=holder)
+
+    def update(self, props: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        """Apply changed properties; returns (field, old, new) for values that changed."""
+        changes: list[tuple[str, Any, Any]] = []
+        for prop, value in props.items():
+            name = PROPERTY_FIELDS.get(prop)
+            if name is None:
+                if self.extra.get(prop) != value:
+                    changes.append((prop, self.extra.get(prop), value))
+                self.extra[prop] = value
+                continue
+            if name == "reset_methods":
+                value = list(value)
+            old = getattr(self, name)
+            if old != value:
+                setattr(self, name, value)
+                changes.append((name, old, value))
+            if name == "class_code" and "IsBridge" not in props:
+                self.is_bridge = is_bridge_class(self.class_code)
+        return changes
+
+    def to_json(self) -> dict[str, Any]:
+        """The DeviceStatus fields as a JSON-ready dict (``extra`` left out)."""
+        data = asdict(self)
+        del data["extra"]
+        return data
+
+
+#: DeviceInfo's record fields, in order (what ``status --json`` prints per device).
+JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DeviceInfo) if f.name != "extra")
+
+
+def _hex(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        return 0
+
+
+def address_from_path(path: str) -> str | None:
+    """``/org/vfiod1/device/pci_0000_06_00_0`` -> ``0000:06:00.0``; None for others."""
+    tail = path.rsplit("/", 1)[-1]
+    parts = tail.split("_")
+    if len(parts) != 5 or parts[0] != "pci":
+        return None
+    _, domain, bus, slot, function = parts
+    return f"{domain}:{bus}:{slot}.{function}"
+
+
+def unwrap(value: Any) -> Any:
+    """A D-Bus value with every Variant replaced by its value (recursively)."""
+    # Duck-typed (dbus_fast.Variant has both) so that formatting needs no dbus_fast.
+    if hasattr(value, "signature") and hasattr(value, "value"):
+        return unwrap(value.value)
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value

@@ -1,0 +1,155 @@
+"""The commands that run here, without vfiod: doctor, initramfs, libvirt-hook.
+
+They read this machine through a host that cannot write: ``ReadOnlyHost`` refuses every
+kernel control-file write and every module load, so that ``vfioctl doctor`` (often run
+as root) can never change the machine it examines. ``--simulate PROFILE`` uses a
+simulated host in a temporary directory instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from vfiod.ctl import exitcodes
+from vfiod.ctl.exitcodes import CtlError
+from vfiod.errors import ModuleLoadError
+from vfiod.host.base import Host
+from vfiod.host.real import RealHost
+
+DEFAULT_CONFIG = "/etc/vfiod/vfiod.toml"
+
+
+class ReadOnlyHost(RealHost):
+    """The real machine, for reading only: writes and module loads fail, untried."""
+
+    def _write(self, path: str, value: str) -> None:
+        raise OSError(errno.EROFS, f"vfioctl reads the host only; not writing {path}")
+
+    def load_module(self, name_or_modalias: str) -> None:
+        raise ModuleLoadError(f"vfioctl reads the host only; not loading {name_or_modalias}")
+
+
+@contextmanager
+def open_host(simulate: str | None) -> Iterator[Host]:
+    """This machine read-only, or a simulated one (deleted afterwards)."""
+    if simulate is None:
+        host: Host = ReadOnlyHost("/")
+    else:
+        from vfiod.sim import PROFILES, SimHost
+
+        if simulate not in PROFILES:
+            raise CtlError(f"--simulate {simulate}: no such profile (known: "
+                           f"{', '.join(sorted(PROFILES))})", exitcodes.USAGE)
+        host = SimHost(profile=simulate)
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+def load(path: str | None) -> Any:
+    """vfiod's config (an absent file is an empty one); ConfigError exits 2."""
+    from vfiod.config import load_config
+
+    return load_config(path or os.environ.get("VFIOD_CONFIG") or DEFAULT_CONFIG)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch one local command."""
+    if args.command == "doctor":
+        return cmd_doctor(args)
+    if args.command == "initramfs":
+        return cmd_initramfs(args)
+    return cmd_libvirt_hook(args)
+
+
+# -- doctor ----------------------------------------------------------------------------
+
+_MARK = {"ok": "ok", "warn": "warn", "fail": "FAIL"}
+
+
+def format_checks(checks: list[Any]) -> str:
+    """One line per check (``ok``/``warn``/``FAIL``, id, summary), its fix below it,
+    and a count at the end."""
+    width = max((len(c.id) for c in checks), default=0)
+    lines = []
+    for check in checks:
+        lines.append(f"{_MARK.get(check.status, check.status):<4}  {check.id:<{width}}  "
+                     f"{check.summary}")
+        if check.status != "ok" and check.fix:
+            pad = " " * (4 + 2 + width + 2)
+            for i, fix_line in enumerate(str(check.fix).splitlines()):
+                lines.append(pad + ("fix: " if i == 0 else "     ") + fix_line)
+    counts = {s: sum(1 for c in checks if c.status == s) for s in ("ok", "warn", "fail")}
+    warnings = "warning" if counts["warn"] == 1 else "warnings"
+    lines.append(f"{counts['ok']} ok, {counts['warn']} {warnings}, {counts['fail']} failed")
+    return "\n".join(lines) + "\n"
+
+
+def checks_json(checks: list[Any]) -> str:
+    """The checks as a JSON list of {id, status, summary, fix}."""
+    return json.dumps([{"id": c.id, "status": c.status, "summary": c.summary,
+                        "fix": c.fix or ""} for c in checks], indent=2,
+                      ensure_ascii=False) + "\n"
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``doctor [--simulate PROFILE] [--config PATH] [--json]``: exit 0 when no check
+    failed, 1 otherwise."""
+    from vfiod.doctor import run_checks
+
+    config = load(args.config)
+    with open_host(args.simulate) as host:
+        checks = list(run_checks(host, config))
+    sys.stdout.write(checks_json(checks) if args.json else format_checks(checks))
+    failed = any(c.status == "fail" for c in checks)
+    return exitcodes.FAILED if failed else exitcodes.OK
+
+
+# -- initramfs -------------------------------------------------------------------------
+
+def cmd_initramfs(args: argparse.Namespace) -> int:
+    """``initramfs render|install``: the early-boot shim for this host and config."""
+    from vfiod import initramfs
+    from vfiod.discovery import scan
+
+    config = load(args.config)
+    with open_host(args.simulate) as host:
+        devices = scan(host)
+        if args.action == "render":
+            sys.stdout.write(initramfs.render_shim(config, devices))
+            return exitcodes.OK
+        result = initramfs.install_shim(config, host, root=args.destdir, tool=args.tool,
+                                        devices=devices)
+    for dev in result.claimed:
+        print(f"claims {dev.address} ({dev.ids}) at boot: {dev.why}")
+    for path in result.written:
+        print(f"wrote {path}")
+    for path in result.removed:
+        print(f"removed {path} (no device has boot = \"vfio\")")
+    for step in result.next_steps:
+        print(f"next: {step}")
+    return exitcodes.OK
+
+
+# -- libvirt-hook ----------------------------------------------------------------------
+
+def cmd_libvirt_hook(args: argparse.Namespace) -> int:
+    """``libvirt-hook render|install``: the qemu hook that asks vfiod to bind a
+    domain's host devices before it starts and applies on_release after it stops."""
+    from vfiod import libvirt_hook
+
+    if args.action == "render":
+        sys.stdout.write(libvirt_hook.render_hook(python=args.python))
+        return exitcodes.OK
+    path = libvirt_hook.install_hook(root=args.destdir, python=args.python)
+    print(f"wrote {path}")
+    print("next: restart libvirtd (it reads its hook directories when it starts)")
+    return exitcodes.OK

@@ -1,0 +1,215 @@
+"""How vfioctl shows devices and changes: aligned tables for people, JSON for scripts.
+
+Pure functions of DeviceInfo records: no D-Bus, no I/O, so the unit tests check the
+exact text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from vfiod.ctl.devices import DeviceInfo
+
+VFIO = "vfio-pci"
+NONE = "-"
+ELLIPSIS = "…"
+
+_COLUMNS = ("ADDRESS", "NAME", "DRIVER", "STATE", "HOLDER", "NOTES")
+_GAP = "  "
+_INDENT = "  "
+
+
+#: A Device property naming what the host uses a device for ("/ on sda2 (ext4)"),
+#: shown when the daemon exports it.
+USED_BY_PROPERTY = "UsedBy"
+
+
+def notes_of(dev: DeviceInfo) -> str:
+    """What a user should notice about a device: a bridge, the boot VGA, what the host
+    needs it for, trouble."""
+    notes = []
+    if dev.is_bridge:
+        notes.append("bridge")
+    if dev.boot_vga:
+        notes.append("boot VGA")
+    if dev.extra.get(USED_BY_PROPERTY):
+        notes.append(f"host: {dev.extra[USED_BY_PROPERTY]}")
+    if not dev.healthy:
+        notes.append("unhealthy")
+    if dev.error:
+        notes.append(dev.error)
+    return ", ".join(notes)
+
+
+def group_key(dev: DeviceInfo) -> tuple[int, int]:
+    """Sort key: groups in numeric order, devices without a group last."""
+    return (1, 0) if dev.iommu_group < 0 else (0, dev.iommu_group)
+
+
+def group_header(group: int, members: Sequence[DeviceInfo]) -> str:
+    """``IOMMU group 31`` and, when it matters, what its endpoints' drivers mean."""
+    if group < 0:
+        return "no IOMMU group (cannot be passed through)"
+    endpoints = [d for d in members if not d.is_bridge]
+    on_vfio = sum(1 for d in endpoints if d.driver == VFIO)
+    title = f"IOMMU group {group}"
+    if endpoints and on_vfio == len(endpoints):
+        held = any(d.holder for d in endpoints)
+        return f"{title}: in a guest" if held else f"{title}: ready for a guest"
+    if on_vfio:
+        return f"{title}: partly on vfio-pci ({on_vfio} of {len(endpoints)} endpoints), " \
+               "not usable by a guest"
+    return title
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + ELLIPSIS
+
+
+def status_table(devices: Iterable[DeviceInfo], width: int | None = None) -> str:
+    """Every device in an aligned table under one header per IOMMU group.
+
+    *width*: the terminal's width; the name column is shortened to fit it (None: never).
+    """
+    devs = sorted(devices, key=lambda d: (group_key(d), d.address))
+    if not devs:
+        return "vfiod reports no PCI devices\n"
+    rows = [(d.address, d.name or d.ids, d.driver or NONE, d.state or NONE,
+             d.holder or NONE, notes_of(d)) for d in devs]
+    widths = [max(len(_COLUMNS[i]), *(len(r[i]) for r in rows)) for i in range(5)]
+    if width is not None:
+        # Everything but the name column and the notes stays whole; notes may wrap.
+        fixed = len(_INDENT) + sum(widths[i] for i in (0, 2, 3, 4)) + 4 * len(_GAP)
+        widths[1] = max(min(widths[1], width - fixed), 16)
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [_clip(c, widths[i]).ljust(widths[i]) if i < 5 else c
+                 for i, c in enumerate(cells)]
+        return (_INDENT + _GAP.join(parts)).rstrip()
+
+    out = [line(_COLUMNS)]
+    current: int | None = None
+    for dev, row in zip(devs, rows):
+        group = dev.iommu_group if dev.iommu_group >= 0 else -1
+        if group != current:
+            current = group
+            members = [d for d in devs if (d.iommu_group if d.iommu_group >= 0 else -1)
+                       == group]
+            out.append(group_header(group, members))
+        out.append(line(row))
+    return "\n".join(out) + "\n"
+
+
+def summary_line(devices: Sequence[DeviceInfo]) -> str:
+    """``14 devices: 2 on vfio-pci (1 in a guest), 1 unbound, 0 in error``."""
+    on_vfio = sum(1 for d in devices if d.driver == VFIO)
+    guest = sum(1 for d in devices if d.state == "guest")
+    unbound = sum(1 for d in devices if not d.driver)
+    errors = sum(1 for d in devices if d.state == "error" or not d.healthy)
+    text = f"{len(devices)} devices: {on_vfio} on vfio-pci"
+    if guest:
+        text += f" ({guest} in a guest)"
+    text += f", {unbound} without a driver"
+    if errors:
+        text += f", {errors} in error"
+    return text
+
+
+_DETAIL_LABELS: tuple[tuple[str, str], ...] = (
+    ("ids", "ids"),
+    ("class_code", "class"),
+    ("driver", "driver"),
+    ("host_driver", "host driver"),
+    ("state", "state"),
+    ("iommu_group", "IOMMU group"),
+    ("holder", "holder"),
+    ("holder_pid", "holder pid"),
+    ("reset_methods", "reset methods"),
+    ("healthy", "healthy"),
+    ("boot_vga", "boot VGA"),
+    ("is_bridge", "bridge"),
+    ("error", "error"),
+)
+
+
+def _shown(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if name == "class_code":
+        return f"0x{value:06x}"
+    if name == "iommu_group" and value < 0:
+        return "none"
+    if name == "holder_pid" and not value:
+        return NONE
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) if value else "none"
+    if value == "" or value is None:
+        return NONE
+    return str(value)
+
+
+def device_detail(dev: DeviceInfo, group: Sequence[DeviceInfo] = ()) -> str:
+    """Every property of one device, one per line, then its IOMMU group's members."""
+    lines = [f"{dev.address}  {dev.name or dev.ids}"]
+    pairs = [(label, _shown(name, dev.ids if name == "ids" else getattr(dev, name)))
+             for name, label in _DETAIL_LABELS]
+    pairs += [(prop, _shown(prop, value)) for prop, value in sorted(dev.extra.items())]
+    width = max(len(label) for label, _ in pairs)
+    lines += [f"{_INDENT}{label.ljust(width)}  {value}" for label, value in pairs]
+    others = [d for d in group if d.address != dev.address]
+    if others:
+        lines.append(f"{_INDENT}{'group peers'.ljust(width)}  "
+                     + ", ".join(f"{d.address} ({d.driver or 'no driver'})" for d in others))
+    return "\n".join(lines) + "\n"
+
+
+def to_json(value: Any) -> str:
+    """One line of JSON (monitor's events)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def status_json(devices: Iterable[DeviceInfo]) -> str:
+    """A JSON list of DeviceStatus-shaped objects, sorted by address."""
+    return json.dumps([d.to_json() for d in sorted(devices, key=lambda d: d.address)],
+                      indent=2, ensure_ascii=False) + "\n"
+
+
+def device_json(dev: DeviceInfo) -> str:
+    """One DeviceStatus-shaped object."""
+    return json.dumps(dev.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def moved_lines(addresses: Sequence[str], before: Mapping[str, DeviceInfo],
+                after: Mapping[str, DeviceInfo]) -> list[str]:
+    """``0000:06:00.0  NVIDIA ... [GeForce GTX 1080 Ti]  nvidia -> vfio-pci``, aligned."""
+    if not addresses:
+        return []
+    names = {a: (after.get(a) or before.get(a) or DeviceInfo(a)).name for a in addresses}
+    width = max(len(n) for n in names.values())
+    lines = []
+    for a in addresses:
+        old = before.get(a)
+        new = after.get(a)
+        was = (old.driver or "no driver") if old is not None else "?"
+        now = (new.driver or "no driver") if new is not None else "?"
+        lines.append(f"{a}  {names[a].ljust(width)}  {was} -> {now}".rstrip())
+    return lines
+
+
+def monitor_line(time_text: str, address: str, name: str,
+                 changes: Sequence[tuple[str, Any, Any]]) -> str:
+    """One text line for a change of one device: ``12:00:01  0000:06:00.0  NAME  driver
+    nvidia -> vfio-pci, state host -> vfio``."""
+    parts = [f"{_label(field)} {_shown(field, old) if old is not None else '?'} -> "
+             f"{_shown(field, new)}" for field, old, new in changes]
+    who = f"{address}  {name}" if name else address
+    return f"{time_text}  {who}  " + ", ".join(parts)
+
+
+def _label(field: str) -> str:
+    for name, label in _DETAIL_LABELS:
+        if name == field:
+            return label
+    return field
