@@ -24,7 +24,7 @@ from vfiod.address import check_device_argument, is_address
 from vfiod.discovery import Scanner, iommu_enabled
 from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError, InUse, InvalidArgument,
                           ModuleLoadError, NoSuchDevice, ResetFailed, VfiodError)
-from vfiod.guards import check_usages, node_paths
+from vfiod.guards import check_usages, find_usages, node_paths
 from vfiod.host.base import DEFAULT_WRITE_TIMEOUT, Host, Process
 from vfiod.model import VFIO_DRIVER, PciDevice, is_vfio_driver
 from vfiod.records import DeviceStatus, State
@@ -70,6 +70,7 @@ class Engine:
         self._errors: dict[str, str] = {}
         self._group_holders: dict[int, list[Process]] = {}
         self._host_holders: dict[str, list[Process]] = {}
+        self._used_by: dict[str, str] = {}
         self._released: set[int] = set()
         #: Called with addresses whose state may have changed (from any thread).
         self.on_change: Callable[[list[str]], None] | None = None
@@ -91,6 +92,7 @@ class Engine:
             self._devices = devices
             self._scanned = True
         self._scan_holders()
+        self._scan_usages()
 
     def refresh(self, address: str) -> None:
         """Re-read one function (after a uevent); forget it when it is gone.
@@ -113,6 +115,7 @@ class Engine:
                     self._errors.pop(a, None)
         if holders:
             self._scan_holders()
+            self._scan_usages()
         return fresh
 
     def devices(self) -> dict[str, PciDevice]:
@@ -145,6 +148,15 @@ class Engine:
     def holders_changed(self) -> None:
         """Re-check who holds /dev/vfio nodes (a guest started or stopped)."""
         self._scan_holders()
+
+    def _scan_usages(self) -> None:
+        """What the host uses each device on a host driver for (the guards' findings)."""
+        on_host = [d for d in self.devices().values() if d.driver and not d.on_vfio]
+        found: dict[str, list[str]] = {}
+        for usage in find_usages(self.host, on_host):
+            found.setdefault(usage.address, []).append(usage.reason)
+        with self._lock:
+            self._used_by = {a: "; ".join(reasons) for a, reasons in found.items()}
 
     # -- resolving --------------------------------------------------------------------
     def resolve(self, arg: str) -> str:
@@ -516,6 +528,7 @@ class Engine:
         with self._lock:
             busy = dev.address in self._busy
             error = self._errors.get(dev.address, "")
+            used_by = self._used_by.get(dev.address, "") if not dev.on_vfio else ""
             if dev.on_vfio and dev.iommu_group is not None:
                 holders = self._group_holders.get(dev.iommu_group, [])
             else:
@@ -542,4 +555,5 @@ class Engine:
             holder=", ".join(str(p) for p in holders),
             holder_pid=holders[0].pid if holders else 0,
             reset_methods=list(dev.reset_methods), healthy=dev.healthy,
-            boot_vga=dev.boot_vga, is_bridge=dev.is_bridge, error=error)
+            boot_vga=dev.boot_vga, is_bridge=dev.is_bridge, error=error,
+            used_by=used_by)

@@ -39,6 +39,9 @@ class DeviceStatus(BaseModel):
     boot_vga: bool
     is_bridge: bool
     error: str = ""  # why the state is "error"
+    #: What the host uses the device for, as the guards see it ("/dev/sda2 is mounted
+    #: on / (ext4)"); "" when nothing. Binding is refused while this is not empty.
+    used_by: str = ""
 
     @property
     def ids(self) -> str:

@@ -126,3 +126,11 @@ def test_a_guest_holding_the_group_shows_as_guest(engine: Engine, host: SimHost)
         assert row.state is State.GUEST
         assert row.holder == f"qemu-system-x86 (pid {guest.pid})"
         assert row.holder_pid == guest.pid
+
+
+def test_status_says_what_the_host_uses_a_device_for(engine: Engine) -> None:
+    rows = {s.address: s for s in engine.status()}
+    assert "mounted on / (ext4)" in rows["0000:00:1f.2"].used_by
+    assert "Xorg" in rows["0000:05:00.0"].used_by
+    assert "default route" in rows["0000:00:19.0"].used_by
+    assert rows["0000:06:00.0"].used_by == ""
