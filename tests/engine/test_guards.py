@@ -8,7 +8,7 @@ from vfiod.engine import Engine
 from vfiod.errors import GroupNotViable, InUse
 from vfiod.sim import SimHost
 
-from .faults import driver_of
+from .placement import driver_of
 
 
 def test_root_filesystem_controller_is_refused(engine: Engine, host: SimHost) -> None:
@@ -69,7 +69,7 @@ def test_unbind_refused_while_a_guest_holds_the_group(engine: Engine, host: SimH
 
 
 def test_no_iommu_group_is_refused_with_how_to_turn_it_on(tmp_path) -> None:
-    sim = SimHost(profile="seed-x99-noiommu", root=tmp_path / "root")
+    sim = SimHost(profile="seed-x99-noiommu")
     try:
         engine = Engine(sim, tmp_path / "state")
         with pytest.raises(GroupNotViable, match="intel_iommu=on"):

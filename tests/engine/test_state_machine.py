@@ -18,10 +18,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from vfiod.engine import Engine
 from vfiod.errors import VfiodError
-from vfiod.host.base import Host
 from vfiod.sim import SimHost
 
-from .faults import Killed, driver_of, fail_write, kill_at
+from vfiod.sim import SimulatedCrash
+
+from .placement import driver_of
 
 # Groups the host lets go of without force: (a device to name, every endpoint of the group).
 GROUPS = {
@@ -38,8 +39,7 @@ class BindingMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="vfiod-sm-"))
-        self.host: Host = SimHost(profile="seed-x99", root=self.tmp / "root")
-        self.real_write = self.host._write
+        self.host = SimHost(profile="seed-x99", desktop=False)
         self.engine = Engine(self.host, self.tmp / "state", write_timeout=5.0)
         self.original = {a: driver_of(self.host, a)
                          for _, members in GROUPS.values() for a in members}
@@ -51,9 +51,6 @@ class BindingMachine(RuleBasedStateMachine):
             guest.close()  # type: ignore[attr-defined]
         self.host.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def _restore_writes(self) -> None:
-        self.host._write = self.real_write  # type: ignore[method-assign]
 
     @rule(group=st.sampled_from(sorted(GROUPS)))
     def bind(self, group: int) -> None:
@@ -76,7 +73,7 @@ class BindingMachine(RuleBasedStateMachine):
           operation=st.sampled_from(["bind", "unbind"]))
     def operation_with_a_failing_write(self, group: int, step: int, err: int,
                                        operation: str) -> None:
-        fail_write(self.host, step, err)
+        self.host.faults.fail_at(step, err)
         try:
             getattr(self.engine, operation)(GROUPS[group][0])
             if operation == "bind":
@@ -86,25 +83,28 @@ class BindingMachine(RuleBasedStateMachine):
         except VfiodError:
             pass
         finally:
-            self._restore_writes()
+            self.host.faults.clear()
 
     @rule(group=st.sampled_from(sorted(GROUPS)), step=st.integers(0, 7), after=st.booleans(),
           operation=st.sampled_from(["bind", "unbind"]))
     def killed_mid_operation_then_restarted(self, group: int, step: int, after: bool,
                                             operation: str) -> None:
-        kill_at(self.host, step, after=after)
+        if after:
+            self.host.faults.crash_after(step)
+        else:
+            self.host.faults.crash_before(step)
         try:
             getattr(self.engine, operation)(GROUPS[group][0])
             if operation == "bind":
                 self.asked_vfio.add(group)
             else:
                 self.asked_vfio.discard(group)
-        except Killed:
+        except SimulatedCrash:
             pass
         except VfiodError:
             pass
         finally:
-            self._restore_writes()
+            self.host.faults.clear()
         self.engine = Engine(self.host, self.tmp / "state", write_timeout=5.0)
         self.engine.recover()
 

@@ -10,7 +10,9 @@ from vfiod.engine import Engine
 from vfiod.errors import VfiodError
 from vfiod.sim import SimHost
 
-from .faults import KERNEL_ERRNOS, Killed, count_writes, fail_write, kill_at, placement
+from vfiod.sim import SimulatedCrash
+
+from .placement import KERNEL_ERRNOS, placement
 
 GPU = "0000:06:00.0"
 GROUP = ["0000:06:00.0", "0000:06:00.1"]
@@ -19,20 +21,20 @@ GROUP = ["0000:06:00.0", "0000:06:00.1"]
 def _clean_run(tmp_path: Path, operation: str) -> tuple[int, dict]:
     """How many kernel writes a clean bind (or unbind after a bind) of the GPU makes,
     and where it leaves the group."""
-    sim = SimHost(profile="seed-x99", root=tmp_path / "count", desktop=False)
+    sim = SimHost(profile="seed-x99", desktop=False)
     try:
         engine = Engine(sim, tmp_path / "count-state")
         if operation == "unbind":
             engine.bind(GPU)
-        seen = count_writes(sim)
+        before = len(sim.write_log)
         getattr(engine, operation)(GPU)
-        return len(seen), placement(sim, GROUP)
+        return len(sim.write_log) - before, placement(sim, GROUP)
     finally:
         sim.close()
 
 
 def _fresh(tmp_path: Path, name: str, operation: str) -> tuple[SimHost, Engine]:
-    sim = SimHost(profile="seed-x99", root=tmp_path / name, desktop=False)
+    sim = SimHost(profile="seed-x99", desktop=False)
     engine = Engine(sim, tmp_path / f"{name}-state")
     if operation == "unbind":
         engine.bind(GPU)
@@ -50,7 +52,7 @@ def test_every_errno_at_every_step_ends_done_or_puts_the_whole_group_back(
             sim, engine = _fresh(tmp_path, f"{operation}-{step}-{err}", operation)
             try:
                 before = placement(sim, GROUP)
-                fail_write(sim, step, err)
+                sim.faults.fail_at(step, err)
                 try:
                     getattr(engine, operation)(GPU)
                 except VfiodError as exc:
@@ -75,10 +77,12 @@ def test_killed_at_every_step_and_restarted_leaves_every_device_on_its_driver(
         sim, engine = _fresh(tmp_path, name, operation)
         try:
             before = placement(sim, GROUP)
-            kill_at(sim, step, after=after)
-            with pytest.raises(Killed):
+            if after:
+                sim.faults.crash_after(step)
+            else:
+                sim.faults.crash_before(step)
+            with pytest.raises(SimulatedCrash):
                 getattr(engine, operation)(GPU)
-            sim._write = type(sim)._write.__get__(sim)  # the restarted process writes normally
             restarted = Engine(sim, tmp_path / f"{name}-state")
             touched = restarted.recover()
             assert sorted(touched) == GROUP

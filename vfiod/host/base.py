@@ -83,15 +83,17 @@ class Host(abc.ABC):
 
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
         self.root = Path(root).resolve()
+        # Plain string prefix: path() runs for every file read, pathlib is slow there.
+        self._prefix = "" if str(self.root) == "/" else str(self.root)
         # Where processes are listed when looking for holders: the host's /proc.
-        self.proc_dir = self.path("/proc")
+        self.proc_dir = Path(self.path("/proc"))
 
     # -- paths -------------------------------------------------------------------------
-    def path(self, host_path: str) -> Path:
+    def path(self, host_path: str) -> str:
         """The real filesystem path of a host-absolute path."""
         if not host_path.startswith("/"):
             raise ValueError(f"host paths are absolute: {host_path!r}")
-        return self.root / host_path.lstrip("/") if host_path != "/" else self.root
+        return self._prefix + host_path if host_path != "/" else str(self.root)
 
     def host_path(self, real: str | os.PathLike[str]) -> str | None:
         """The host-absolute path of a real path, or None when it is outside the root."""
@@ -289,7 +291,7 @@ def module_dir_name(name: str) -> str:
     return name.replace("-", "_")
 
 
-def write_once(real_path: Path, value: str) -> None:
+def write_once(real_path: str | os.PathLike[str], value: str) -> None:
     """One write(2) of *value* to an existing file, as sysfs expects (no O_CREAT)."""
     fd = os.open(real_path, os.O_WRONLY | os.O_CLOEXEC)
     try:

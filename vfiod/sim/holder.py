@@ -1,0 +1,164 @@
+"""Holders: real processes that keep simulated device nodes open, like a guest or Xorg.
+
+vfiod finds holders by scanning ``/proc/*/fd``, so a simulated "qemu-system-x86" must be
+a real process with real open files. ``spawn_holder`` starts one
+(``python -m vfiod.sim.holder``), names it through ``/proc/self/comm``, and returns once
+every file is open. A holder exits when terminated or when its parent goes away.
+
+``device_fds`` model VFIO device file descriptors (VFIO_GROUP_GET_DEVICE_FD): the
+holder opens ``/dev/vfio/devices/vfioN`` of each named PCI address, which makes the
+simulated kernel block an ``unbind`` of that device until the holder lets go.
+
+Not modelled: on a real kernel a second open of ``/dev/vfio/N`` fails EBUSY while one
+process holds the group. The simulated nodes are regular files, which any number of
+processes can open; nothing fakes that errno.
+"""
+
+from __future__ import annotations
+
+# The holder process imports this module too: only light modules at the top, so that
+# a simulated guest starts in tens of milliseconds.
+import errno
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
+
+READY_TIMEOUT = 15.0
+PARENT_POLL = 0.2
+
+
+class Holder:
+    """A running holder process; ``close()`` (or leaving the ``with`` block) ends it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], paths: Sequence[str]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.paths = tuple(paths)
+
+    @property
+    def running(self) -> bool:
+        """True until the process has exited."""
+        return self.proc.poll() is None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Terminate the process and wait for it (SIGKILL when it does not stop)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Holder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Holder(pid={self.pid}, paths={list(self.paths)})"
+
+
+def spawn_holder(root: str | os.PathLike[str], paths: Sequence[str],
+                 comm: str = "qemu-system-x86", device_fds: Sequence[str] = ()) -> Holder:
+    """Start a process that holds *paths* (host paths under *root*) open.
+
+    Raises OSError with the child's errno when a path cannot be opened (for a device
+    fd: ENODEV when the device is not on vfio-pci).
+    """
+    import subprocess
+
+    read_fd, write_fd = os.pipe()
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    # -S: the holder needs only the standard library and this package (on PYTHONPATH);
+    # skipping site-packages halves its start-up.
+    argv = [sys.executable, "-S", "-m", "vfiod.sim.holder", os.fspath(root), comm,
+            str(write_fd), ",".join(device_fds), *paths]
+    try:
+        proc = subprocess.Popen(argv, pass_fds=(write_fd,), env=env, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(write_fd)
+    try:
+        answer = _read_answer(read_fd, READY_TIMEOUT)
+    finally:
+        os.close(read_fd)
+    if answer == "ok":
+        return Holder(proc, [*paths, *(f"device fd of {a}" for a in device_fds)])
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    code, _, message = answer.partition(" ")
+    err = int(code) if code.isdigit() else errno.EIO
+    raise OSError(err, f"holder could not start: {message or answer or 'no answer'}")
+
+
+def _read_answer(fd: int, timeout: float) -> str:
+    import select
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return ""
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return ""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return data.decode(errors="replace").strip()
+        data += chunk
+
+
+def _device_node(root: str, address: str) -> str:
+    vfio_dev = os.path.join(root, "sys/bus/pci/devices", address, "vfio-dev")
+    try:
+        names = sorted(os.listdir(vfio_dev))
+    except OSError:
+        names = []
+    if not names:
+        raise OSError(errno.ENODEV, f"{address} is not on vfio-pci")
+    return os.path.join(root, "dev/vfio/devices", names[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The holder process: open everything, say ready, then sleep until told to stop.
+
+    Arguments: ROOT COMM READY_FD DEVICE_FD_ADDRESSES(comma-separated) PATH...
+    """
+    root, comm, ready, device_fds, *paths = sys.argv[1:] if argv is None else argv
+    ready_fd = int(ready)
+    parent = os.getppid()
+    held: list[int] = []
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(comm[:15])
+        for path in paths:
+            held.append(os.open(os.path.join(root, path.lstrip("/")), os.O_RDWR | os.O_CLOEXEC))
+        for address in filter(None, device_fds.split(",")):
+            held.append(os.open(_device_node(root, address), os.O_RDWR | os.O_CLOEXEC))
+    except OSError as exc:
+        os.write(ready_fd, f"{exc.errno or errno.EIO} {exc}".encode())
+        return 1
+    os.write(ready_fd, b"ok")
+    os.close(ready_fd)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Like a guest of a daemon that died: do not outlive whoever started us.
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

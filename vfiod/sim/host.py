@@ -1,0 +1,238 @@
+"""SimHost: the Host interface over a simulated machine (see vfiod.sim)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from vfiod.host.base import Host
+from vfiod.sim.events import EventHub, SimEventSource
+from vfiod.sim.faults import Faults, SimulatedCrash
+from vfiod.sim.holder import Holder, spawn_holder
+from vfiod.sim.kernel import Kernel
+from vfiod.sim.pciids import load_subset
+from vfiod.sim.profiles import PROFILES
+from vfiod.sim.spec import Profile
+from vfiod.sim.state import STATE_FILE, load
+from vfiod.sim.watcher import ExternalWriteWatcher
+
+LOCK_FILE = ".sim-lock"
+TEMP_ROOT_PREFIX = "vfiod-sim-"
+#: A temporary machine this old whose lock nobody holds was left by a killed process.
+ORPHAN_AGE = 60.0
+
+
+def scratch_dir() -> str | None:
+    """Where temporary machines go: tmpfs when there is one (building a tree on a busy
+    disk is ten times slower), unless TMPDIR says otherwise."""
+    if "TMPDIR" not in os.environ and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return None
+
+
+def sweep_orphans(directory: str) -> None:
+    """Remove temporary machines whose SimHost was killed before it could close.
+
+    A live SimHost holds its root's lock; a process killed with SIGKILL releases it,
+    which is how its leftovers (in tmpfs: memory) are told apart.
+    """
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(TEMP_ROOT_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            if time.time() - os.stat(path).st_mtime < ORPHAN_AGE:
+                continue  # maybe still being set up
+            fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            shutil.rmtree(path, ignore_errors=True)  # died before it took its lock
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class SimRootBusy(RuntimeError):
+    """Another live SimHost is attached to this root."""
+
+
+class SimHost(Host):
+    """A simulated machine: a sysfs-shaped tree under ``root`` and a kernel model.
+
+    ``root=None`` builds in a temporary directory removed by ``close()``; a directory
+    that already holds a simulated machine is re-attached as it was left. Reads are
+    the Host's, over the tree; writes go to the kernel model; holders are found in the
+    real /proc (they are real processes holding the tree's files).
+    """
+
+    simulated = True
+
+    def __init__(self, profile: str | Profile = "seed-x99",
+                 root: str | os.PathLike[str] | None = None, *, desktop: bool = True) -> None:
+        if isinstance(profile, str):
+            if profile not in PROFILES:
+                raise ValueError(f"unknown simulated profile {profile!r}; "
+                                 f"known: {', '.join(PROFILES)}")
+            machine = PROFILES[profile]
+        else:
+            machine = profile  # a test's own machine
+        self._own_root = root is None
+        if root is None:
+            sweep_orphans(scratch_dir() or tempfile.gettempdir())
+        real_root = Path(tempfile.mkdtemp(prefix=TEMP_ROOT_PREFIX, dir=scratch_dir())
+                         if root is None else root)
+        real_root = real_root.resolve()
+        if real_root == Path("/"):
+            raise ValueError("a simulated machine is never built at /")
+        real_root.mkdir(parents=True, exist_ok=True)
+        super().__init__(real_root)
+        # Holders are real processes: look for them in the real /proc.
+        self.proc_dir = Path("/proc")
+        #: The profile's name (``seed-x99``).
+        self.profile = machine.name
+        #: The whole machine description (vfiod.sim.spec.Profile).
+        self.machine = machine
+        self.faults = Faults()
+        #: (host path, value, errno or 0) of every write through _write, in order.
+        self.write_log: list[tuple[str, str, int]] = []
+        self.desktop: Holder | None = None
+        self._holders: list[Holder] = []
+        self._closed = False
+        self._hub = EventHub()
+        self._watcher: ExternalWriteWatcher | None = None
+        self._lock_fd = self._lock_root()
+        fresh = False  # True once this SimHost may delete what it builds on failure
+        try:
+            saved = load(self.root)
+            if saved is None and any(not n.startswith(".sim-") for n in os.listdir(self.root)):
+                os.unlink(self.root / LOCK_FILE)
+                raise ValueError(f"{self.root} is not empty and holds no simulated machine")
+            if saved is not None and saved.profile != machine.name:
+                raise ValueError(f"{self.root} holds a simulated {saved.profile} machine, "
+                                 f"not {machine.name}")
+            fresh = saved is None
+            #: True when this SimHost found the machine a previous one left.
+            self.reattached = saved is not None
+            self.kernel = Kernel(machine, self.root, self._hub, self._device_held,
+                                 load_subset(machine.devices), saved)
+            self._watcher = ExternalWriteWatcher(self.kernel)
+            self.kernel.on_change = self._watcher.sync_watches
+            self._watcher.start()
+            self.kernel.resume()
+            session = machine.desktop
+            if desktop and session is not None and self.kernel.children_active(session.gpu):
+                self.desktop = self.spawn_holder(list(session.paths), comm=session.comm)
+        except BaseException:
+            self.close()
+            if fresh and not self._own_root:
+                self._remove_tree()
+            raise
+
+    # -- Host -------------------------------------------------------------------------
+    def _write(self, path: str, value: str) -> None:
+        resolved = self.host_path(os.path.realpath(self.path(path))) or path
+        verdict = self.faults.check(path, resolved)
+        if verdict.crash_before:
+            raise SimulatedCrash(f"killed before writing {value.strip()!r} to {path}")
+        if verdict.errno:
+            self.write_log.append((path, value, verdict.errno))
+            raise OSError(verdict.errno, os.strerror(verdict.errno), path)
+        if verdict.delay:
+            time.sleep(verdict.delay)
+        try:
+            self.kernel.write(path, value)
+        except OSError as exc:
+            self.write_log.append((path, value, exc.errno or 0))
+            raise
+        self.write_log.append((path, value, 0))
+        if verdict.crash_after:
+            raise SimulatedCrash(f"killed after writing {value.strip()!r} to {path}")
+
+    def load_module(self, name_or_modalias: str) -> None:
+        self.kernel.load_module(name_or_modalias)
+
+    def module_loaded(self, name: str) -> bool:
+        return self.kernel.module_loaded(name)
+
+    def open_events(self) -> SimEventSource:
+        return self._hub.open()
+
+    # -- the simulation's own tools ------------------------------------------------------
+    def spawn_holder(self, paths: Sequence[str], comm: str = "qemu-system-x86",
+                     device_fds: Sequence[str] = ()) -> Holder:
+        """Start a real process holding these host paths open (see vfiod.sim.holder)."""
+        holder = spawn_holder(self.root, paths, comm=comm, device_fds=device_fds)
+        self._holders.append(holder)
+        return holder
+
+    def sync_external(self, timeout: float = 5.0) -> bool:
+        """Wait until direct writes to the tree made so far have been applied."""
+        return self._watcher.sync(timeout) if self._watcher else False
+
+    @property
+    def external_log(self) -> list[tuple[str, str, int]]:
+        """(host path, value, errno or 0) of every direct write to the tree, in order."""
+        return self._watcher.log if self._watcher else []
+
+    def close(self) -> None:
+        """Stop the threads, end this SimHost's own holders, remove a temporary root."""
+        if self._closed:
+            return
+        self._closed = True
+        kernel = getattr(self, "kernel", None)
+        if kernel is not None:
+            kernel.close()
+        if self._watcher is not None:
+            self._watcher.stop()
+        for holder in self._holders:
+            holder.close()
+        self._hub.close()
+        os.close(self._lock_fd)
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> SimHost:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------
+    def _device_held(self, host_path: str) -> bool:
+        return bool(self.holders([host_path]))
+
+    def _lock_root(self) -> int:
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SimRootBusy(f"{self.root} is in use by another simulated kernel "
+                              f"(pid {owner})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _remove_tree(self) -> None:
+        for name in ("sys", "dev", "proc", "usr", STATE_FILE):
+            path = self.root / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()

@@ -1,0 +1,228 @@
+"""The simulated machines: the X99 workstation of the write-up, and a scale machine.
+
+Every vendor/device id here is in the real pci.ids; module aliases follow the real
+modules' alias patterns (class-based for ahci, xhci_pci, snd_hda_intel's HDMI entries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from vfiod.sim.spec import (
+    Children,
+    Desktop,
+    DeviceSpec,
+    Disk,
+    ModuleSpec,
+    NetIface,
+    Profile,
+    UsbInput,
+)
+
+MODULES: tuple[ModuleSpec, ...] = (
+    ModuleSpec("pcieport", "pcieport", ("pci:v*d*sv*sd*bc06sc04i00",), builtin=True),
+    ModuleSpec("lpc_ich", "lpc_ich", ("pci:v00008086d00008D47sv*sd*bc*sc*i*",), size=28672),
+    ModuleSpec("i2c_smbus", size=20480),
+    ModuleSpec("i2c_i801", "i801_smbus", ("pci:v00008086d00008D22sv*sd*bc*sc*i*",),
+               depends=("i2c_smbus",), size=36864),
+    ModuleSpec("libahci", size=49152),
+    ModuleSpec("ahci", "ahci", ("pci:v*d*sv*sd*bc01sc06i01",), depends=("libahci",),
+               size=49152),
+    ModuleSpec("xhci_hcd", size=315392),
+    ModuleSpec("xhci_pci", "xhci_hcd", ("pci:v*d*sv*sd*bc0Csc03i30",),
+               depends=("xhci_hcd",), size=24576),
+    ModuleSpec("e1000e", "e1000e", ("pci:v00008086d000015A1sv*sd*bc*sc*i*",), size=323584),
+    ModuleSpec("snd_hda_codec", size=184320),
+    ModuleSpec("snd_hda_intel", "snd_hda_intel",
+               ("pci:v000010DEd*sv*sd*bc04sc03i00", "pci:v00008086d00008D20sv*sd*bc*sc*i*"),
+               depends=("snd_hda_codec",), size=57344),
+    ModuleSpec("nvidia", "nvidia",
+               ("pci:v000010DEd*sv*sd*bc03sc00i00", "pci:v000010DEd*sv*sd*bc03sc02i00"),
+               size=56217600, dev_nodes=("/dev/nvidiactl",)),
+    ModuleSpec("mlx5_core", "mlx5_core",
+               ("pci:v000015B3d00001017sv*sd*bc*sc*i*", "pci:v000015B3d00001018sv*sd*bc*sc*i*"),
+               size=2031616),
+    ModuleSpec("vfio", size=45056, dev_nodes=("/dev/vfio/vfio",)),
+    ModuleSpec("vfio_iommu_type1", depends=("vfio",), size=45056),
+    ModuleSpec("irqbypass", size=16384),
+    ModuleSpec("vfio_pci_core", depends=("vfio", "irqbypass"), size=81920),
+    # vfio-pci's id table is "override only": it matches a device through its
+    # driver_override or a new_id, never through a pci: modalias.
+    ModuleSpec("vfio_pci", "vfio-pci", ("vfio_pci:v*d*sv*sd*bc*sc*i*",),
+               depends=("vfio_pci_core", "vfio_iommu_type1"), size=16384),
+)
+
+_BOARD = (0x1043, 0x8600)  # ASUSTeK: the X99 board's subsystem id for its chipset functions
+_NVIDIA_REF = (0x10DE, 0x120F)
+
+
+def _dev(address: str, ids: str, class_code: int, revision: int, parent: str | None,
+         group: int | None, driver: str | None = None, subsystem: tuple[int, int] = _BOARD,
+         **kw: Any) -> DeviceSpec:
+    vendor, device = (int(x, 16) for x in ids.split(":"))
+    return DeviceSpec(address=address, vendor=vendor, device=device,
+                      subsystem_vendor=subsystem[0], subsystem_device=subsystem[1],
+                      class_code=class_code, revision=revision, parent=parent, group=group,
+                      host_driver=driver, **kw)
+
+
+def _gpu(slot: str, parent: str, group: int | None, index: int, boot_vga: bool) -> list[DeviceSpec]:
+    """A GTX 1080 Ti and its HDMI audio function, as two functions of one slot."""
+    vga = _dev(f"{slot}.0", "10de:1b06", 0x030000, 0xA1, parent, group, "nvidia",
+               _NVIDIA_REF, boot_vga=boot_vga,
+               # NVIDIA GPUs set No_Soft_Reset (no pm reset) and have no FLR: only a bus
+               # reset, which fails while the audio function shares the bus.
+               reset_methods=("bus",),
+               children=Children(drm_card=index, drm_render=128 + index, nvidia_minor=index,
+                                 gpu_model="NVIDIA GeForce GTX 1080 Ti"))
+    audio = _dev(f"{slot}.1", "10de:10ef", 0x040300, 0xA1, parent, group, "snd_hda_intel",
+                 _NVIDIA_REF,
+                 children=Children(sound_card=index + 1, pcm=("D3p", "D7p", "D8p", "D9p")))
+    return [vga, audio]
+
+
+def _seed_x99(iommu: bool) -> Profile:
+    def g(n: int) -> int | None:
+        return n if iommu else None
+
+    rp = 0x060400
+    devices = [
+        _dev("0000:00:00.0", "8086:2f00", 0x060000, 0x02, None, g(0), subsystem=(0x8086, 0)),
+        _dev("0000:00:02.0", "8086:2f04", rp, 0x02, None, g(1), "pcieport", (0x8086, 0)),
+        _dev("0000:00:03.0", "8086:2f08", rp, 0x02, None, g(2), "pcieport", (0x8086, 0)),
+        _dev("0000:00:11.0", "8086:8d7c", 0xFF0000, 0x05, None, g(5)),
+        _dev("0000:00:11.4", "8086:8d62", 0x010601, 0x05, None, g(5), "ahci",
+             reset_methods=("pm",),
+             children=Children(disks=(Disk("sdb", 16, 1, port=7, scsi_host=6),))),
+        _dev("0000:00:14.0", "8086:8d31", 0x0C0330, 0x05, None, g(6), "xhci_hcd",
+             reset_methods=("pm",),
+             children=Children(usb_buses=(1, 2), inputs=(
+                 UsbInput(1, "1-2", 0x046D, 0xC31C, "Logitech USB Keyboard", 1, 3, 3),))),
+        _dev("0000:00:19.0", "8086:15a1", 0x020000, 0x05, None, g(8), "e1000e",
+             (0x1043, 0x85C4), reset_methods=("af_flr", "pm"),
+             children=Children(net=NetIface("eno1", "2c:56:dc:3e:91:0a", 2, "192.168.1.1"))),
+        _dev("0000:00:1b.0", "8086:8d20", 0x040300, 0x05, None, g(9), "snd_hda_intel",
+             (0x1043, 0x8641), reset_methods=("flr", "pm"),
+             children=Children(sound_card=0, pcm=("D0p", "D0c"))),
+        _dev("0000:00:1c.4", "8086:8d18", rp, 0xD5, None, g(11), "pcieport", (0x8086, 0)),
+        _dev("0000:00:1f.0", "8086:8d47", 0x060100, 0x05, None, g(12), "lpc_ich"),
+        _dev("0000:00:1f.2", "8086:8d02", 0x010601, 0x05, None, g(12), "ahci",
+             reset_methods=("pm",),
+             children=Children(disks=(Disk("sda", 0, 3, port=1, scsi_host=0),))),
+        _dev("0000:00:1f.3", "8086:8d22", 0x0C0500, 0x05, None, g(12), "i801_smbus"),
+        # A PLX PEX 8747 switch behind root port 2 carries the first two GPUs...
+        _dev("0000:03:00.0", "10b5:8747", rp, 0xCA, "0000:00:02.0", g(20), "pcieport",
+             (0x10B5, 0x8747)),
+        _dev("0000:04:08.0", "10b5:8747", rp, 0xCA, "0000:03:00.0", g(21), "pcieport",
+             (0x10B5, 0x8747)),
+        _dev("0000:04:10.0", "10b5:8747", rp, 0xCA, "0000:03:00.0", g(22), "pcieport",
+             (0x10B5, 0x8747)),
+        *_gpu("0000:05:00", "0000:04:08.0", g(30), 0, boot_vga=True),
+        *_gpu("0000:06:00", "0000:04:10.0", g(31), 1, boot_vga=False),
+        # ...and a second one behind root port 3 the third.
+        _dev("0000:07:00.0", "10b5:8747", rp, 0xCA, "0000:00:03.0", g(23), "pcieport",
+             (0x10B5, 0x8747)),
+        _dev("0000:08:08.0", "10b5:8747", rp, 0xCA, "0000:07:00.0", g(24), "pcieport",
+             (0x10B5, 0x8747)),
+        *_gpu("0000:09:00", "0000:08:08.0", g(32), 2, boot_vga=False),
+        _dev("0000:11:00.0", "1b21:1242", 0x0C0330, 0x00, "0000:00:1c.4", g(40), "xhci_hcd",
+             (0x1043, 0x8675), reset_methods=("pm", "bus"),
+             children=Children(usb_buses=(3, 4))),
+    ]
+    iommu_args = "intel_iommu=on " if iommu else ""
+    return Profile(
+        name="seed-x99" if iommu else "seed-x99-noiommu",
+        description="X99 workstation: three GTX 1080 Ti, the host's desktop on 05:00.0"
+                    + ("" if iommu else "; IOMMU off"),
+        iommu=iommu,
+        devices=tuple(sorted(devices, key=lambda d: d.address)),
+        modules=MODULES,
+        boot_modules=("lpc_ich", "i2c_i801", "ahci", "xhci_pci", "e1000e", "snd_hda_intel",
+                      "nvidia"),
+        cmdline=("BOOT_IMAGE=/boot/vmlinuz-6.1.0-sim-amd64 "
+                 "root=UUID=0b2c3f4e-5a6d-4c1e-9f0a-7d8e9c1b2a3f ro "
+                 f"{iommu_args}quiet"),
+        mounts=(
+            "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0",
+            "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0",
+            "udev /dev devtmpfs rw,nosuid,relatime,size=16303092k,nr_inodes=4075773,"
+            "mode=755,inode64 0 0",
+            "tmpfs /run tmpfs rw,nosuid,nodev,noexec,relatime,size=3265428k,mode=755,"
+            "inode64 0 0",
+            "/dev/sda2 / ext4 rw,relatime,errors=remount-ro 0 0",
+            "/dev/sda1 /boot/efi vfat rw,relatime,fmask=0077,dmask=0077,codepage=437,"
+            "iocharset=ascii,shortname=mixed,utf8,errors=remount-ro 0 0",
+        ),
+        swaps=("/dev/sda3",),
+        desktop=Desktop("Xorg", "0000:05:00.0",
+                        ("/dev/dri/card0", "/dev/nvidia0", "/dev/nvidiactl")),
+    )
+
+
+#: The scale machine: this many ConnectX-5 PFs, each with VFS_PER_PF virtual functions.
+SCALE_PFS = 64
+SCALE_VFS_PER_PF = 63
+
+
+def _scale() -> Profile:
+    """64 ConnectX-5 PFs with 63 VFs each (4,032 VFs), one IOMMU group per function."""
+    devices = [_dev("0000:00:00.0", "8086:2f00", 0x060000, 0x02, None, 0, subsystem=(0x8086, 0))]
+    group = 1
+    for i in range(SCALE_PFS):
+        port = f"0000:00:{2 + i // 8:02x}.{i % 8}"
+        devices.append(_dev(port, "8086:2f04", 0x060400, 0x02, None, group, "pcieport",
+                            (0x8086, 0)))
+        group += 1
+        bus = 0x10 + i
+        pf = f"0000:{bus:02x}:00.0"
+        devices.append(_dev(pf, "15b3:1017", 0x020000, 0x00, port, group, "mlx5_core",
+                            (0x15B3, 0x0007), reset_methods=("flr", "bus"),
+                            total_vfs=SCALE_VFS_PER_PF))
+        group += 1
+        for vf in range(1, SCALE_VFS_PER_PF + 1):
+            devices.append(_dev(f"0000:{bus:02x}:{vf // 8:02x}.{vf % 8}", "15b3:1018",
+                                0x020000, 0x00, port, group, "mlx5_core", (0x15B3, 0x0007),
+                                reset_methods=("flr",), physfn=pf))
+            group += 1
+    return Profile(
+        name="scale",
+        description=f"{SCALE_PFS} ConnectX-5 PFs with {SCALE_VFS_PER_PF} VFs each",
+        iommu=True,
+        devices=tuple(sorted(devices, key=lambda d: d.address)),
+        modules=MODULES,
+        boot_modules=("mlx5_core",),
+        cmdline="BOOT_IMAGE=/boot/vmlinuz-6.1.0-sim-amd64 ro intel_iommu=on iommu=pt",
+        mounts=("sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0",
+                "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0",
+                "/dev/nvme0n1p2 / ext4 rw,relatime 0 0"),
+    )
+
+
+class _Profiles(Mapping[str, Profile]):
+    """Profiles by name, each built the first time it is asked for."""
+
+    _builders = {
+        "seed-x99": lambda: _seed_x99(iommu=True),
+        "seed-x99-noiommu": lambda: _seed_x99(iommu=False),
+        "scale": _scale,
+    }
+
+    def __init__(self) -> None:
+        self._built: dict[str, Profile] = {}
+
+    def __getitem__(self, name: str) -> Profile:
+        if name not in self._built:
+            self._built[name] = self._builders[name]()
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._builders)
+
+    def __len__(self) -> int:
+        return len(self._builders)
+
+
+#: Every profile by name: ``seed-x99``, ``seed-x99-noiommu``, ``scale``.
+PROFILES: Mapping[str, Profile] = _Profiles()
+
