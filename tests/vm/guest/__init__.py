@@ -1,0 +1,1 @@
+"""Tests that run inside the QEMU test guest against its real kernel (see conftest.py)."""
