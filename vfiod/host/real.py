@@ -41,9 +41,24 @@ class RealHost(Host):
         return UdevEventSource()
 
 
-def udevd_running() -> bool:
-    """True when systemd-udevd serves events (its control socket exists)."""
-    return os.path.exists("/run/udev/control")
+def udevd_running(proc: str = "/proc") -> bool:
+    """True when systemd-udevd runs now.
+
+    Its control socket is no proof: udevd leaves it behind when it exits, and systemd's
+    socket unit keeps it while udevd is stopped; the udev monitor then receives nothing.
+    """
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with open(f"{proc}/{pid}/comm", encoding="utf-8") as f:
+                if f.read().strip() in ("systemd-udevd", "udevd"):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 class UdevEventSource(EventSource):
