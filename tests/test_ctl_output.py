@@ -57,8 +57,9 @@ def test_bridges_and_the_boot_vga_are_marked() -> None:
 
 def test_what_the_host_uses_a_device_for_is_shown_when_vfiod_says() -> None:
     disk = DeviceInfo("0000:00:1f.2", name="SATA", driver="ahci", state="host",
-                      iommu_group=12, extra={"UsedBy": "/ on sda2 (ext4)"})
-    assert output.status_table([disk]).splitlines()[-1].endswith("host: / on sda2 (ext4)")
+                      iommu_group=12, used_by="/dev/sda2 is mounted on / (ext4)")
+    assert output.status_table([disk]).splitlines()[-1].endswith(
+        "host: /dev/sda2 is mounted on / (ext4)")
 
 
 def test_a_group_wholly_on_vfio_pci_is_ready_for_a_guest() -> None:

@@ -31,6 +31,7 @@ PROPERTY_FIELDS: dict[str, str] = {
     # Not in DESIGN.md's list: used when the daemon exports them, derived otherwise.
     "IsBridge": "is_bridge",
     "Error": "error",
+    "UsedBy": "used_by",
 }
 
 #: The 16-bit classes of bridges that stay on their driver (vfiod.model.PciDevice).
@@ -62,6 +63,7 @@ class DeviceInfo:
     boot_vga: bool = False
     is_bridge: bool = False
     error: str = ""
+    used_by: str = ""  # what the host uses it for ("/dev/sda2 is mounted on / (ext4)")
     #: Properties the daemon exports beyond the known ones (shown in detail views).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 

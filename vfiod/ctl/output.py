@@ -21,11 +21,6 @@ _GAP = "  "
 _INDENT = "  "
 
 
-#: A Device property naming what the host uses a device for ("/ on sda2 (ext4)"),
-#: shown when the daemon exports it.
-USED_BY_PROPERTY = "UsedBy"
-
-
 def notes_of(dev: DeviceInfo) -> str:
     """What a user should notice about a device: a bridge, the boot VGA, what the host
     needs it for, trouble."""
@@ -34,8 +29,8 @@ def notes_of(dev: DeviceInfo) -> str:
         notes.append("bridge")
     if dev.boot_vga:
         notes.append("boot VGA")
-    if dev.extra.get(USED_BY_PROPERTY):
-        notes.append(f"host: {dev.extra[USED_BY_PROPERTY]}")
+    if dev.used_by:
+        notes.append(f"host: {dev.used_by}")
     if not dev.healthy:
         notes.append("unhealthy")
     if dev.error:
