@@ -1,0 +1,39 @@
+"""Options (a{sv}) and error messages as clients send and receive them."""
+
+from __future__ import annotations
+
+import pytest
+from dbus_fast import Variant
+
+from vfiod.daemon.service import BIND_OPTIONS, RESET_OPTIONS, UNBIND_OPTIONS, one_line, parse_options
+from vfiod.errors import InvalidArgument
+
+
+def test_bind_options_are_returned_as_plain_values() -> None:
+    opts = {"group": Variant("b", False), "force": Variant("b", True)}
+    assert parse_options(opts, BIND_OPTIONS, "Bind") == {"group": False, "force": True}
+
+
+def test_no_options_are_no_values() -> None:
+    assert parse_options({}, UNBIND_OPTIONS, "Unbind") == {}
+
+
+def test_force_is_unknown_to_unbind() -> None:
+    with pytest.raises(InvalidArgument, match="unknown option 'force'; accepted options: group"):
+        parse_options({"force": Variant("b", True)}, UNBIND_OPTIONS, "Unbind")
+
+
+def test_option_of_another_type_names_the_type_wanted() -> None:
+    with pytest.raises(InvalidArgument, match="'force' must be a boolean"):
+        parse_options({"force": Variant("s", "yes")}, RESET_OPTIONS, "Reset")
+
+
+def test_a_huge_unknown_key_is_quoted_short_and_printable() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        parse_options({"\x1b[31m" + "k" * 10_000: Variant("b", True)}, BIND_OPTIONS, "Bind")
+    assert len(str(err.value)) < 200
+    assert "\x1b" not in str(err.value)
+
+
+def test_messages_cross_the_bus_as_one_line() -> None:
+    assert one_line("first\n  second\tthird ") == "first second third"

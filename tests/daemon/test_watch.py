@@ -1,0 +1,93 @@
+"""What uevents ask of the daemon, and a lost-events error turning into a rescan."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+
+from vfiod.daemon.watch import Changes, UeventWatcher
+from vfiod.host.base import EventSource, UEvent
+
+GPU_PATH = "/devices/pci0000:00/0000:00:02.0/0000:03:00.0/0000:04:10.0/0000:06:00.0"
+
+
+def _pci(action: str, address: str = "0000:06:00.0") -> UEvent:
+    return UEvent(action, GPU_PATH, "pci", {"PCI_SLOT_NAME": address})
+
+
+def test_bind_and_unbind_ask_for_a_refresh_of_that_function() -> None:
+    changes = Changes()
+    changes.note(_pci("unbind"))
+    changes.note(_pci("bind"))
+    assert (changes.rescan, changes.refresh, changes.added) == (False, {"0000:06:00.0"}, set())
+
+
+def test_an_added_function_asks_for_a_rescan_and_is_remembered_as_added() -> None:
+    changes = Changes()
+    changes.note(_pci("add", "0000:11:00.0"))
+    assert changes.rescan and changes.added == {"0000:11:00.0"}
+
+
+def test_a_child_going_away_refreshes_its_pci_function() -> None:
+    changes = Changes()
+    changes.note(UEvent("remove", GPU_PATH + "/drm/card1", "drm"))
+    assert changes.refresh == {"0000:06:00.0"} and not changes.rescan
+
+
+def test_virtual_devices_ask_for_nothing() -> None:
+    changes = Changes()
+    changes.note(UEvent("add", "/devices/virtual/vfio/31", "vfio"))
+    assert not changes
+
+
+class _OverflowingSource(EventSource):
+    """An event source whose queue overflowed: the first receive() says ENOBUFS."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.write(self.write_fd, b"x")
+        self.overflowed = True
+
+    def fileno(self) -> int:
+        return self.read_fd
+
+    def receive(self) -> list[UEvent]:
+        os.read(self.read_fd, 1)
+        if self.overflowed:
+            self.overflowed = False
+            raise OSError(errno.ENOBUFS, "events lost")
+        return []
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class _Host:
+    def __init__(self, source: EventSource) -> None:
+        self.source = source
+
+    def open_events(self) -> EventSource:
+        return self.source
+
+
+def test_lost_events_turn_into_a_full_rescan() -> None:
+    got: list[Changes] = []
+
+    async def scenario() -> None:
+        done = asyncio.Event()
+
+        async def handler(changes: Changes) -> None:
+            got.append(changes)
+            done.set()
+
+        watcher = UeventWatcher(_Host(_OverflowingSource()), handler)  # type: ignore[arg-type]
+        watcher.start()
+        try:
+            await asyncio.wait_for(done.wait(), 5)
+        finally:
+            watcher.stop()
+
+    asyncio.run(scenario())
+    assert len(got) == 1 and got[0].rescan

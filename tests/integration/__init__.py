@@ -1,0 +1,1 @@
+"""Integration tests: a real dbus-daemon, a real vfiod on a simulated host, real clients."""

@@ -1,0 +1,225 @@
+"""Start, readiness, watchdog, reload, stop, and a restart after being killed mid-bind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vfiod.privatebus import PrivateBusError, name_has_owner
+
+from .helpers import Vfiod, knobs, sim_driver, wait_for
+
+GPU, AUDIO = "0000:06:00.0", "0000:06:00.1"
+CONFIG = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\n'
+BAD_CONFIG = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\nboot = "maybe"\n'
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(10)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def datagrams(sock: socket.socket, until: Callable[[list[str]], bool],
+              timeout: float = 10.0) -> list[str]:
+    """Receive notifications until *until* says enough."""
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not until(got):
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        got.append(sock.recv(4096).decode())
+    return got
+
+
+def drivers(root: Path) -> dict[str, str]:
+    """Every function's driver in the simulated tree."""
+    return {a: sim_driver(root, a) for a in os.listdir(root / "sys/bus/pci/devices")}
+
+
+def test_ready_is_sent_once_the_name_is_owned_with_a_status_line(
+        make_vfiod: Callable[..., Vfiod], notify_socket: socket.socket) -> None:
+    daemon = make_vfiod().start(NOTIFY_SOCKET=notify_socket.getsockname())
+    got = datagrams(notify_socket, lambda g: any("READY=1" in m for m in g))
+    ready = next(m for m in got if "READY=1" in m)
+    assert "STATUS=0 devices on vfio-pci, 0 in a guest" in ready.split("\n")
+    assert name_has_owner(daemon.address)
+
+
+def test_status_line_follows_a_bind(make_vfiod: Callable[..., Vfiod],
+                                    notify_socket: socket.socket) -> None:
+    daemon = make_vfiod().start(NOTIFY_SOCKET=notify_socket.getsockname())
+    datagrams(notify_socket, lambda g: any("READY=1" in m for m in g))
+    assert daemon.call("Bind", "sa{sv}", GPU, "0").returncode == 0
+    datagrams(notify_socket, lambda g: "STATUS=2 devices on vfio-pci, 0 in a guest" in g)
+
+
+def test_watchdog_is_pinged_every_half_interval(make_vfiod: Callable[..., Vfiod],
+                                                notify_socket: socket.socket) -> None:
+    make_vfiod().start(NOTIFY_SOCKET=notify_socket.getsockname(), WATCHDOG_USEC="200000")
+    datagrams(notify_socket, lambda g: any("READY=1" in m for m in g))
+    began = time.monotonic()
+    datagrams(notify_socket, lambda g: g.count("WATCHDOG=1") >= 3, timeout=5)
+    # Three pings 0.1 s apart (the first may be immediate): well under a second.
+    assert time.monotonic() - began < 1.0
+
+
+def test_missing_notify_socket_does_not_stop_the_daemon(
+        make_vfiod: Callable[..., Vfiod], tmp_path: Path) -> None:
+    daemon = make_vfiod().start(NOTIFY_SOCKET=str(tmp_path / "absent"))
+    assert daemon.status()[GPU]["driver"] == "nvidia"
+    assert "cannot notify the service manager" in daemon.log()
+
+
+def test_sighup_with_a_bad_config_keeps_the_old_one_and_logs_file_and_line(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None and daemon.proc is not None
+    daemon.config.write_text(BAD_CONFIG)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: f"{daemon.config}:4: device[0].boot" in daemon.log(), what="the log line")
+    assert "keeping the running one" in daemon.log()
+    # The old config still names the GPU.
+    result = daemon.call("Bind", "sa{sv}", "gpu", "0")
+    assert result.returncode == 0, result.stderr
+    assert daemon.proc.poll() is None
+
+
+def test_reload_with_a_bad_config_is_invalid_argument_naming_file_and_line(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None
+    daemon.config.write_text(BAD_CONFIG)
+    result = daemon.call("Reload")
+    assert result.returncode != 0
+    assert f"{daemon.config}:4: device[0].boot" in result.stderr
+
+
+def test_reload_takes_a_new_name_into_use(make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None
+    assert daemon.get_property(GPU, "ConfigName") == "gpu"
+    daemon.config.write_text(CONFIG.replace('"gpu"', '"guest-gpu"'))
+    assert daemon.call("Reload").returncode == 0
+    assert daemon.get_property(GPU, "ConfigName") == "guest-gpu"
+    result = daemon.call("Bind", "sa{sv}", "guest-gpu", "0")
+    assert result.returncode == 0, result.stderr
+    assert sim_driver(daemon.sim_root, GPU) == "vfio-pci"
+
+
+def test_sigterm_releases_the_name_and_exits_0(vfiod: Vfiod) -> None:
+    assert vfiod.stop() == 0
+    assert not name_has_owner(vfiod.address)
+    assert "stopped" in vfiod.log()
+
+
+def test_second_daemon_on_the_same_bus_refuses_to_start(
+        vfiod: Vfiod, make_vfiod: Callable[..., Vfiod]) -> None:
+    with pytest.raises(PrivateBusError, match="exited with status 1"):
+        make_vfiod().start()
+    assert vfiod.status()[GPU]["driver"] == "nvidia"  # the first one is unharmed
+
+
+def test_bad_config_at_start_is_refused_with_file_and_line(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=BAD_CONFIG)
+    with pytest.raises(PrivateBusError):
+        daemon.start()
+    assert f"{daemon.config}:4: device[0].boot" in daemon.log()
+
+
+def test_sigkill_mid_bind_then_restart_puts_every_device_back_on_a_driver_it_had(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    # Every drivers_probe takes 30 s: the daemon is killed in the first (the GPU's).
+    daemon = make_vfiod(**knobs(delay=[{"path": "/sys/bus/pci/drivers_probe",
+                                        "seconds": 30}])).start()
+    before = drivers(daemon.sim_root)
+    bind = subprocess.Popen(["busctl", f"--address={daemon.address}", "call", "org.vfiod1",
+                             "/org/vfiod1", "org.vfiod1.Manager", "Bind", "sa{sv}", GPU, "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Under way: the transaction is journalled and the GPU has left nvidia.
+        wait_for(lambda: list(daemon.state_dir.glob("txn-*.json"))
+                 and sim_driver(daemon.sim_root, GPU) == "", what="the bind under way")
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait()
+    finally:
+        bind.wait(30)
+    mid = drivers(daemon.sim_root)
+    assert mid[GPU] != before[GPU]  # it really was killed half-way
+    daemon.env.clear()
+    daemon.start()
+    after = drivers(daemon.sim_root)
+    assert after == before
+    assert not list(daemon.state_dir.glob("txn-*.json"))
+    status = daemon.status()
+    assert {a: status[a]["driver"] for a in after} == after
+    assert "recovered 2 device(s)" in daemon.log()
+
+
+@pytest.mark.parametrize("step", [0, 2, 3, 5])
+def test_simulated_crash_after_each_step_of_a_bind_is_recovered_at_restart(
+        make_vfiod: Callable[..., Vfiod], step: int) -> None:
+    daemon = make_vfiod(**knobs(crash_after=step)).start()
+    before = drivers(daemon.sim_root)
+    result = daemon.call("Bind", "sa{sv}", GPU, "0")
+    assert result.returncode != 0  # the daemon died mid-call
+    assert daemon.proc is not None and daemon.proc.wait(10) == 128 + signal.SIGKILL
+    daemon.env.clear()
+    daemon.start()
+    assert drivers(daemon.sim_root) == before
+    assert not list(daemon.state_dir.glob("txn-*.json"))
+
+
+def test_unreachable_bus_is_one_clear_line_and_status_1(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vfiod.daemon.main", "--simulate", "seed-x99",
+         "--sim-root", str(tmp_path / "sim"), "--state-dir", str(tmp_path / "state"),
+         "--config", str(tmp_path / "absent.toml"),
+         "--address", f"unix:path={tmp_path}/no-bus-here"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot start: cannot connect to D-Bus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sim_root_without_simulate_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "vfiod.daemon.main", "--sim-root",
+                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--sim-root needs --simulate" in result.stderr
+
+
+def test_sigterm_during_a_bind_lets_it_finish_then_exits_0(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(**knobs(delay=[{"path": "/sys/bus/pci/drivers_probe",
+                                        "seconds": 1, "times": 1}])).start()
+    bind = subprocess.Popen(["busctl", f"--address={daemon.address}", "call", "org.vfiod1",
+                             "/org/vfiod1", "org.vfiod1.Manager", "Bind", "sa{sv}", GPU, "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: sim_driver(daemon.sim_root, GPU) == "", what="the bind under way")
+        assert daemon.stop() == 0
+        out, err = bind.communicate(timeout=30)
+    finally:
+        if bind.poll() is None:
+            bind.kill()
+            bind.wait()
+    assert bind.returncode == 0, err
+    assert out.split() == ["as", "2", f'"{GPU}"', f'"{AUDIO}"']
+    assert sim_driver(daemon.sim_root, GPU) == sim_driver(daemon.sim_root, AUDIO) == "vfio-pci"
+    assert not list(daemon.state_dir.glob("txn-*.json"))

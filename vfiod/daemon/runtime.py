@@ -1,0 +1,375 @@
+"""The running daemon: the engine, the bus, the watchers and the order they start in.
+
+Start: recover what a killed process left, scan, export the objects, watch, own the
+name, then tell systemd READY=1. Operations run on worker threads, one at a time per
+IOMMU group (``engine.group_key``), different groups in parallel; the devices they
+touch show as ``busy`` meanwhile. Stop (SIGTERM): refuse new operations, let running
+ones finish for a while, release the name, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dbus_fast import BusType, NameFlag, RequestNameReply
+
+from vfiod.config import Config, ConfigError, load_config
+from vfiod.daemon.auth import Authorizer
+from vfiod.daemon.bus import MANAGER_PATH, ObjectManagerBus
+from vfiod.daemon.log import fields, log
+from vfiod.daemon.notify import Notifier, status_line
+from vfiod.daemon.service import BUS_NAME, DeviceInterface, ManagerInterface
+from vfiod.daemon.view import DeviceView, Snapshot
+from vfiod.daemon.watch import Changes, HolderWatcher, UeventWatcher
+from vfiod.engine import Engine
+from vfiod.errors import Failed, VfiodError
+from vfiod.records import DeviceStatus, State
+
+#: How long running operations may go on after SIGTERM before they are abandoned
+#: (a restarted daemon's recover() then finishes them).
+STOP_GRACE = 15.0
+#: Exit status when a simulated crash stands for the process being killed.
+EXIT_KILLED = 128 + signal.SIGKILL
+
+
+class StartupError(Exception):
+    """The daemon cannot start (the name is taken, the bus is unreachable)."""
+
+
+class Daemon:
+    """vfiod's long-running state and its life cycle."""
+
+    def __init__(self, engine: Engine, config_path: str | Path, *,
+                 bus_address: str | None = None, bus_type: BusType = BusType.SYSTEM,
+                 simulated: bool = False,
+                 fatal: tuple[type[BaseException], ...] = ()) -> None:
+        self.engine = engine
+        self.host = engine.host
+        self.config_path = Path(config_path)
+        self.bus_address = bus_address
+        self.bus_type = bus_type
+        self.simulated = simulated
+        #: Exceptions that stand for the process dying on the spot (the simulated
+        #: host's crash knob): the daemon exits at once, leaving its journal behind.
+        self.fatal = fatal
+        self.notifier = Notifier()
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vfiod-op")
+        self.iommu_enabled = False
+        self.bus: ObjectManagerBus | None = None
+        self.authorizer: Authorizer | None = None
+        self.view: DeviceView | None = None  # exported at start
+        self.uevents = UeventWatcher(self.host, self._apply_changes)
+        self.holders = HolderWatcher(self.host, self._holders_changed, self._holder_pids)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Recover, scan, export, watch, own the name; then READY=1."""
+        began = time.monotonic()
+        loop = asyncio.get_running_loop()
+        # A SIGTERM during start-up stops cleanly once start-up is over.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        # Events that arrive while we recover and scan wait in the source's queue.
+        self.uevents.open()
+        touched = await asyncio.to_thread(self._recover)
+        if touched:
+            log.warning("recovered %d device(s) an earlier vfiod left mid-operation: %s",
+                        len(touched), ", ".join(touched))
+        self.iommu_enabled = await asyncio.to_thread(lambda: self.engine.iommu_enabled)
+
+        if self.bus_address is not None:
+            bus = ObjectManagerBus(bus_address=self.bus_address)
+        else:
+            bus = ObjectManagerBus(bus_type=self.bus_type)
+        try:
+            self.bus = await bus.connect()
+        except Exception as exc:  # OSError, AuthError, InvalidAddressError ...
+            where = self.bus_address or f"{self.bus_type.name.lower()} bus"
+            raise StartupError(f"cannot connect to D-Bus ({where}): {exc}") from None
+        self.authorizer = Authorizer(self.bus)
+        self.authorizer.install()
+        manager = ManagerInterface(self)
+        self.view = DeviceView(self.bus, manager, self._snapshot,
+                               lambda status, name: DeviceInterface(self, status, name),
+                               self._on_synced)
+        self.bus.export(MANAGER_PATH, manager)
+        await self.view.sync()
+        self.bus.announce = True  # from now on objects come and go with signals
+
+        self.uevents.start()
+        self.holders.start()
+        # The name last: a client that sees it finds vfiod fully up.
+        reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            raise StartupError(f"cannot own {BUS_NAME} on the bus ({reply.name.lower()}): "
+                               "is another vfiod running?")
+        status = status_line(self.statuses)
+        self.notifier.ready(status)
+        interval = self.notifier.start_watchdog(loop)
+        log.info("ready on %s in %.2f s: %d PCI functions, %s%s%s",
+                 self.bus_address or self.bus_type.name.lower() + " bus",
+                 time.monotonic() - began, len(self.statuses), status,
+                 "" if self.iommu_enabled else ", IOMMU off",
+                 f", watchdog every {interval:g} s" if interval else "")
+
+    def _recover(self) -> list[str]:
+        try:
+            return self.engine.recover()
+        except self.fatal:
+            self._die("during recovery")
+            raise  # not reached
+
+    def request_stop(self) -> None:
+        """Begin a clean stop (SIGTERM, SIGINT)."""
+        if not self._stopping:
+            log.info("stopping")
+            self._stopping = True
+            self.notifier.stopping()
+            self._stopped.set()
+
+    async def run(self) -> None:
+        """Start, serve until asked to stop, then stop cleanly."""
+        try:
+            await self.start()
+            await self._stopped.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Let running operations end (up to STOP_GRACE), release the name, disconnect."""
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        self.notifier.stop_watchdog()
+        if self._running:
+            log.info("waiting up to %g s for %d running operation(s)", STOP_GRACE,
+                     len(self._running))
+            _, pending = await asyncio.wait(self._running, timeout=STOP_GRACE)
+            if pending:
+                log.warning("abandoning %d operation(s) still blocked in the kernel; the next "
+                            "start finishes or rolls them back", len(pending))
+        self.uevents.stop()
+        self.holders.stop()
+        for task in list(self._background):
+            task.cancel()
+        if self.bus is not None and self.bus.connected:
+            try:
+                await asyncio.wait_for(self.bus.release_name(BUS_NAME), 2.0)
+            except Exception as exc:  # the bus may be gone already
+                log.info("could not release %s: %s", BUS_NAME, exc)
+            self.bus.disconnect()
+        # Blocked writes keep their threads; do not wait for them at exit.
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def abandoned(self) -> bool:
+        """True when operations were still running at the end of shutdown."""
+        return any(not t.done() for t in self._running)
+
+    def _die(self, where: str) -> None:
+        log.critical("simulated crash %s: exiting at once, as if killed", where)
+        for handler in log.handlers:
+            handler.flush()
+        os._exit(EXIT_KILLED)
+
+    # -- what clients see -------------------------------------------------------------
+    @property
+    def statuses(self) -> list[DeviceStatus]:
+        """The last published status of every function (empty before start)."""
+        return self.view.statuses if self.view is not None else []
+
+    async def republish(self) -> None:
+        """Bring the exported objects in step with the engine (once they exist)."""
+        if self.view is not None:
+            await self.view.sync()
+
+    # -- operations -------------------------------------------------------------------
+    async def authorize(self) -> None:
+        """Return when the current D-Bus caller may manage devices; AccessDenied if not."""
+        assert self.authorizer is not None
+        await self.authorizer.check()
+
+    async def operate(self, op: str, device: str, *, group: bool = True,
+                      force: bool = False) -> Any:
+        """Run bind, unbind or reset on a worker thread, serialised per IOMMU group.
+
+        Returns what the engine returns (the addresses that moved, or the reset method).
+        """
+        if self._stopping:
+            raise Failed("vfiod is stopping; try again when it is back")
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            address = await asyncio.to_thread(self.engine.resolve, device)
+            key = await asyncio.to_thread(self.engine.group_key, address)
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                if self._stopping:  # asked to stop while waiting for the group
+                    raise Failed("vfiod is stopping; try again when it is back")
+                return await self._operate_locked(op, address, group, force)
+        finally:
+            self._running.discard(task)
+
+    async def _operate_locked(self, op: str, address: str, group: bool, force: bool) -> Any:
+        loop = asyncio.get_running_loop()
+        affected = await asyncio.to_thread(self._affected, op, address, group)
+        await asyncio.to_thread(self.engine.mark_busy, affected)
+        await self.republish()
+        extra = fields(address, op)
+        log.info("%s %s%s%s: started", op, address, "" if group or op == "reset" else
+                 " (this function only)", " (forced)" if force else "", extra=extra)
+        began = time.monotonic()
+        try:
+            result = await loop.run_in_executor(
+                self.executor, functools.partial(self._engine_call, op, address, group, force))
+        except self.fatal:
+            self._die(f"in {op} {address}")
+            raise  # not reached
+        except VfiodError as err:
+            log.warning("%s %s failed: %s", op, address, err, extra=extra)
+            raise
+        finally:
+            await asyncio.to_thread(self.engine.clear_busy, affected)
+            await self.republish()
+        took = time.monotonic() - began
+        shown = result if isinstance(result, str) else ", ".join(result) or "nothing to move"
+        log.info("%s %s: done in %.2f s: %s", op, address, took, shown, extra=extra)
+        return result
+
+    def _engine_call(self, op: str, address: str, group: bool, force: bool) -> Any:
+        if op == "bind":
+            return self.engine.bind(address, group=group, force=force)
+        if op == "unbind":
+            return self.engine.unbind(address, group=group)
+        if op == "reset":
+            return self.engine.reset(address, force=force)
+        raise ValueError(f"unknown operation {op}")
+
+    def _affected(self, op: str, address: str, group: bool) -> list[str]:
+        """The functions an operation may move: the endpoints of the group, or one."""
+        if op == "reset" or not group:
+            return [address]
+        devices = self.engine.devices()
+        return [a for a in self.engine.members(address)
+                if a in devices and not devices[a].is_bridge] or [address]
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        """Run an internal operation in the background, logging its failure."""
+        async def guarded() -> None:
+            try:
+                await coro
+            except VfiodError as err:
+                log.warning("%s: %s", name, err)
+            except Exception:
+                log.exception("%s failed", name)
+
+        task = asyncio.get_running_loop().create_task(guarded(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- configuration ----------------------------------------------------------------
+    async def reload_config(self) -> Config:
+        """Reread the config file; a bad one is refused (ConfigError) and the old one stays."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as err:
+                log.error("refusing the new configuration, keeping the running one: %s", err)
+                raise
+            finally:
+                self.notifier.ready_again()
+            self.engine.set_config(config)
+            log.info("configuration reloaded from %s: %d device entr%s", self.config_path,
+                     len(config.devices), "y" if len(config.devices) == 1 else "ies")
+        await self.republish()  # names may have changed
+        return config
+
+    def _reload_on_signal(self) -> None:
+        log.info("SIGHUP: rereading %s", self.config_path)
+
+        async def reload() -> None:
+            with contextlib.suppress(ConfigError):  # logged by reload_config
+                await self.reload_config()
+
+        self._spawn(reload(), "reload")
+
+    # -- reacting to the host ---------------------------------------------------------
+    async def _apply_changes(self, changes: Changes) -> None:
+        """Uevents arrived: reread what they name, republish, claim hot-added devices."""
+        def reread() -> list[str]:
+            if changes.rescan:
+                self.engine.rescan()
+            else:
+                for address in sorted(changes.refresh):
+                    self.engine.refresh(address)
+            return [a for a in sorted(changes.added) if self._wants_vfio(a)]
+
+        claims = await asyncio.to_thread(reread)
+        await self.republish()
+        for address in claims:
+            if self._stopping:
+                break
+            log.info("%s: hot-added and configured with boot = \"vfio\": claiming it",
+                     address, extra=fields(address, "bind"))
+            self._spawn(self.operate("bind", address), f"claim {address}")
+
+    def _snapshot(self) -> Snapshot:
+        """Every function's status and its config-file name (on a worker thread)."""
+        statuses = self.engine.status()
+        config = self.engine.config
+        names: dict[str, str] = {}
+        if config is not None and any(e.name for e in config.devices):
+            for address, dev in self.engine.devices().items():
+                entry = config.entry_for(dev)
+                if entry is not None and entry.name:
+                    names[address] = entry.name
+        return statuses, names
+
+    def _wants_vfio(self, address: str) -> bool:
+        config = self.engine.config
+        dev = self.engine.devices().get(address)
+        if config is None or dev is None or dev.on_vfio or dev.is_bridge:
+            return False
+        entry = config.entry_for(dev)
+        return entry is not None and entry.boot == "vfio"
+
+    def _holder_pids(self) -> list[int]:
+        return [s.holder_pid for s in self.statuses if s.holder_pid and s.state is State.GUEST]
+
+    async def _holders_changed(self) -> None:
+        """A /dev/vfio node was opened or closed, or a holder died: recheck, then release."""
+        def recheck() -> list[tuple[str, str]]:
+            self.engine.holders_changed()
+            return self.engine.release_actions()
+
+        actions = await asyncio.to_thread(recheck)
+        await self.republish()
+        for address, action in actions:
+            if action == "keep" or self._stopping:
+                continue
+            log.info("%s: its guest let go; on_release = %s", address, action,
+                     extra=fields(address, action))
+            if action == "reset":
+                self._spawn(self.operate("reset", address), f"reset {address} on release")
+            elif action == "host":
+                self._spawn(self.operate("unbind", address), f"unbind {address} on release")
+
+    def _on_synced(self, statuses: list[DeviceStatus]) -> None:
+        self.notifier.status(status_line(statuses))

@@ -1,0 +1,338 @@
+"""The D-Bus objects: org.vfiod1.Manager at /org/vfiod1 and one org.vfiod1.Device per function.
+
+This module only shapes calls and answers: it checks options, asks the Authorizer,
+hands the work to the Daemon and turns every failure into a D-Bus error with a
+one-line message. The names and signatures are DESIGN.md's (and dbus/org.vfiod1.xml's).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+from dbus_fast import Variant
+from dbus_fast import introspection as intr
+from dbus_fast.annotations import DBusSignature
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.errors import DBusError
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+
+import vfiod
+from vfiod.address import dbus_object_suffix
+from vfiod.daemon.bus import MANAGER_PATH
+from vfiod.daemon.log import fields, log
+from vfiod.errors import InvalidArgument, VfiodError
+from vfiod.records import DeviceStatus
+
+if TYPE_CHECKING:
+    from vfiod.daemon.runtime import Daemon
+
+BUS_NAME = "org.vfiod1"
+MANAGER_INTERFACE = "org.vfiod1.Manager"
+DEVICE_INTERFACE = "org.vfiod1.Device"
+DEVICE_PATH_PREFIX = MANAGER_PATH + "/device/"
+FAILED = "org.vfiod1.Error.Failed"
+EMITS_CHANGED = "org.freedesktop.DBus.Property.EmitsChangedSignal"
+
+Options = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+Str = Annotated[str, DBusSignature("s")]
+AddressList = Annotated[list[str], DBusSignature("as")]
+StatusRows = Annotated[list[list[Any]], DBusSignature("a(sssssis)")]
+NoValue = Annotated[None, DBusSignature("")]
+
+#: The options each operation accepts, with their D-Bus types.
+BIND_OPTIONS = {"group": "b", "force": "b"}
+UNBIND_OPTIONS = {"group": "b"}
+RESET_OPTIONS = {"force": "b"}
+_TYPE_NAMES = {"b": "a boolean (b)"}
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def device_path(address: str) -> str:
+    """``0000:06:00.0`` -> ``/org/vfiod1/device/pci_0000_06_00_0``."""
+    return DEVICE_PATH_PREFIX + dbus_object_suffix(address)
+
+
+def _shown(text: str) -> str:
+    """A client-supplied string, made short and printable for a message."""
+    short = text[:40].encode("unicode_escape").decode("ascii")
+    return repr(short) + ("…" if len(text) > 40 else "")
+
+
+def parse_options(options: Mapping[str, Variant], accepted: Mapping[str, str],
+                  method: str) -> dict[str, Any]:
+    """Check an a{sv} against the accepted keys and types; the plain values by key."""
+    allowed = ", ".join(f"{k} ({t})" for k, t in accepted.items()) or "none"
+    values: dict[str, Any] = {}
+    for key, variant in options.items():
+        if key not in accepted:
+            raise InvalidArgument(f"{method}: unknown option {_shown(key)}; "
+                                  f"accepted options: {allowed}")
+        want = accepted[key]
+        if variant.signature != want:
+            raise InvalidArgument(f"{method}: option {key!r} must be "
+                                  f"{_TYPE_NAMES.get(want, want)}, not {variant.signature!r}")
+        values[key] = variant.value
+    return values
+
+
+def one_line(text: str) -> str:
+    """Error messages cross the bus as one line."""
+    return " ".join(text.split())
+
+
+def dbus_errors(method: str) -> Callable[[Callable[_P, Awaitable[_R]]],
+                                         Callable[_P, Awaitable[_R]]]:
+    """Turn whatever a method raises into a DBusError with a one-line message.
+
+    VfiodError keeps its own D-Bus name; anything else is a bug: logged here with its
+    traceback and sent as org.vfiod1.Error.Failed without one.
+    """
+    def decorate(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return await fn(*args, **kwargs)
+            except DBusError:
+                raise
+            except VfiodError as err:
+                raise DBusError(err.dbus_name, one_line(str(err))) from None
+            except Exception:
+                log.exception("%s: internal error", method, extra=fields(operation=method))
+                raise DBusError(FAILED, f"{method} failed: internal error in vfiod "
+                                "(details are in its log)") from None
+        return wrapper
+    return decorate
+
+
+class _DescribedInterface(ServiceInterface):
+    """Adds what dbus-fast's decorators cannot say to the introspection data.
+
+    Names for out-arguments and signal arguments, and EmitsChangedSignal=const on
+    properties that never change, so that ``busctl introspect`` and generated clients
+    read well.
+    """
+
+    arg_names: dict[str, tuple[str, ...]] = {}
+    const_properties: frozenset[str] = frozenset()
+
+    def introspect(self) -> intr.Interface:
+        data = super().introspect()
+        for method in data.methods:
+            for arg, name in zip(method.out_args, self.arg_names.get(method.name, ())):
+                arg.name = name
+        for sig in data.signals:
+            for arg, name in zip(sig.args, self.arg_names.get(sig.name, ())):
+                arg.name = name
+        for prop in data.properties:
+            if prop.name in self.const_properties:
+                prop.annotations[EMITS_CHANGED] = "const"
+        return data
+
+
+class ManagerInterface(_DescribedInterface):
+    """org.vfiod1.Manager: operations by device argument, Status, Reload, DeviceChanged."""
+
+    arg_names = {"Bind": ("moved",), "Unbind": ("moved",), "Reset": ("method",),
+                 "Status": ("devices",), "DeviceChanged": ("address", "state", "driver")}
+    const_properties = frozenset({"Version", "IommuEnabled", "Simulated"})
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(MANAGER_INTERFACE)
+        self.daemon = daemon
+
+    @dbus_method(name="Bind")
+    @dbus_errors("Bind")
+    async def bind(self, device: Str, options: Options) -> AddressList:
+        opts = parse_options(options, BIND_OPTIONS, "Bind")
+        await self.daemon.authorize()
+        return await self.daemon.operate("bind", device, **opts)
+
+    @dbus_method(name="Unbind")
+    @dbus_errors("Unbind")
+    async def unbind(self, device: Str, options: Options) -> AddressList:
+        opts = parse_options(options, UNBIND_OPTIONS, "Unbind")
+        await self.daemon.authorize()
+        return await self.daemon.operate("unbind", device, **opts)
+
+    @dbus_method(name="Reset")
+    @dbus_errors("Reset")
+    async def reset(self, device: Str, options: Options) -> Str:
+        opts = parse_options(options, RESET_OPTIONS, "Reset")
+        await self.daemon.authorize()
+        return await self.daemon.operate("reset", device, **opts)
+
+    @dbus_method(name="Status")
+    @dbus_errors("Status")
+    async def status(self) -> StatusRows:
+        return [list(s.status_row()) for s in self.daemon.statuses]
+
+    @dbus_method(name="Reload")
+    @dbus_errors("Reload")
+    async def reload(self) -> NoValue:
+        await self.daemon.authorize()
+        await self.daemon.reload_config()
+
+    @dbus_signal(name="DeviceChanged")
+    def device_changed(self, address: str, state: str, driver: str) -> Annotated[
+            list[str], DBusSignature("sss")]:
+        return [address, state, driver]
+
+    @dbus_property(name="Version", access=PropertyAccess.READ)
+    def version(self) -> Str:
+        return vfiod.__version__
+
+    @dbus_property(name="IommuEnabled", access=PropertyAccess.READ)
+    def iommu_enabled(self) -> Annotated[bool, DBusSignature("b")]:
+        return self.daemon.iommu_enabled
+
+    @dbus_property(name="Simulated", access=PropertyAccess.READ)
+    def simulated(self) -> Annotated[bool, DBusSignature("b")]:
+        return self.daemon.simulated
+
+
+# Device property name -> how it is read from a DeviceStatus.
+_DEVICE_PROPERTIES: dict[str, Callable[[DeviceStatus], Any]] = {
+    "Address": lambda s: s.address,
+    "VendorId": lambda s: s.vendor_id,
+    "DeviceId": lambda s: s.device_id,
+    "Name": lambda s: s.name,
+    "Class": lambda s: s.class_code,
+    "Driver": lambda s: s.driver,
+    "HostDriver": lambda s: s.host_driver,
+    "State": lambda s: s.state.value,
+    "IommuGroup": lambda s: s.iommu_group,
+    "Holder": lambda s: s.holder,
+    "HolderPid": lambda s: s.holder_pid,
+    "ResetMethods": lambda s: list(s.reset_methods),
+    "Healthy": lambda s: s.healthy,
+    "BootVga": lambda s: s.boot_vga,
+    "IsBridge": lambda s: s.is_bridge,
+    "Error": lambda s: s.error,
+    "UsedBy": lambda s: s.used_by,
+}
+
+
+def device_properties(status: DeviceStatus, config_name: str = "") -> dict[str, Any]:
+    """Every Device property's value for *status* (and its name in the config file)."""
+    values = {name: get(status) for name, get in _DEVICE_PROPERTIES.items()}
+    values["ConfigName"] = config_name
+    return values
+
+
+class DeviceInterface(_DescribedInterface):
+    """org.vfiod1.Device: one PCI function's properties and operations on it."""
+
+    arg_names = {"Bind": ("moved",), "Unbind": ("moved",), "Reset": ("method",)}
+    const_properties = frozenset({"Address", "VendorId", "DeviceId", "Class", "IsBridge"})
+
+    def __init__(self, daemon: Daemon, status: DeviceStatus, config_name: str = "") -> None:
+        super().__init__(DEVICE_INTERFACE)
+        self.daemon = daemon
+        self.address = status.address
+        self._values = device_properties(status, config_name)
+
+    def update(self, status: DeviceStatus, config_name: str = "") -> dict[str, Any]:
+        """Take a new status; emit PropertiesChanged for what changed; return that."""
+        values = device_properties(status, config_name)
+        changed = {k: v for k, v in values.items() if self._values.get(k) != v}
+        self._values = values
+        if changed:
+            self.emit_properties_changed(changed)
+        return changed
+
+    @dbus_method(name="Bind")
+    @dbus_errors("Bind")
+    async def bind(self, options: Options) -> AddressList:
+        opts = parse_options(options, BIND_OPTIONS, "Bind")
+        await self.daemon.authorize()
+        return await self.daemon.operate("bind", self.address, **opts)
+
+    @dbus_method(name="Unbind")
+    @dbus_errors("Unbind")
+    async def unbind(self, options: Options) -> AddressList:
+        opts = parse_options(options, UNBIND_OPTIONS, "Unbind")
+        await self.daemon.authorize()
+        return await self.daemon.operate("unbind", self.address, **opts)
+
+    @dbus_method(name="Reset")
+    @dbus_errors("Reset")
+    async def reset(self, options: Options) -> Str:
+        opts = parse_options(options, RESET_OPTIONS, "Reset")
+        await self.daemon.authorize()
+        return await self.daemon.operate("reset", self.address, **opts)
+
+    @dbus_property(name="Address", access=PropertyAccess.READ)
+    def address_(self) -> Str:
+        return self._values["Address"]
+
+    @dbus_property(name="VendorId", access=PropertyAccess.READ)
+    def vendor_id(self) -> Annotated[int, DBusSignature("q")]:
+        return self._values["VendorId"]
+
+    @dbus_property(name="DeviceId", access=PropertyAccess.READ)
+    def device_id(self) -> Annotated[int, DBusSignature("q")]:
+        return self._values["DeviceId"]
+
+    @dbus_property(name="Name", access=PropertyAccess.READ)
+    def name_(self) -> Str:
+        return self._values["Name"]
+
+    @dbus_property(name="Class", access=PropertyAccess.READ)
+    def class_(self) -> Annotated[int, DBusSignature("u")]:
+        return self._values["Class"]
+
+    @dbus_property(name="Driver", access=PropertyAccess.READ)
+    def driver(self) -> Str:
+        return self._values["Driver"]
+
+    @dbus_property(name="HostDriver", access=PropertyAccess.READ)
+    def host_driver(self) -> Str:
+        return self._values["HostDriver"]
+
+    @dbus_property(name="State", access=PropertyAccess.READ)
+    def state(self) -> Str:
+        return self._values["State"]
+
+    @dbus_property(name="IommuGroup", access=PropertyAccess.READ)
+    def iommu_group(self) -> Annotated[int, DBusSignature("i")]:
+        return self._values["IommuGroup"]
+
+    @dbus_property(name="Holder", access=PropertyAccess.READ)
+    def holder(self) -> Str:
+        return self._values["Holder"]
+
+    @dbus_property(name="HolderPid", access=PropertyAccess.READ)
+    def holder_pid(self) -> Annotated[int, DBusSignature("u")]:
+        return self._values["HolderPid"]
+
+    @dbus_property(name="ResetMethods", access=PropertyAccess.READ)
+    def reset_methods(self) -> Annotated[list[str], DBusSignature("as")]:
+        return self._values["ResetMethods"]
+
+    @dbus_property(name="Healthy", access=PropertyAccess.READ)
+    def healthy(self) -> Annotated[bool, DBusSignature("b")]:
+        return self._values["Healthy"]
+
+    @dbus_property(name="BootVga", access=PropertyAccess.READ)
+    def boot_vga(self) -> Annotated[bool, DBusSignature("b")]:
+        return self._values["BootVga"]
+
+    @dbus_property(name="IsBridge", access=PropertyAccess.READ)
+    def is_bridge(self) -> Annotated[bool, DBusSignature("b")]:
+        return self._values["IsBridge"]
+
+    @dbus_property(name="Error", access=PropertyAccess.READ)
+    def error(self) -> Str:
+        return self._values["Error"]
+
+    @dbus_property(name="UsedBy", access=PropertyAccess.READ)
+    def used_by(self) -> Str:
+        return self._values["UsedBy"]
+
+    @dbus_property(name="ConfigName", access=PropertyAccess.READ)
+    def config_name(self) -> Str:
+        return self._values["ConfigName"]
