@@ -17,3 +17,23 @@ def sim() -> Iterator[SimHost]:
         yield host
     finally:
         host.close()
+
+
+@pytest.fixture(scope="module")
+def seed() -> Iterator[SimHost]:
+    """One seed-x99 machine shared by a module's tests that only read it."""
+    host = SimHost(profile="seed-x99")
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+@pytest.fixture
+def noiommu() -> Iterator[SimHost]:
+    """The same workstation with the IOMMU off (no groups)."""
+    host = SimHost(profile="seed-x99-noiommu")
+    try:
+        yield host
+    finally:
+        host.close()

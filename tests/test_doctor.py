@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 
 from vfiod.config import Config, parse_config
 from vfiod.doctor import Check, _Facts, check_vendor_reset, run_checks, worst
@@ -14,35 +11,6 @@ from vfiod.initramfs import install_shim
 from vfiod.sim import SimHost
 
 GPU = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\nboot = "vfio"\n'
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[SimHost]:
-    """A fresh machine, for tests that change it."""
-    host = SimHost(profile="seed-x99", root=tmp_path / "machine")
-    try:
-        yield host
-    finally:
-        host.close()
-
-
-@pytest.fixture(scope="module")
-def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimHost]:
-    """One machine shared by the tests that only read it (the doctor never writes)."""
-    host = SimHost(profile="seed-x99", root=tmp_path_factory.mktemp("seed") / "machine")
-    try:
-        yield host
-    finally:
-        host.close()
-
-
-@pytest.fixture
-def noiommu(tmp_path: Path) -> Iterator[SimHost]:
-    host = SimHost(profile="seed-x99-noiommu", root=tmp_path / "machine")
-    try:
-        yield host
-    finally:
-        host.close()
 
 
 def config(*tables: str) -> Config:

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,34 +31,6 @@ SH_SCRIPTS = [
     "dracut/90vfiod/vfiod-pre-udev.sh", "mkinitcpio/hooks/vfiod",
 ]
 BASH_SCRIPTS = ["dracut/90vfiod/module-setup.sh", "mkinitcpio/install/vfiod"]
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[SimHost]:
-    host = SimHost(profile="seed-x99", root=tmp_path / "machine")
-    try:
-        yield host
-    finally:
-        host.close()
-
-
-@pytest.fixture(scope="module")
-def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimHost]:
-    """One machine shared by the tests that only render (they never write to it)."""
-    host = SimHost(profile="seed-x99", root=tmp_path_factory.mktemp("seed") / "machine")
-    try:
-        yield host
-    finally:
-        host.close()
-
-
-@pytest.fixture
-def noiommu(tmp_path: Path) -> Iterator[SimHost]:
-    host = SimHost(profile="seed-x99-noiommu", root=tmp_path / "machine")
-    try:
-        yield host
-    finally:
-        host.close()
 
 
 def config(*tables: str) -> Config:

@@ -8,13 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from vfiod.privatebus import PrivateBus
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "vfiod.service"
@@ -115,28 +116,6 @@ def test_polkit_action_asks_active_admins_and_refuses_others() -> None:
 
 # -- the policy on a real dbus-daemon ----------------------------------------------------
 
-_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path={socket}</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"""
 
 # A stand-in for vfiod owning its name: Manager.Status/Bind, and one interface the
 # policy does not open.
@@ -179,26 +158,23 @@ _SERVICE = textwrap.dedent('''
 
 
 class PolicyBus:
-    """A system-like dbus-daemon that includes the project's policy, in a world-readable dir."""
+    """A private system-like bus with the project's policy (vfiod.privatebus), plus a
+    stand-in service and busctl run as any uid."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="vfiod-policy-"))
-        self.dir.chmod(0o755)
+        self.bus = PrivateBus(polkit=False)
         self.address = ""
-        self.daemon: subprocess.Popen[str] | None = None
         self.children: list[subprocess.Popen[str]] = []
 
+    @property
+    def daemon(self) -> subprocess.Popen[bytes] | None:
+        return self.bus.process
+
     def start(self) -> None:
-        config = self.dir / "bus.conf"
-        config.write_text(_BUS_CONFIG.format(socket=self.dir / "bus", policy=BUS_POLICY))
-        self.daemon = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.daemon.stdout is not None
-        self.address = self.daemon.stdout.readline().strip()
-        if not self.address:
-            raise RuntimeError("dbus-daemon did not start: " + self.daemon.stderr.read()
-                               if self.daemon.stderr else "")
+        self.bus.start()
+        self.address = self.bus.address
+        assert self.bus.dir is not None
+        self.dir = self.bus.dir
         (self.dir / "service.py").write_text(_SERVICE)
 
     def run_service(self, uid: int = 0) -> tuple[subprocess.Popen[str], str]:
@@ -218,19 +194,18 @@ class PolicyBus:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
 
     def stop(self) -> None:
-        for proc in [*self.children, self.daemon]:
-            if proc is not None and proc.poll() is None:
+        for proc in self.children:
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            if proc is not None:
-                for stream in (proc.stdout, proc.stderr):
-                    if stream is not None:
-                        stream.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        self.bus.stop()
 
 
 needs_bus = pytest.mark.skipif(

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vfiod.atomicfile import atomic_write
 from vfiod.config import DEFAULT_CONFIG_PATH, Config, DeviceEntry
 from vfiod.errors import Failed
 from vfiod.host.base import Host
@@ -222,24 +222,6 @@ def detect_tool(root: str | os.PathLike[str] = "/") -> str | None:
     return None
 
 
-def _write_atomic(path: Path, data: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 @dataclass
 class InstallResult:
     """What install_shim did, and what the user runs next."""
@@ -301,7 +283,7 @@ def install_shim(config: Config, host: Host, *, root: str | os.PathLike[str] = "
     if check_host:
         _check_host_needs(host, planned, devices)
     text = render_shim(config, devices)
-    _write_atomic(shim_path, text, 0o755)
+    atomic_write(shim_path, text, 0o755)
     result.shim = shim_path
     result.claimed = planned
     result.written.append(shim_path)
@@ -313,7 +295,7 @@ def install_shim(config: Config, host: Host, *, root: str | os.PathLike[str] = "
         content = src.read_text(encoding="utf-8")
         if dest.is_file() and dest.read_text(encoding="utf-8") == content:
             continue  # already installed by the package
-        _write_atomic(dest, content, 0o755)
+        atomic_write(dest, content, 0o755)
         result.written.append(dest)
 
     if tool == "mkinitcpio" and not _mkinitcpio_has_hook(base):

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter
+
+from vfiod.atomicfile import atomic_write
 
 
 class MemberRecord(BaseModel):
@@ -36,28 +37,6 @@ class Transaction(BaseModel):
 
 
 _DRIVERS = TypeAdapter(dict[str, str])
-
-
-def atomic_write(path: Path, data: str) -> None:
-    """Write *data* to *path* so that a crash leaves the old or the new content, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class StateStore:
