@@ -16,6 +16,7 @@ runs on.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import shutil
@@ -85,6 +86,22 @@ _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configura
 """
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child (preexec_fn): get *sig* when the process that started it dies.
+
+    A test run that is killed (a timeout, Ctrl-C twice) then leaves no dbus-daemon,
+    vfiod or QEMU behind: a --nofork child would otherwise outlive it.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
+    except (OSError, AttributeError):
+        pass
+
+
 class PrivateBusError(RuntimeError):
     """The private bus or the daemon on it did not come up."""
 
@@ -144,7 +161,8 @@ class PrivateBus:
                 self.process = subprocess.Popen(
                     ["dbus-daemon", f"--config-file={config}", "--nofork", "--nosyslog",
                      "--print-address=1"],
-                    stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=errors)
+                    stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=errors,
+                    preexec_fn=die_with_parent)
             assert self.process.stdout is not None
             line = _read_line(self.process.stdout, self.start_timeout)
             if not line:
@@ -233,7 +251,8 @@ def start_vfiod(bus: PrivateBus, sim_root: str | os.PathLike[str] | None,
         proc = subprocess.Popen(vfiod_command(bus, sim_root, profile, state_dir, config,
                                               real_host=real_host),
                                 env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT if out is not None else None)
+                                stderr=subprocess.STDOUT if out is not None else None,
+                                preexec_fn=die_with_parent)
     finally:
         if out is not None:
             out.close()

@@ -8,7 +8,7 @@ results folder read-write (the job, its output and its exit code).
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import shutil
 import signal
 import subprocess
@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from vfiod.privatebus import die_with_parent
+
 from . import layout
 from .marker import GUEST_MARKER
 
 QEMU = "qemu-system-x86_64"
 #: The kernel's limit is 2048 bytes; stay far below it.
 MAX_CMDLINE = 512
-PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 0.25
 
 
@@ -82,15 +83,6 @@ class GuestResult:
     udevd: str = ""  # "yes" / "no": whether systemd-udevd ran in the guest
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when run.py dies, so no QEMU outlives it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
 def boot(command: list[str], results: Path, qemu_log: Path, timeout: float,
          out: TextIO = sys.stdout,
          on_start: Callable[[subprocess.Popen[bytes]], None] | None = None) -> GuestResult:
@@ -103,7 +95,7 @@ def boot(command: list[str], results: Path, qemu_log: Path, timeout: float,
     result = GuestResult(exit_code=None, seconds=0.0)
     with open(qemu_log, "wb") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=functools.partial(die_with_parent, signal.SIGKILL))
     if on_start is not None:
         on_start(proc)
     offset = 0

@@ -2,8 +2,9 @@
 
 main (the command line), runtime (start-up, operations on worker threads serialised
 per IOMMU group, reactions to the host, stop), service (the D-Bus objects), bus (the
-connection, with dbus-fast's ObjectManager signals and write buffering corrected),
-view (the exported objects kept in step with the engine), auth (who may call what),
-watch (uevents and /dev/vfio holders), notify (sd_notify), log (journald or stderr),
-faults (test-only knobs for the simulated host).
+connection, with dbus-fast's ObjectManager signals and write buffering corrected, and
+GetManagedObjects/PropertiesChanged answered from the objects' own values), view (the
+exported objects kept in step with the engine), auth (who may call what), watch
+(uevents and /dev/vfio holders), notify (sd_notify), log (journald or stderr), heap
+(garbage collection around start-up), faults (test-only knobs for the simulated host).
 """

@@ -1,23 +1,67 @@
-"""vfiod's connection to the bus: dbus-fast's MessageBus with two corrections.
+"""vfiod's connection to the bus: dbus-fast's MessageBus with corrections for vfiod's size.
 
 - InterfacesAdded/InterfacesRemoved come from the ObjectManager's path, as the
   specification says (dbus-fast sends them from the exported object's own path).
 - A full socket send buffer makes the writer wait instead of dropping the connection.
+- GetManagedObjects is answered from the values the objects keep themselves. dbus-fast's
+  generic handler calls every getter of every object through its async-aware callback
+  machinery and rescans its whole result after each object: seconds of a blocked loop
+  on a machine with thousands of functions.
+- PropertiesChanged and DeviceChanged are sent from the object's known path (dbus-fast's
+  own emitters look the interface up among every exported path, for every signal).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from typing import Any
 
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.message import Message
+from dbus_fast.constants import MessageFlag
 from dbus_fast.service import ServiceInterface
 
 from vfiod.daemon.log import log
 
 MANAGER_PATH = "/org/vfiod1"
 OBJECT_MANAGER_INTERFACE = "org.freedesktop.DBus.ObjectManager"
+PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
+MANAGED_OBJECTS_SIGNATURE = "a{oa{sa{sv}}}"
+
+#: (D-Bus name, signature) of the readable properties of each interface class, in the
+#: order dbus-fast lists them, which is the order of its own replies.
+_READABLE: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+class PropertiesInterface(ServiceInterface):
+    """A ServiceInterface that hands the bus all its readable properties at once.
+
+    Subclasses give their values by D-Bus name (``property_values``). Names, signatures
+    and their order come from the class's own introspection data, which dbus-fast
+    builds from the same ``@dbus_property`` declarations it serves Get and GetAll from,
+    so a reply built from them has the content of dbus-fast's generic one.
+    """
+
+    def property_values(self) -> Mapping[str, Any]:
+        """Every readable property's plain value, by D-Bus name."""
+        raise NotImplementedError
+
+    def readable_properties(self) -> tuple[tuple[str, str], ...]:
+        """(name, signature) of the readable properties, in dbus-fast's order."""
+        cls = type(self)
+        found = _READABLE.get(cls)
+        if found is None:
+            found = _READABLE[cls] = tuple(
+                (p.name, p.signature) for p in self.introspect().properties
+                if p.access.readable())
+        return found
+
+    def property_variants(self) -> dict[str, Variant]:
+        """Every readable property as a Variant, by D-Bus name (what GetAll returns)."""
+        values = self.property_values()
+        return {name: Variant(signature, values[name])
+                for name, signature in self.readable_properties()}
 
 
 class _WaitWhenFull:
@@ -52,20 +96,115 @@ class ObjectManagerBus(MessageBus):
     ObjectManager object, with the object's path as the first argument. They are sent
     only once ``announce`` is set: the objects exported at start are all there when
     the name appears, and a client learns them from GetManagedObjects.
+
+    GetManagedObjects itself is answered here too, from the values PropertiesInterface
+    objects keep, when every object below the path is one; dbus-fast's generic handler
+    answers otherwise.
     """
 
     manager_path = MANAGER_PATH
     announce = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: What is exported at each path, in dbus-fast's order (paths as first
+        #: exported); kept by export/unexport, as dbus-fast's own table is private.
+        self.exported: dict[str, dict[str, ServiceInterface]] = {}
+        #: Answer GetManagedObjects from PropertiesInterface objects. False leaves every
+        #: call to dbus-fast's generic handler (the tests compare the two answers).
+        self.managed_objects_from_cache = True
+
     async def connect(self) -> ObjectManagerBus:
-        """Connect, then make the writer survive a full socket buffer."""
+        """Connect, make the writer survive a full socket buffer, answer GetManagedObjects."""
         await super().connect()
         writer = getattr(self, "_writer", None)
         if writer is not None and isinstance(getattr(writer, "sock", None), socket.socket):
             writer.sock = _WaitWhenFull(writer.sock)
         else:  # a dbus-fast whose writer changed: keep its own behaviour
             log.debug("dbus-fast writer not recognised; EAGAIN stays fatal")
+        self.add_message_handler(self._answer_get_managed_objects)
         return self
+
+    # -- what is exported -----------------------------------------------------------
+    def export(self, path: str, interface: ServiceInterface) -> None:
+        """Export *interface* at *path* (dbus-fast's export), and note it."""
+        super().export(path, interface)
+        self.exported.setdefault(path, {})[interface.name] = interface
+
+    def unexport(self, path: str, interface: ServiceInterface | str | None = None) -> None:
+        """Unexport one interface at *path*, or all of them (dbus-fast's unexport)."""
+        super().unexport(path, interface)
+        interfaces = self.exported.get(path)
+        if interfaces is None:
+            return
+        if interface is None:
+            interfaces.clear()
+        else:
+            name = interface if isinstance(interface, str) else interface.name
+            interfaces.pop(name, None)
+        if not interfaces:
+            del self.exported[path]
+
+    # -- GetManagedObjects ------------------------------------------------------------
+    def managed_objects(self, path: str) -> dict[str, dict[str, dict[str, Variant]]] | None:
+        """GetManagedObjects' answer for an object manager at *path*.
+
+        The objects below *path* (every object for ``/``), as dbus-fast's generic handler
+        would list them; None when one of them is not a PropertiesInterface.
+        """
+        prefix = path + "/"
+        objects: dict[str, dict[str, dict[str, Variant]]] = {}
+        for node, interfaces in self.exported.items():
+            if path != "/" and not node.startswith(prefix):
+                continue
+            entry: dict[str, dict[str, Variant]] = {}
+            for name, interface in interfaces.items():
+                if not isinstance(interface, PropertiesInterface):
+                    return None
+                entry[name] = interface.property_variants()
+            objects[node] = entry
+        return objects
+
+    def _answer_get_managed_objects(self, msg: Message) -> Message | bool | None:
+        """Message handler: answer GetManagedObjects, or leave the message to dbus-fast.
+
+        Matches what dbus-fast's dispatcher sends to its generic handler: the method on
+        the ObjectManager interface at any path, whatever the signature.
+        """
+        if (msg.member != "GetManagedObjects" or msg.interface != OBJECT_MANAGER_INTERFACE
+                or msg.message_type is not MessageType.METHOD_CALL
+                or not self.managed_objects_from_cache or msg.path is None):
+            return None
+        if msg.flags.value & MessageFlag.NO_REPLY_EXPECTED.value:
+            return True  # nothing to send
+        try:
+            objects = self.managed_objects(msg.path)
+        except Exception:  # noqa: BLE001 (a bug here must not cost the client its answer)
+            log.exception("GetManagedObjects on %s: falling back to dbus-fast's handler",
+                          msg.path)
+            return None
+        if objects is None:
+            return None
+        return Message.new_method_return(msg, MANAGED_OBJECTS_SIGNATURE, [objects])
+
+    # -- signals ----------------------------------------------------------------------
+    def send_signal(self, path: str, interface: str, member: str, signature: str,
+                    body: list[Any]) -> None:
+        """Send a signal from the object at *path*.
+
+        What a ServiceInterface's signal method sends, without dbus-fast's search of
+        every exported path for the sender's own (for every signal).
+        """
+        if self.connected:
+            self.send(Message.new_signal(path, interface, member, signature, body))
+
+    def send_properties_changed(self, path: str, interface: str,
+                                changed: dict[str, Variant]) -> None:
+        """PropertiesChanged for the object at *path*, with the changed values only
+        (what ServiceInterface.emit_properties_changed sends)."""
+        if changed:
+            self.send_signal(path, PROPERTIES_INTERFACE, "PropertiesChanged", "sa{sv}as",
+                             [interface, changed, []])
 
     def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
         if (self._disconnected or not self.announce
@@ -81,7 +220,10 @@ class ObjectManagerBus(MessageBus):
                 self.manager_path, OBJECT_MANAGER_INTERFACE, "InterfacesAdded",
                 "oa{sa{sv}}", [path, {interface.name: values}]))
 
-        ServiceInterface._get_all_property_values(interface, send)
+        if isinstance(interface, PropertiesInterface):
+            send(interface, interface.property_variants(), None, None)
+        else:
+            ServiceInterface._get_all_property_values(interface, send)
 
     def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
         if (self._disconnected or not self.announce

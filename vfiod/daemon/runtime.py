@@ -22,6 +22,7 @@ from typing import Any
 from dbus_fast import BusType, NameFlag, RequestNameReply
 
 from vfiod.config import Config, ConfigError, load_config
+from vfiod.daemon import heap
 from vfiod.daemon.auth import Authorizer
 from vfiod.daemon.bus import MANAGER_PATH, ObjectManagerBus
 from vfiod.daemon.log import fields, log
@@ -84,6 +85,30 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        # Start-up builds what the daemon keeps for its life: no collections meanwhile.
+        with heap.building_long_lived_state():
+            await self._build()
+        assert self.bus is not None
+        self.bus.announce = True  # from now on objects come and go with signals
+
+        self.uevents.start()
+        self.holders.start()
+        # The name last: a client that sees it finds vfiod fully up.
+        reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            raise StartupError(f"cannot own {BUS_NAME} on the bus ({reply.name.lower()}): "
+                               "is another vfiod running?")
+        status = status_line(self.statuses)
+        self.notifier.ready(status)
+        interval = self.notifier.start_watchdog(loop)
+        log.info("ready on %s in %.2f s: %d PCI functions, %s%s%s",
+                 self.bus_address or self.bus_type.name.lower() + " bus",
+                 time.monotonic() - began, len(self.statuses), status,
+                 "" if self.iommu_enabled else ", IOMMU off",
+                 f", watchdog every {interval:g} s" if interval else "")
+
+    async def _build(self) -> None:
+        """Recover, scan, connect, export the objects (the first part of start)."""
         # Events that arrive while we recover and scan wait in the source's queue.
         self.uevents.open()
         touched = await asyncio.to_thread(self._recover)
@@ -109,23 +134,6 @@ class Daemon:
                                self._on_synced)
         self.bus.export(MANAGER_PATH, manager)
         await self.view.sync()
-        self.bus.announce = True  # from now on objects come and go with signals
-
-        self.uevents.start()
-        self.holders.start()
-        # The name last: a client that sees it finds vfiod fully up.
-        reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
-        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
-            raise StartupError(f"cannot own {BUS_NAME} on the bus ({reply.name.lower()}): "
-                               "is another vfiod running?")
-        status = status_line(self.statuses)
-        self.notifier.ready(status)
-        interval = self.notifier.start_watchdog(loop)
-        log.info("ready on %s in %.2f s: %d PCI functions, %s%s%s",
-                 self.bus_address or self.bus_type.name.lower() + " bus",
-                 time.monotonic() - began, len(self.statuses), status,
-                 "" if self.iommu_enabled else ", IOMMU off",
-                 f", watchdog every {interval:g} s" if interval else "")
 
     def _recover(self) -> list[str]:
         try:

@@ -16,11 +16,11 @@ from dbus_fast import introspection as intr
 from dbus_fast.annotations import DBusSignature
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.errors import DBusError
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import dbus_method, dbus_property, dbus_signal
 
 import vfiod
 from vfiod.address import dbus_object_suffix
-from vfiod.daemon.bus import MANAGER_PATH
+from vfiod.daemon.bus import MANAGER_PATH, PropertiesInterface
 from vfiod.daemon.log import fields, log
 from vfiod.errors import InvalidArgument, VfiodError
 from vfiod.records import DeviceStatus
@@ -34,6 +34,7 @@ DEVICE_INTERFACE = "org.vfiod1.Device"
 DEVICE_PATH_PREFIX = MANAGER_PATH + "/device/"
 FAILED = "org.vfiod1.Error.Failed"
 EMITS_CHANGED = "org.freedesktop.DBus.Property.EmitsChangedSignal"
+DEVICE_CHANGED_SIGNATURE = "sss"
 
 Options = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 Str = Annotated[str, DBusSignature("s")]
@@ -108,12 +109,12 @@ def dbus_errors(method: str) -> Callable[[Callable[_P, Awaitable[_R]]],
     return decorate
 
 
-class _DescribedInterface(ServiceInterface):
+class _DescribedInterface(PropertiesInterface):
     """Adds what dbus-fast's decorators cannot say to the introspection data.
 
     Names for out-arguments and signal arguments, and EmitsChangedSignal=const on
     properties that never change, so that ``busctl introspect`` and generated clients
-    read well.
+    read well. (Its properties can be read all at once: PropertiesInterface.)
     """
 
     arg_names: dict[str, tuple[str, ...]] = {}
@@ -178,20 +179,27 @@ class ManagerInterface(_DescribedInterface):
 
     @dbus_signal(name="DeviceChanged")
     def device_changed(self, address: str, state: str, driver: str) -> Annotated[
-            list[str], DBusSignature("sss")]:
+            list[str], DBusSignature(DEVICE_CHANGED_SIGNATURE)]:
+        # Declares the signal; DeviceView sends it with ObjectManagerBus.send_signal,
+        # which skips dbus-fast's search of every exported path for this object's.
         return [address, state, driver]
+
+    def property_values(self) -> dict[str, Any]:
+        """Version, IommuEnabled and Simulated (what the getters below return)."""
+        return {"Version": vfiod.__version__, "IommuEnabled": self.daemon.iommu_enabled,
+                "Simulated": self.daemon.simulated}
 
     @dbus_property(name="Version", access=PropertyAccess.READ)
     def version(self) -> Str:
-        return vfiod.__version__
+        return self.property_values()["Version"]
 
     @dbus_property(name="IommuEnabled", access=PropertyAccess.READ)
     def iommu_enabled(self) -> Annotated[bool, DBusSignature("b")]:
-        return self.daemon.iommu_enabled
+        return self.property_values()["IommuEnabled"]
 
     @dbus_property(name="Simulated", access=PropertyAccess.READ)
     def simulated(self) -> Annotated[bool, DBusSignature("b")]:
-        return self.daemon.simulated
+        return self.property_values()["Simulated"]
 
 
 # Device property name -> how it is read from a DeviceStatus.
@@ -233,15 +241,38 @@ class DeviceInterface(_DescribedInterface):
         super().__init__(DEVICE_INTERFACE)
         self.daemon = daemon
         self.address = status.address
+        self.path = device_path(status.address)
+        self._status = status
+        self._config_name = config_name
         self._values = device_properties(status, config_name)
+        # The values as Variants too, kept in step by update(): GetManagedObjects and
+        # InterfacesAdded then only gather them.
+        self._variants = super().property_variants()
 
-    def update(self, status: DeviceStatus, config_name: str = "") -> dict[str, Any]:
-        """Take a new status; emit PropertiesChanged for what changed; return that."""
+    def property_values(self) -> dict[str, Any]:
+        """Every property's current value, by D-Bus name."""
+        return self._values
+
+    def property_variants(self) -> dict[str, Variant]:
+        """Every property as a Variant (kept, not made anew)."""
+        return self._variants
+
+    def update(self, status: DeviceStatus, config_name: str = "") -> dict[str, Variant]:
+        """Take a new status; the properties that changed, as Variants, for
+        PropertiesChanged (in the order dbus-fast would list them)."""
+        if status == self._status and config_name == self._config_name:
+            return {}  # the common case: every sync compares every function
+        self._status = status
+        self._config_name = config_name
         values = device_properties(status, config_name)
-        changed = {k: v for k, v in values.items() if self._values.get(k) != v}
+        old = self._values
         self._values = values
+        changed = {name: Variant(signature, values[name])
+                   for name, signature in self.readable_properties()
+                   if old.get(name) != values[name]}
         if changed:
-            self.emit_properties_changed(changed)
+            # A new dict: one already handed out may still be referenced elsewhere.
+            self._variants = {**self._variants, **changed}
         return changed
 
     @dbus_method(name="Bind")

@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from dbus_fast.aio import MessageBus
-
+from vfiod.daemon import heap
+from vfiod.daemon.bus import MANAGER_PATH, ObjectManagerBus
 from vfiod.daemon.log import fields, log
-from vfiod.daemon.service import DeviceInterface, ManagerInterface, device_path
+from vfiod.daemon.service import (
+    DEVICE_CHANGED_SIGNATURE,
+    DeviceInterface,
+    ManagerInterface,
+    device_path,
+)
 from vfiod.records import DeviceStatus
 
 #: What the view is built from: every function's status, and config names by address.
@@ -25,7 +30,7 @@ Snapshot = tuple[list[DeviceStatus], dict[str, str]]
 class DeviceView:
     """The Device objects on the bus and the last status of every function."""
 
-    def __init__(self, bus: MessageBus, manager: ManagerInterface,
+    def __init__(self, bus: ObjectManagerBus, manager: ManagerInterface,
                  read: Callable[[], Snapshot],
                  make_device: Callable[[DeviceStatus, str], DeviceInterface],
                  on_synced: Callable[[list[DeviceStatus]], None] | None = None) -> None:
@@ -61,7 +66,8 @@ class DeviceView:
         """
         names = names or {}
         fresh = {s.address: s for s in statuses}
-        for address in [a for a in self.objects if a not in fresh]:
+        gone = [a for a in self.objects if a not in fresh]
+        for address in gone:
             self.bus.unexport(device_path(address), self.objects.pop(address))
             log.info("%s: gone", address, extra=fields(address))
         for address, status in fresh.items():
@@ -75,15 +81,21 @@ class DeviceView:
                     log.info("%s: appeared (%s, %s)", address, status.name,
                              status.driver or "no driver", extra=fields(address))
             else:
-                obj.update(status, name)
+                changed = obj.update(status, name)
+                if changed:
+                    self.bus.send_properties_changed(obj.path, obj.name, changed)
             if old is None or old.state != status.state or old.driver != status.driver:
                 if old is not None:
                     log.info("%s: %s on %s -> %s on %s", address, old.state.value,
                              old.driver or "no driver", status.state.value,
                              status.driver or "no driver", extra=fields(address))
-                    self.manager.device_changed(address, status.state.value, status.driver)
+                    self.bus.send_signal(MANAGER_PATH, self.manager.name, "DeviceChanged",
+                                         DEVICE_CHANGED_SIGNATURE,
+                                         [address, status.state.value, status.driver])
         self._by_address = fresh
         self.statuses = sorted(statuses, key=lambda s: s.address)
+        if gone:  # an unexported object is only freed by a collection that sees it
+            heap.collect_frozen()
         if self.on_synced is not None:
             self.on_synced(self.statuses)
 

@@ -1,0 +1,172 @@
+"""The bus connection's own GetManagedObjects, and the values the Device objects keep for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any
+
+import pytest
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusSignature
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_property
+
+from vfiod.daemon.bus import ObjectManagerBus, PropertiesInterface
+from vfiod.daemon.service import DeviceInterface, ManagerInterface, device_properties
+from vfiod.privatebus import PrivateBus
+from vfiod.records import DeviceStatus, State
+
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+
+GPU = DeviceStatus(address="0000:06:00.0", vendor_id=0x10DE, device_id=0x1B06,
+                   name="GP102 [GeForce GTX 1080 Ti]", class_code=0x030000, driver="nvidia",
+                   host_driver="nvidia", state=State.HOST, iommu_group=31, holder="",
+                   holder_pid=0, reset_methods=["flr", "bus"], healthy=True, boot_vga=False,
+                   is_bridge=False)
+
+
+class _Lamp(PropertiesInterface):
+    """A PropertiesInterface: the bus reads it through property_values."""
+
+    def __init__(self, colour: str) -> None:
+        super().__init__("org.vfiod1.Lamp")
+        self.values: dict[str, Any] = {"Colour": colour, "Watts": 40}
+
+    def property_values(self) -> dict[str, Any]:
+        return self.values
+
+    @dbus_property(access=PropertyAccess.READ, name="Watts")
+    def watts(self) -> Annotated[int, DBusSignature("u")]:
+        return self.values["Watts"]
+
+    @dbus_property(access=PropertyAccess.READ, name="Colour")
+    def colour(self) -> Annotated[str, DBusSignature("s")]:
+        return self.values["Colour"]
+
+
+class _Plain(ServiceInterface):
+    """A plain ServiceInterface: only dbus-fast knows how to read it."""
+
+    def __init__(self) -> None:
+        super().__init__("org.vfiod1.Plain")
+
+    @dbus_property(access=PropertyAccess.READ, name="Text")
+    def text(self) -> Annotated[str, DBusSignature("s")]:
+        return "plain"
+
+
+class _FakeDaemon:
+    iommu_enabled = True
+    simulated = True
+
+
+@pytest.fixture(scope="module")
+def private_bus() -> Iterator[PrivateBus]:
+    with PrivateBus() as bus:
+        yield bus
+
+
+def served(private_bus: PrivateBus,
+           scenario: Callable[[ObjectManagerBus, MessageBus], Awaitable[Any]]) -> Any:
+    """Run *scenario* with a serving ObjectManagerBus and a client, both connected."""
+    async def run() -> Any:
+        server = await ObjectManagerBus(bus_address=private_bus.address).connect()
+        client = await MessageBus(bus_address=private_bus.address).connect()
+        try:
+            # The bus policy lets clients call org.vfiod1 only.
+            await server.request_name("org.vfiod1")
+            return await scenario(server, client)
+        finally:
+            for bus in (client, server):  # the name is free again once the bus says so
+                bus.disconnect()
+                await bus.wait_for_disconnect()
+
+    return asyncio.run(run())
+
+
+async def managed_objects(client: MessageBus, path: str = "/org/vfiod1") -> dict[str, Any]:
+    reply = await client.call(Message(destination="org.vfiod1", path=path,
+                                      interface=OBJECT_MANAGER, member="GetManagedObjects"))
+    assert reply.message_type is MessageType.METHOD_RETURN, reply.body
+    return reply.body[0]
+
+
+def test_device_properties_are_the_readable_properties_dbus_fast_serves() -> None:
+    device = DeviceInterface(None, GPU, "gpu")  # type: ignore[arg-type]
+    introspected = [(p.name, p.signature) for p in device.introspect().properties]
+    assert list(device.readable_properties()) == introspected
+    assert set(device_properties(GPU, "gpu")) == {name for name, _ in introspected}
+    assert {k: v.value for k, v in device.property_variants().items()} == \
+        device_properties(GPU, "gpu")
+
+
+def test_manager_property_values_are_what_its_getters_return() -> None:
+    manager = ManagerInterface(_FakeDaemon())  # type: ignore[arg-type]
+    names = [p.name for p in manager.introspect().properties]
+    assert sorted(manager.property_values()) == sorted(names)
+    assert manager.property_values() == {"Version": manager.version, "IommuEnabled": True,
+                                         "Simulated": True}
+
+
+def test_update_with_an_equal_status_reports_no_change() -> None:
+    device = DeviceInterface(None, GPU, "gpu")  # type: ignore[arg-type]
+    assert device.update(GPU.model_copy(), "gpu") == {}
+
+
+def test_update_reports_the_changed_values_and_keeps_the_variants_in_step() -> None:
+    device = DeviceInterface(None, GPU, "")  # type: ignore[arg-type]
+    before = device.property_variants()
+    bound = GPU.model_copy(update={"driver": "vfio-pci", "state": State.VFIO})
+    changed = device.update(bound, "gpu")
+    assert changed == {"ConfigName": Variant("s", "gpu"), "Driver": Variant("s", "vfio-pci"),
+                       "State": Variant("s", "vfio")}
+    after = device.property_variants()
+    assert after == {**before, **changed}
+    assert list(after) == list(before)  # dbus-fast's order kept
+    assert before["State"].value == "host"  # what was handed out stays as it was
+
+
+def test_get_managed_objects_is_answered_from_property_values(
+        private_bus: PrivateBus) -> None:
+    async def scenario(server: ObjectManagerBus, client: MessageBus) -> dict[str, Any]:
+        lamp = _Lamp("red")
+        server.export("/org/vfiod1/lamp", lamp)
+        lamp.values["Colour"] = "blue"  # the getter and property_values both say blue
+        return await managed_objects(client)
+
+    objects = served(private_bus, scenario)
+    assert objects == {"/org/vfiod1/lamp": {"org.vfiod1.Lamp": {
+        "Colour": Variant("s", "blue"), "Watts": Variant("u", 40)}}}
+    assert list(objects["/org/vfiod1/lamp"]["org.vfiod1.Lamp"]) == ["Colour", "Watts"]
+
+
+def test_get_managed_objects_with_a_plain_interface_below_is_dbus_fasts_answer(
+        private_bus: PrivateBus) -> None:
+    async def scenario(server: ObjectManagerBus, client: MessageBus) -> dict[str, Any]:
+        server.export("/org/vfiod1/lamp", _Lamp("red"))
+        server.export("/org/vfiod1/plain", _Plain())
+        return await managed_objects(client)
+
+    assert served(private_bus, scenario) == {
+        "/org/vfiod1/lamp": {"org.vfiod1.Lamp": {"Colour": Variant("s", "red"),
+                                                 "Watts": Variant("u", 40)}},
+        "/org/vfiod1/plain": {"org.vfiod1.Plain": {"Text": Variant("s", "plain")}}}
+
+
+def test_unexported_objects_leave_get_managed_objects(private_bus: PrivateBus) -> None:
+    async def scenario(server: ObjectManagerBus, client: MessageBus) -> list[list[str]]:
+        seen = []
+        lamps = {n: _Lamp(f"colour {n}") for n in range(3)}
+        for n, lamp in lamps.items():
+            server.export(f"/org/vfiod1/lamp{n}", lamp)
+        server.unexport("/org/vfiod1/lamp0", lamps[0])
+        seen.append(list(await managed_objects(client)))
+        server.unexport("/org/vfiod1/lamp1")
+        server.export("/org/vfiod1/lamp0", _Lamp("back"))
+        seen.append(list(await managed_objects(client)))
+        return seen
+
+    assert served(private_bus, scenario) == [["/org/vfiod1/lamp1", "/org/vfiod1/lamp2"],
+                                             ["/org/vfiod1/lamp2", "/org/vfiod1/lamp0"]]
