@@ -49,6 +49,16 @@ def _public(exc: Exception, note: str) -> VfiodError:
     return public(f"{exc} ({note})")
 
 
+def _reset_failure(method: str, err: int) -> str:
+    """``bus: ENOTTY (another function shares the bus)``: one method's failure, explained."""
+    name = errno_mod.errorcode.get(err, str(err))
+    if method == "bus" and err in (errno_mod.ENOTTY, errno_mod.EINVAL):
+        # ENOTTY from the reset, EINVAL when selecting it: the kernel's bus-reset probe
+        # fails while other functions sit on the same bus.
+        return f"{method}: {name} (another function shares the bus)"
+    return f"{method}: {name}"
+
+
 def _dev_dir(address: str) -> str:
     return f"{PCI}/devices/{address}"
 
@@ -427,7 +437,11 @@ class Engine:
         if not dev.reset_methods:
             raise ResetFailed(f"{address}: the kernel offers no reset method for this device")
         base = _dev_dir(address)
-        selectable = dev.reset_methods != ("default",)
+        # One listed method is already the selection: writing reset_method would make
+        # the kernel probe it again (and refuse bus with EINVAL while a sibling function
+        # shares the bus), and writing "default" afterwards would probe it away for good.
+        selectable = len(dev.reset_methods) > 1
+        selected = False
         failures: list[str] = []
         worked: str | None = None
         try:
@@ -435,12 +449,10 @@ class Engine:
                 try:
                     if selectable:
                         self._write(f"{base}/reset_method", method, address)
+                        selected = True
                     self._write(f"{base}/reset", "1", address)
                 except HostWriteError as exc:
-                    name = errno_mod.errorcode.get(exc.errno, str(exc.errno))
-                    hint = (" (another function shares the bus)" if method == "bus"
-                            and exc.errno == errno_mod.ENOTTY else "")
-                    failures.append(f"{method}: {name}{hint}")
+                    failures.append(_reset_failure(method, exc.errno))
                     continue
                 if self._config_alive(address):
                     worked = method
@@ -448,7 +460,7 @@ class Engine:
                 failures.append(f"{method}: the device did not come back "
                                 "(config space reads all ones)")
         finally:
-            if selectable:
+            if selected:  # a refused selection leaves the kernel's selection as it was
                 try:
                     self._write(f"{base}/reset_method", "default", address)
                 except VfiodError as exc:

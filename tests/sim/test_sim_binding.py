@@ -93,7 +93,7 @@ def test_bridges_stay_on_pcieport_when_vfio_pci_claims_by_id(sim: SimHost) -> No
 
 
 # -- errno of bad writes ----------------------------------------------------------------
-@pytest.mark.parametrize("value", ["0000:42:00.0", "garbage", "06:00.0", f"{GPU} ", ""])
+@pytest.mark.parametrize("value", ["0000:42:00.0", "garbage", "06:00.0", f"{GPU} "])
 def test_drivers_probe_of_nonexistent_address_or_garbage_is_enodev(sim: SimHost,
                                                                    value: str) -> None:
     assert write_errno(sim, "/sys/bus/pci/drivers_probe", value) == errno.ENODEV
@@ -170,10 +170,21 @@ def test_5000_byte_driver_override_is_einval(sim: SimHost) -> None:
     assert sim.read_text(dev(GPU, "driver_override")) == "(null)"
 
 
-@pytest.mark.parametrize("value", ["garbage", "10de", "10de:1b06", ""])
+@pytest.mark.parametrize("value", ["garbage", "10de", "10de:1b06"])
 def test_malformed_new_id_is_einval(sim: SimHost, value: str) -> None:
     sim.load_module("vfio-pci")
     assert write_errno(sim, "/sys/bus/pci/drivers/vfio-pci/new_id", value) == errno.EINVAL
+
+
+@pytest.mark.parametrize("path", ["/sys/bus/pci/drivers_probe", dev(GPU, "driver_override"),
+                                  dev(GPU, "reset_method"), "/sys/bus/pci/drivers/nvidia/unbind"])
+def test_zero_length_write_succeeds_and_changes_nothing(sim: SimHost, path: str) -> None:
+    # sysfs_kf_write returns 0 before the attribute's store sees an empty buffer.
+    sim.write_attr(dev(GPU, "driver_override"), "vfio-pci")
+    assert write_errno(sim, path, "") == 0
+    assert sim.read_text(dev(GPU, "driver_override")) == "vfio-pci"
+    assert sim.read_text(dev(GPU, "reset_method")) == "bus"
+    assert driver_of(sim, GPU) == "nvidia"
 
 
 def test_remove_id_of_id_never_added_is_enodev(sim: SimHost) -> None:

@@ -100,7 +100,18 @@ class EventHub:
                 self._sources.remove(source)
 
     def emit(self, action: str, devpath: str, subsystem: str, props: dict[str, str]) -> UEvent:
-        """Send one event; ACTION, DEVPATH, SUBSYSTEM and SEQNUM are added as netlink does."""
+        """Send one event; ACTION, DEVPATH, SUBSYSTEM and SEQNUM are added as netlink does.
+
+        As a real host's event source delivers it: the kernel drops MODALIAS from every
+        ``unbind`` (lib/kobject_uevent.c, zap_modalias_env: udev must not load a module
+        for a device that was just unbound), and libudev reports DEVNAME as the node's
+        path under /dev.
+        """
+        props = dict(props)
+        if action == "unbind":
+            props.pop("MODALIAS", None)
+        if "DEVNAME" in props and not props["DEVNAME"].startswith("/"):
+            props["DEVNAME"] = "/dev/" + props["DEVNAME"]
         with self._lock:
             self.seqnum += 1
             properties = {"ACTION": action, "DEVPATH": devpath, "SUBSYSTEM": subsystem,

@@ -6,8 +6,10 @@ a real process with real open files. ``spawn_holder`` starts one
 every file is open. A holder exits when terminated or when its parent goes away.
 
 ``device_fds`` model VFIO device file descriptors (VFIO_GROUP_GET_DEVICE_FD): the
-holder opens ``/dev/vfio/devices/vfioN`` of each named PCI address, which makes the
-simulated kernel block an ``unbind`` of that device until the holder lets go.
+holder opens ``/dev/vfio/devices/vfioN`` of each named PCI address (on a profile
+without VFIO device cdevs, a stand-in outside /dev that no /proc scan of /dev paths
+finds, like the anonymous inode of a real 6.1 device fd), which makes the simulated
+kernel block an ``unbind`` of that device until the holder lets go.
 
 Not modelled: on a real kernel a second open of ``/dev/vfio/N`` fails EBUSY while one
 process holds the group. The simulated nodes are regular files, which any number of
@@ -129,7 +131,13 @@ def _device_node(root: str, address: str) -> str:
         names = []
     if not names:
         raise OSError(errno.ENODEV, f"{address} is not on vfio-pci")
-    return os.path.join(root, "dev/vfio/devices", names[0])
+    # A kernel with device cdevs has /dev/vfio/devices; without, the simulation keeps
+    # its stand-in outside /dev (vfiod.sim.render.PRIVATE_DEVICE_FD_DIR).
+    for where in ("dev/vfio/devices", ".sim-vfio-device"):
+        node = os.path.join(root, where, names[0])
+        if os.path.exists(node):
+            return node
+    raise OSError(errno.ENODEV, f"{address}: no node for its VFIO device fd")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

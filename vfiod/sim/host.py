@@ -18,6 +18,7 @@ from vfiod.sim.holder import Holder, spawn_holder
 from vfiod.sim.kernel import Kernel
 from vfiod.sim.pciids import load_subset
 from vfiod.sim.profiles import PROFILES
+from vfiod.sim.render import PRIVATE_DEVICE_FD_DIR
 from vfiod.sim.spec import Profile
 from vfiod.sim.state import STATE_FILE, load
 from vfiod.sim.watcher import ExternalWriteWatcher
@@ -230,7 +231,7 @@ class SimHost(Host):
         return fd
 
     def _remove_tree(self) -> None:
-        for name in ("sys", "dev", "proc", "usr", STATE_FILE):
+        for name in ("sys", "dev", "proc", "usr", PRIVATE_DEVICE_FD_DIR.lstrip("/"), STATE_FILE):
             path = self.root / name
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

@@ -101,7 +101,8 @@ class Kernel:
 
         # Boot: built-in drivers bind, then the boot modules load, in order. The result
         # is the reference the saved state is a difference from.
-        self.states = {a: DeviceState() for a in self.specs}
+        self.states = {a: DeviceState(group=self.specs[a].group) for a in self.specs}
+        self._index_groups()
         self.loaded: list[str] = []
         self.drivers = [m.driver for m in profile.modules if m.builtin and m.driver]
         self.dynids: dict[str, list[list[int]]] = {}
@@ -115,6 +116,7 @@ class Kernel:
         self._deltas: dict[str, dict[str, Any]] = {}
         if saved is not None:
             self._restore(saved)
+        self._index_groups()
         self._dirty = set(self._all_owners())
         self._changed = True
         self._commit(fresh=saved is None)
@@ -127,7 +129,6 @@ class Kernel:
         self._ancestors: dict[str, tuple[str, ...]] = {}
         self._dirs: dict[str, str] = {}
         self._vfs: dict[str, list[str]] = {}
-        self._groups: dict[int, list[str]] = {}
         self._slots: dict[str, list[str]] = {}
         for addr, spec in self.specs.items():
             self._kids.setdefault(spec.parent, []).append(addr)
@@ -135,8 +136,6 @@ class Kernel:
                 self._vfs.setdefault(spec.physfn, []).append(addr)
             else:
                 self._slots.setdefault(addr.rsplit(".", 1)[0], []).append(addr)
-            if spec.group is not None:
-                self._groups.setdefault(spec.group, []).append(addr)
         for addr in self.specs:
             chain: list[str] = []
             parent = self.specs[addr].parent
@@ -180,12 +179,54 @@ class Kernel:
 
     def group_members(self, group: int) -> list[str]:
         """The devices of an IOMMU group that exist now."""
-        return [a for a in self._groups.get(group, []) if self.states[a].present]
+        return list(self._groups.get(group, []))
 
     def vfio_members(self, group: int) -> list[str]:
         """The group's devices on vfio-pci (also one whose unbind is waiting)."""
-        return [a for a in self._groups.get(group, [])
-                if self.states[a].present and self.states[a].driver == VFIO_DRIVER]
+        return [a for a in self._groups.get(group, []) if self.states[a].driver == VFIO_DRIVER]
+
+    # -- IOMMU groups ------------------------------------------------------------------
+    def _index_groups(self) -> None:
+        """The members of every IOMMU group, from the devices' states."""
+        self._groups: dict[int, list[str]] = {}
+        for address in sorted(self.states):
+            st = self.states[address]
+            if st.present and st.group is not None:
+                self._groups.setdefault(st.group, []).append(address)
+
+    def _join_group(self, address: str) -> None:
+        """Give a device being added its IOMMU group, as iommu_probe_device does.
+
+        At boot every device is in the profile's group (the IOMMU driver groups them
+        once PCI enumeration is over). A device added later is grouped on its own:
+        function 0 of a slot (its header says multifunction) joins the group of
+        another function of the slot; any other function gets a new group, the lowest
+        free number (the kernel marks functions 1-7 multifunction only after they were
+        added, so a re-added HDA function of a GPU lands in a group of its own).
+        Bridges without ACS are not modelled: every port isolates what is behind it.
+        """
+        st = self.states[address]
+        if self.specs[address].group is None:
+            st.group = None  # no IOMMU, or a device it does not translate for
+            return
+        group = None
+        if self.multifunction(address):
+            group = next((self.states[a].group for a in self._slots[address[:-2]]
+                          if a != address and self.states[a].present
+                          and self.states[a].group is not None), None)
+        if group is None:
+            group = next(n for n in range(len(self.specs) + len(self._groups) + 1)
+                         if not self._groups.get(n))
+        st.group = group
+        self._groups.setdefault(group, []).append(address)
+        self._groups[group].sort()
+
+    def _leave_group(self, address: str) -> None:
+        """A device going away leaves its group (the last one frees the number)."""
+        group = self.states[address].group
+        if group is not None and address in self._groups.get(group, []):
+            self._groups[group].remove(address)
+            self._dirty.update((f"group:{group}", f"vfio:{group}"))
 
     def children_active(self, address: str) -> bool:
         """True while the host driver that creates the device's children is bound."""
@@ -216,7 +257,8 @@ class Kernel:
         owners = ["base", "vtcon", "proc-modules", "proc-route"]
         owners += [f"mod:{m}" for m in self.modules]
         owners += [f"drv:{d}" for d in self.driver_module]
-        owners += [f"group:{g}" for g in self._groups] + [f"vfio:{g}" for g in self._groups]
+        groups = set(self._groups) | {s.group for s in self.specs.values() if s.group is not None}
+        owners += [f"group:{g}" for g in groups] + [f"vfio:{g}" for g in groups]
         owners += [f"dev:{a}" for a in self.specs]
         return owners
 
@@ -244,10 +286,10 @@ class Kernel:
 
     def _touch(self, address: str) -> None:
         """Mark everything that shows this device's state for re-rendering."""
-        spec = self.specs[address]
+        spec, group = self.specs[address], self.states[address].group
         self._dirty.add(f"dev:{address}")
-        if spec.group is not None:
-            self._dirty.update((f"group:{spec.group}", f"vfio:{spec.group}"))
+        if group is not None:
+            self._dirty.update((f"group:{group}", f"vfio:{group}"))
         if spec.children.net is not None:
             self._dirty.add("proc-route")
         if spec.physfn is not None:
@@ -329,6 +371,8 @@ class Kernel:
         """One write(2) of *value* to *host_path*, with the kernel's semantics and errno."""
         with self.lock:
             control = self.control_at(host_path)
+        if not value:
+            return  # sysfs_kf_write: a zero-length write never reaches the attribute's store
         handler: Callable[[str, str], None] = getattr(self, f"_w_{control.scope}_{control.attr}")
         handler(control.key, value)
 
@@ -443,15 +487,20 @@ class Kernel:
             if sysfs_streq(value, ""):
                 st.reset_selected = []  # every method disabled
             elif sysfs_streq(value, "default"):
-                st.reset_selected = None
+                # pci_init_reset_methods: every method is probed again, now.
+                st.reset_selected = self._selection(address, self._probed(address))
             else:
                 chosen: list[str] = []
                 for name in c_string(value).split(" "):
                     if sysfs_streq(name, ""):
                         continue
                     name = name.strip()
-                    if name not in RESET_METHOD_NAMES or name not in spec.reset_methods:
-                        raise _err(errno.EINVAL)  # "Invalid reset method"
+                    # Each name is probed as it is selected: a method the device has
+                    # but cannot use now (bus, with another function on the bus) is
+                    # "Invalid reset method" too, and the selection stays as it was.
+                    if (name not in RESET_METHOD_NAMES or name not in spec.reset_methods
+                            or not self._probe_ok(address, name)):
+                        raise _err(errno.EINVAL)
                     chosen.append(name)
                 st.reset_selected = chosen
             self._touch(address)
@@ -534,20 +583,22 @@ class Kernel:
 
     def _probe(self, address: str, driver: str) -> int:
         """Bind a matching, unbound device; 0, or the errno of a failed probe."""
-        spec, st = self.specs[address], self.states[address]
+        st = self.states[address]
         if driver == VFIO_DRIVER:
-            if spec.group is None:
+            group = st.group
+            if group is None:
                 return errno.EINVAL  # no IOMMU group: vfio-pci refuses the device
             used = {self.states[a].vfio_index for a in self.specs}
             index = next(i for i in range(len(self.specs) + 1) if i not in used)
-            first = not self.vfio_members(spec.group)
+            first = not self.vfio_members(group)
             st.driver, st.vfio_index, st.enabled = VFIO_DRIVER, index, False
             self._touch(address)
             if first:
-                self._events.append(("add", f"/devices/virtual/vfio/{spec.group}", "vfio",
-                                     render.vfio_group_properties(spec.group)))
+                self._events.append(("add", f"/devices/virtual/vfio/{group}", "vfio",
+                                     render.vfio_group_properties(group)))
             self._events.append(("add", f"{self.devpath(address)}/vfio-dev/vfio{index}",
-                                 "vfio-dev", render.vfio_device_properties(index)))
+                                 "vfio-dev",
+                                 render.vfio_device_properties(index, self.profile.vfio_cdev)))
         else:
             if st.dead:
                 return errno.ENODEV  # config space reads all ones: the probe fails
@@ -564,9 +615,9 @@ class Kernel:
         On vfio-pci, while a process holds the device's fd, the ``driver`` link goes at
         once and the call waits until the fd is closed, as vfio_unregister_group_dev does.
         """
-        spec, st = self.specs[address], self.states[address]
+        st = self.states[address]
         if st.driver == VFIO_DRIVER:
-            node = f"/dev/vfio/devices/vfio{st.vfio_index}"
+            node = render.device_fd_node(st.vfio_index or 0, self.profile.vfio_cdev)
             if self._is_held(node):
                 st.releasing = True
                 self._touch(address)
@@ -576,11 +627,13 @@ class Kernel:
                         raise _err(errno.EINTR)
                     self._cond.wait(HOLDER_POLL)
             self._events.append(("remove", f"{self.devpath(address)}/vfio-dev/vfio{st.vfio_index}",
-                                 "vfio-dev", render.vfio_device_properties(st.vfio_index or 0)))
-            assert spec.group is not None
-            if self.vfio_members(spec.group) == [address]:
-                self._events.append(("remove", f"/devices/virtual/vfio/{spec.group}", "vfio",
-                                     render.vfio_group_properties(spec.group)))
+                                 "vfio-dev", render.vfio_device_properties(
+                                     st.vfio_index or 0, self.profile.vfio_cdev)))
+            group = st.group
+            assert group is not None
+            if self.vfio_members(group) == [address]:
+                self._events.append(("remove", f"/devices/virtual/vfio/{group}", "vfio",
+                                     render.vfio_group_properties(group)))
             st.vfio_index, st.releasing = None, False
         elif self.children_active(address):
             self._children_events("remove", address)
@@ -618,12 +671,18 @@ class Kernel:
                 if st.driver is not None:
                     self._detach(sub)
                 self._pci_event("remove", sub)
-                # Gone from the kernel: override, reset selection and death go with it.
+                self._leave_group(sub)
+                # Gone from the kernel: override, reset selection, group and death go
+                # with it.
                 self.states[sub] = DeviceState(present=False, plugged=st.plugged,
                                                outcomes=st.outcomes)
                 self._touch(sub)
 
     def _rescan(self, scope: str | None, only: set[str] | None = None) -> None:
+        # As pci_rescan_bus: the scan adds every device it finds (pci_device_add: its
+        # reset methods probed, its "add" uevent), then pci_bus_add_devices offers each
+        # to the drivers, in the same order.
+        added: list[str] = []
         for address in self._topo_order:
             st, spec = self.states[address], self.specs[address]
             if st.present or not st.plugged or (only is not None and address not in only):
@@ -635,8 +694,17 @@ class Kernel:
             if spec.physfn is not None and not self.states[spec.physfn].present:
                 continue
             self.states[address] = DeviceState(outcomes=st.outcomes)
+            self._join_group(address)
+            # Probed before the device joins its bus: function 0 scanned with its
+            # siblings is still alone there. Without a method the reset and
+            # reset_method files are never made.
+            methods = self._probed(address)
+            self.states[address].reset_selected = self._selection(address, methods)
+            self.states[address].reset_files = bool(methods)
             self._touch(address)
             self._pci_event("add", address)
+            added.append(address)
+        for address in added:
             self._device_attach(address)
 
     def unplug(self, address: str) -> None:
@@ -674,14 +742,30 @@ class Kernel:
 
     def _natural_outcome(self, address: str, method: str) -> str:
         """What a method does on this machine when no test said otherwise."""
+        if not self._probe_ok(address, method):
+            return "enotty"
+        for name, outcome in self.specs[address].reset_outcomes:
+            if name == method:
+                return outcome
+        return "ok"
+
+    def _probe_ok(self, address: str, method: str) -> bool:
+        """The method's PCI_RESET_PROBE: can it reset the device as the bus is now?"""
         spec = self.specs[address]
         if method == "bus":
             # pci_parent_bus_reset: not on the root bus, and alone on its bus.
-            if spec.parent is None or any(
-                    a != address and self.specs[a].bus == spec.bus and self.states[a].present
-                    for a in self._kids.get(spec.parent, [])):
-                return "enotty"
-        return "ok"
+            return spec.parent is not None and not any(
+                a != address and self.specs[a].bus == spec.bus and self.states[a].present
+                for a in self._kids.get(spec.parent, []))
+        return True
+
+    def _probed(self, address: str) -> list[str]:
+        """The device's methods that pass their probe now, best first."""
+        return [m for m in self.specs[address].reset_methods if self._probe_ok(address, m)]
+
+    def _selection(self, address: str, methods: list[str]) -> list[str] | None:
+        """A device's reset_selected for *methods* (None: all the methods it has)."""
+        return None if methods == list(self.specs[address].reset_methods) else methods
 
     def set_reset_outcome(self, address: str, method: str, outcome: str) -> None:
         """Decide what *method* does to the device from now on: ok, enotty or dies."""

@@ -1,4 +1,5 @@
-"""The simulated machines: the X99 workstation of the write-up, and a scale machine.
+"""The simulated machines: the X99 workstation of the write-up, a scale machine, and the
+QEMU guest of the real-kernel tier (which checks the simulation against a real kernel).
 
 Every vendor/device id here is in the real pci.ids; module aliases follow the real
 modules' alias patterns (class-based for ahci, xhci_pci, snd_hda_intel's HDMI entries).
@@ -199,6 +200,109 @@ def _scale() -> Profile:
     )
 
 
+# The modules of the test guest's kernel (Debian 12's 6.1): aliases and dependencies as
+# its modules.alias and modules.dep list them, trimmed to the guest's devices.
+TEST_GUEST_MODULES: tuple[ModuleSpec, ...] = (
+    ModuleSpec("pcieport", "pcieport", ("pci:v*d*sv*sd*bc06sc04i00",), builtin=True),
+    ModuleSpec("lpc_ich", "lpc_ich", ("pci:v00008086d00002918sv*sd*bc*sc*i*",), size=28672),
+    ModuleSpec("i2c_smbus", size=20480),
+    ModuleSpec("i2c_i801", "i801_smbus", ("pci:v00008086d00002930sv*sd*bc*sc*i*",),
+               depends=("i2c_smbus",), size=36864),
+    ModuleSpec("libahci", size=49152),
+    ModuleSpec("ahci", "ahci", ("pci:v*d*sv*sd*bc01sc06i01*",
+                                "pci:v00008086d00002922sv*sd*bc*sc*i*"),
+               depends=("libahci",), size=49152),
+    ModuleSpec("virtio", size=20480),
+    ModuleSpec("virtio_pci", "virtio-pci", ("pci:v00001AF4d*sv*sd*bc*sc*i*",),
+               depends=("virtio",), size=24576),
+    ModuleSpec("drm", size=618496),
+    ModuleSpec("bochs", "bochs-drm", ("pci:v00001234d00001111sv*sd*bc*sc*i*",),
+               depends=("drm",), size=16384),
+    ModuleSpec("snd_hda_codec", size=184320),
+    ModuleSpec("snd_hda_intel", "snd_hda_intel", ("pci:v00008086d00002668sv*sd*bc*sc*i*",),
+               depends=("snd_hda_codec",), size=61440),
+    ModuleSpec("e1000e", "e1000e", ("pci:v00008086d000010D3sv*sd*bc*sc*i*",), size=315392),
+    ModuleSpec("xhci_hcd", size=319488),
+    ModuleSpec("xhci_pci", "xhci_hcd", ("pci:v*d*sv*sd*bc0Csc03i30*",),
+               depends=("xhci_hcd",), size=24576),
+    ModuleSpec("irqbypass", size=16384),
+    ModuleSpec("vfio", size=49152, dev_nodes=("/dev/vfio/vfio",)),
+    ModuleSpec("vfio_iommu_type1", depends=("vfio",), size=45056),
+    ModuleSpec("vfio_virqfd", size=16384),
+    ModuleSpec("vfio_pci_core", depends=("vfio", "vfio_virqfd", "irqbypass"), size=73728),
+    # modprobe vfio-pci also loads vfio_iommu_type1 (vfio's soft dependency).
+    ModuleSpec("vfio_pci", "vfio-pci", ("vfio_pci:v*d*sv*sd*bc*sc*i*",),
+               depends=("vfio_pci_core", "vfio_iommu_type1"), size=16384),
+)
+
+_QEMU = (0x1AF4, 0x1100)  # QEMU's default subsystem id for the devices it emulates
+
+
+def _test_guest() -> Profile:
+    """The QEMU guest of the real-kernel tier (tests/vm/layout.py), as its kernel sees it.
+
+    q35 with an emulated Intel IOMMU: a GPU-like two-function slot behind root port
+    00:02.0 (a VGA and an HDA controller, one IOMMU group), an e1000e, a qemu-xhci, a
+    virtio GPU behind a port without x-speed=5 (its bus reset fails ENOTTY) and an
+    ich9-ahci, each behind a root port of its own; q35's own functions; the two virtio-9p
+    devices that carry the guest's filesystems. Ids, groups and reset methods as the
+    guest lists them; nothing configures the NIC and no disk hangs off the AHCI ports.
+    """
+    port = ("1b36:000c", 0x060400, 0x00)
+    ports = {slot: _dev(f"0000:00:{slot:02x}.0", port[0], port[1], port[2], None, group,
+                        "pcieport", (0x1B36, 0))
+             for slot, group in ((2, 1), (3, 2), (4, 3), (5, 4), (6, 5))}
+    devices = [
+        _dev("0000:00:00.0", "8086:29c0", 0x060000, 0x00, None, 0, subsystem=_QEMU),
+        *ports.values(),
+        _dev("0000:00:10.0", "1af4:1009", 0x000200, 0x00, None, 6, "virtio-pci", (0x1AF4, 9)),
+        _dev("0000:00:11.0", "1af4:1009", 0x000200, 0x00, None, 7, "virtio-pci", (0x1AF4, 9)),
+        _dev("0000:00:1f.0", "8086:2918", 0x060100, 0x02, None, 8, "lpc_ich", _QEMU),
+        _dev("0000:00:1f.2", "8086:2922", 0x010601, 0x02, None, 8, "ahci", _QEMU),
+        _dev("0000:00:1f.3", "8086:2930", 0x0C0500, 0x02, None, 8, "i801_smbus", _QEMU),
+        # Only a bus reset, which fails while the HDA function shares the bus.
+        _dev("0000:01:00.0", "1234:1111", 0x030000, 0x02, "0000:00:02.0", 9, "bochs-drm",
+             _QEMU, boot_vga=True, reset_methods=("bus",), children=Children(drm_card=0)),
+        _dev("0000:01:00.1", "8086:2668", 0x040300, 0x01, "0000:00:02.0", 9, "snd_hda_intel",
+             _QEMU, children=Children(sound_card=0, pcm=("D0p", "D0c"))),
+        _dev("0000:02:00.0", "8086:10d3", 0x020000, 0x00, "0000:00:03.0", 10, "e1000e",
+             (0x8086, 0), reset_methods=("pm", "bus"),
+             children=Children(net=NetIface("enp2s0", "52:54:00:12:34:56", 2, up=False))),
+        _dev("0000:03:00.0", "1b36:000d", 0x0C0330, 0x01, "0000:00:04.0", 11, "xhci_hcd",
+             _QEMU, reset_methods=("bus",), children=Children(usb_buses=(1, 2))),
+        _dev("0000:04:00.0", "1af4:1050", 0x038000, 0x01, "0000:00:05.0", 12, "virtio-pci",
+             _QEMU, reset_methods=("flr", "pm", "bus"),
+             # Its port has no x-speed=5: the link never reports active after a bus reset.
+             reset_outcomes=(("bus", "enotty"),)),
+        _dev("0000:05:00.0", "8086:2922", 0x010601, 0x02, "0000:00:06.0", 13, "ahci", _QEMU,
+             reset_methods=("bus",)),
+    ]
+    return Profile(
+        name="test-guest",
+        description="the real-kernel tier's QEMU guest: q35, emulated Intel IOMMU, a "
+                    "VGA+HDA slot, e1000e, qemu-xhci, virtio-gpu, ich9-ahci",
+        iommu=True,
+        devices=tuple(sorted(devices, key=lambda d: d.address)),
+        modules=TEST_GUEST_MODULES,
+        boot_modules=("virtio_pci", "lpc_ich", "i2c_i801", "ahci", "bochs", "snd_hda_intel",
+                      "e1000e", "xhci_pci"),
+        cmdline="console=ttyS0 intel_iommu=on rdinit=/init panic=-1",
+        mounts=(
+            "overlay / overlay rw,relatime,lowerdir=/lower,upperdir=/upper/data,"
+            "workdir=/upper/work 0 0",
+            "proc /proc proc rw,relatime 0 0",
+            "sysfs /sys sysfs rw,relatime 0 0",
+            "devtmpfs /dev devtmpfs rw,relatime,size=1001432k,nr_inodes=250358,mode=755,"
+            "inode64 0 0",
+            "run /run tmpfs rw,relatime,mode=755,inode64 0 0",
+            "results /run/vfiod-vm 9p rw,sync,dirsync,relatime,access=client,msize=512000,"
+            "trans=virtio 0 0",
+            "tmp /tmp tmpfs rw,relatime,inode64 0 0",
+        ),
+        vfio_cdev=False,  # 6.1: no /dev/vfio/devices
+    )
+
+
 class _Profiles(Mapping[str, Profile]):
     """Profiles by name, each built the first time it is asked for."""
 
@@ -206,6 +310,7 @@ class _Profiles(Mapping[str, Profile]):
         "seed-x99": lambda: _seed_x99(iommu=True),
         "seed-x99-noiommu": lambda: _seed_x99(iommu=False),
         "scale": _scale,
+        "test-guest": _test_guest,
     }
 
     def __init__(self) -> None:
@@ -223,6 +328,6 @@ class _Profiles(Mapping[str, Profile]):
         return len(self._builders)
 
 
-#: Every profile by name: ``seed-x99``, ``seed-x99-noiommu``, ``scale``.
+#: Every profile by name: ``seed-x99``, ``seed-x99-noiommu``, ``scale``, ``test-guest``.
 PROFILES: Mapping[str, Profile] = _Profiles()
 

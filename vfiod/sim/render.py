@@ -150,8 +150,8 @@ def module_nodes(k: Kernel, name: str) -> dict[str, Node]:
         nodes[f"{d}/drivers/pci:{m.driver}"] = rel(f"/sys/bus/pci/drivers/{m.driver}",
                                                    f"{d}/drivers/pci:{m.driver}")
     if name == "vfio":
-        for extra in ("/dev/vfio", "/dev/vfio/devices", "/sys/class/vfio",
-                      "/sys/class/vfio-dev", "/sys/devices/virtual/vfio"):
+        for extra in ("/dev/vfio", "/sys/class/vfio", "/sys/class/vfio-dev",
+                      "/sys/devices/virtual/vfio", device_fd_dir(k.profile.vfio_cdev)):
             nodes[extra] = DIR
     if name == "nvidia":
         for extra in ("/proc/driver/nvidia", "/proc/driver/nvidia/gpus"):
@@ -205,15 +205,36 @@ def vfio_group_nodes(k: Kernel, group: int) -> dict[str, Node]:
 
 
 def vfio_group_properties(group: int) -> dict[str, str]:
-    """uevent variables of /devices/virtual/vfio/N."""
+    """uevent variables of /devices/virtual/vfio/N (vfio_devnode names the node but sets
+    no mode: no DEVMODE; the node is devtmpfs's default 0600)."""
     return {"MAJOR": str(VFIO_GROUP_MAJOR), "MINOR": str(group % 256),
-            "DEVNAME": f"vfio/{group}", "DEVMODE": "0600"}
+            "DEVNAME": f"vfio/{group}"}
 
 
-def vfio_device_properties(index: int) -> dict[str, str]:
-    """uevent variables of a device's vfio-dev/vfioN."""
+def vfio_device_properties(index: int, cdev: bool) -> dict[str, str]:
+    """uevent variables of a device's vfio-dev/vfioN: a device number and node only
+    with VFIO device cdevs; on 6.1 the class device has none."""
+    if not cdev:
+        return {}
     return {"MAJOR": str(VFIO_DEVICE_MAJOR), "MINOR": str(index),
-            "DEVNAME": f"vfio/devices/vfio{index}", "DEVMODE": "0600"}
+            "DEVNAME": f"vfio/devices/vfio{index}"}
+
+
+#: Where the stand-ins for VFIO device fds live when the kernel has no device cdevs.
+#: A real device fd is then an anonymous inode (``anon_inode:[vfio-device]``) that no
+#: scan of /dev paths finds; a path outside /dev keeps the simulated one as hidden,
+#: and ``.sim-`` marks it as the simulation's own, like its state file.
+PRIVATE_DEVICE_FD_DIR = "/.sim-vfio-device"
+
+
+def device_fd_dir(cdev: bool) -> str:
+    """The directory of the nodes a guest opens to hold a VFIO device fd."""
+    return "/dev/vfio/devices" if cdev else PRIVATE_DEVICE_FD_DIR
+
+
+def device_fd_node(index: int, cdev: bool) -> str:
+    """The node a guest holds for the device fd of vfio-dev/vfio*index*."""
+    return f"{device_fd_dir(cdev)}/vfio{index}"
 
 
 # -- a PCI device ---------------------------------------------------------------------
@@ -248,9 +269,11 @@ def device_nodes(k: Kernel, address: str) -> dict[str, Node]:
     }
     bus_link = f"/sys/bus/pci/devices/{address}"
     nodes[bus_link] = rel(d, bus_link)
-    if spec.reset_methods:
+    if spec.reset_methods and st.reset_files:
         selected = spec.reset_methods if st.reset_selected is None else st.reset_selected
-        nodes[f"{d}/reset_method"] = text(" ".join(selected) + "\n", RW, ctl["reset_method"])
+        # reset_method_show ends the list with a newline only when it is not empty.
+        shown = " ".join(selected) + "\n" if selected else ""
+        nodes[f"{d}/reset_method"] = text(shown, RW, ctl["reset_method"])
         nodes[f"{d}/reset"] = text("", WO, ctl["reset"])
     if spec.is_vga:
         nodes[f"{d}/boot_vga"] = text(f"{int(spec.boot_vga)}\n")
@@ -258,8 +281,8 @@ def device_nodes(k: Kernel, address: str) -> dict[str, Node]:
         drv_dir = f"/sys/bus/pci/drivers/{st.driver}"
         nodes[f"{d}/driver"] = rel(drv_dir, f"{d}/driver")
         nodes[f"{drv_dir}/{address}"] = rel(d, f"{drv_dir}/{address}")
-    if spec.group is not None:
-        g = f"/sys/kernel/iommu_groups/{spec.group}"
+    if st.group is not None:
+        g = f"/sys/kernel/iommu_groups/{st.group}"
         nodes[f"{d}/iommu_group"] = rel(g, f"{d}/iommu_group")
         nodes[f"{g}/devices/{address}"] = rel(d, f"{g}/devices/{address}")
         dmar = "/sys/devices/virtual/iommu/dmar0"
@@ -278,10 +301,13 @@ def device_nodes(k: Kernel, address: str) -> dict[str, Node]:
         vd = f"{d}/vfio-dev/{name}"
         nodes[f"{d}/vfio-dev"] = DIR
         nodes[vd] = DIR
-        nodes[f"{vd}/dev"] = text(f"{VFIO_DEVICE_MAJOR}:{st.vfio_index}\n")
-        nodes[f"{vd}/uevent"] = text(_uevent_text(vfio_device_properties(st.vfio_index)), RW)
+        cdev = k.profile.vfio_cdev
+        if cdev:
+            nodes[f"{vd}/dev"] = text(f"{VFIO_DEVICE_MAJOR}:{st.vfio_index}\n")
+        nodes[f"{vd}/uevent"] = text(
+            _uevent_text(vfio_device_properties(st.vfio_index, cdev)), RW)
         nodes[f"/sys/class/vfio-dev/{name}"] = rel(vd, f"/sys/class/vfio-dev/{name}")
-        nodes[f"/dev/vfio/devices/{name}"] = dev(0o600)
+        nodes[device_fd_node(st.vfio_index, cdev)] = dev(0o600)
     if k.children_active(address):
         nodes.update(children_nodes(spec, d))
     return nodes
@@ -401,9 +427,9 @@ def children_nodes(spec: DeviceSpec, d: str) -> dict[str, Node]:
         n = f"{d}/net/{c.net.name}"
         nodes.update({
             f"{n}/address": text(c.net.mac + "\n"),
-            f"{n}/operstate": text("up\n"),
-            f"{n}/carrier": text("1\n"),
-            f"{n}/flags": text("0x1003\n", RW),
+            f"{n}/operstate": text("up\n" if c.net.up else "down\n"),
+            f"{n}/carrier": text("1\n" if c.net.up else "0\n"),
+            f"{n}/flags": text("0x1003\n" if c.net.up else "0x1002\n", RW),
             f"{n}/ifindex": text(f"{c.net.ifindex}\n"),
             f"{n}/mtu": text("1500\n", RW),
             f"{n}/type": text("1\n"),

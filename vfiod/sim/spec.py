@@ -46,6 +46,7 @@ class NetIface:
     mac: str
     ifindex: int
     gateway: str | None = None  # dotted quad of the default route through it
+    up: bool = True  # administratively up (nothing configures the test guest's NIC)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,10 @@ class DeviceSpec:
     children: Children = field(default_factory=Children)
     physfn: str | None = None  # an SR-IOV VF's PF
     total_vfs: int = 0  # an SR-IOV PF's VF count
+    # (method, outcome) where the hardware, not the topology, decides what a method
+    # does: ("bus", "enotty") for a PCIe endpoint below a port whose link never reports
+    # active (QEMU's root port without x-speed). Outcomes as Kernel.set_reset_outcome.
+    reset_outcomes: tuple[tuple[str, str], ...] = ()
 
     @property
     def bus(self) -> str:
@@ -156,3 +161,7 @@ class Profile:
     mounts: tuple[str, ...] = ()  # /proc/mounts lines
     swaps: tuple[str, ...] = ()  # swap partitions (/dev/sda3)
     desktop: Desktop | None = None
+    # VFIO device cdevs (/dev/vfio/devices/vfioN, Linux 6.6+ with CONFIG_VFIO_DEVICE_CDEV).
+    # Without them (Debian 12's 6.1) a device fd is an anonymous inode that no /proc scan
+    # can name, and vfio-dev/vfioN has no device number.
+    vfio_cdev: bool = True

@@ -32,6 +32,8 @@ class DeviceState:
     dead: bool = False  # config space reads all ones
     enabled: bool = False
     reset_selected: list[str] | None = None  # None: every method the device has
+    reset_files: bool = True  # reset and reset_method exist (a method probed when added)
+    group: int | None = None  # its IOMMU group now (the profile's at boot)
     outcomes: dict[str, str] = field(default_factory=dict)  # method -> ok/enotty/dies
     vfio_index: int | None = None  # N of vfio-dev/vfioN while on vfio-pci
     releasing: bool = False  # an unbind is waiting for the device fd to be closed
