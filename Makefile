@@ -73,6 +73,9 @@ bench: setup
 # the D-Bus policy and activation file, the polkit action, the initramfs integrations.
 INSTALL_PYTHON    ?= /usr/bin/python3
 PIP_INSTALL_FLAGS ?= --no-build-isolation
+# `make install BUNDLE_DEPS=1` puts the dependencies from PyPI into $(PKGLIBDIR) too
+# (Debian 12 packages neither dbus-fast nor pydantic 2); packagers leave it unset.
+PIP_DEPS          := $(if $(BUNDLE_DEPS),,--no-deps)
 BINDIR            ?= $(PREFIX)/bin
 PKGLIBDIR         ?= $(PREFIX)/lib/vfiod
 DATADIR           ?= $(PREFIX)/share/vfiod
@@ -87,8 +90,8 @@ INITCPIODIR       ?= /usr/lib/initcpio
 
 install:
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)'
-	$(INSTALL_PYTHON) -m pip install --quiet --no-deps --no-compile --no-warn-script-location \
-	  --disable-pip-version-check $(PIP_INSTALL_FLAGS) --target '$(DESTDIR)$(PKGLIBDIR)' .
+	$(INSTALL_PYTHON) -m pip install --quiet $(PIP_DEPS) --no-compile --no-warn-script-location \
+	  --disable-pip-version-check $(PIP_INSTALL_FLAGS) --target '$(DESTDIR)$(PKGLIBDIR)' '$(if $(BUNDLE_DEPS),.[systemd],.)'
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)/bin' build
 	install -d '$(DESTDIR)$(BINDIR)'
 	for cmd in vfiod:vfiod.daemon.main vfioctl:vfiod.ctl.main; do \
