@@ -76,6 +76,7 @@ PIP_INSTALL_FLAGS ?= --no-build-isolation
 # `make install BUNDLE_DEPS=1` puts the dependencies from PyPI into $(PKGLIBDIR) too
 # (Debian 12 packages neither dbus-fast nor pydantic 2); packagers leave it unset.
 PIP_DEPS          := $(if $(BUNDLE_DEPS),,--no-deps)
+PIP_SOURCE        := $(if $(BUNDLE_DEPS),.[systemd],.)
 BINDIR            ?= $(PREFIX)/bin
 PKGLIBDIR         ?= $(PREFIX)/lib/vfiod
 DATADIR           ?= $(PREFIX)/share/vfiod
@@ -91,7 +92,7 @@ INITCPIODIR       ?= /usr/lib/initcpio
 install:
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)'
 	$(INSTALL_PYTHON) -m pip install --quiet $(PIP_DEPS) --no-compile --no-warn-script-location \
-	  --disable-pip-version-check $(PIP_INSTALL_FLAGS) --target '$(DESTDIR)$(PKGLIBDIR)' '$(if $(BUNDLE_DEPS),.[systemd],.)'
+	  --disable-pip-version-check $(PIP_INSTALL_FLAGS) --target '$(DESTDIR)$(PKGLIBDIR)' "$(PIP_SOURCE)"
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)/bin' build
 	install -d '$(DESTDIR)$(BINDIR)'
 	for cmd in vfiod:vfiod.daemon.main vfioctl:vfiod.ctl.main; do \
