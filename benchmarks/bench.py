@@ -572,17 +572,24 @@ def vfioctl_path() -> str:
     return found
 
 
-def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> None:
-    """4, 5, 6, 7 on seed-x99: start, Status, Bind+Unbind, vfioctl, busctl, RSS."""
-    section = "vfiod on seed-x99"
+def start_repeatedly(results: Results, section: str, daemons: Daemons, profile: str,
+                     times: int) -> subprocess.Popen[bytes]:
+    """Start vfiod *times* on fresh trees, timing each; the last one keeps running."""
     starts = []
-    for i in range(counts.seed_start):
-        proc, elapsed = daemons.start("seed-x99")
+    for i in range(times):
+        proc, elapsed = daemons.start(profile)
         starts.append(elapsed)
-        if i < counts.seed_start - 1:
+        if i < times - 1:
             daemons.stop(proc)
     results.timed(section, "vfiod start until org.vfiod1 owned", starts,
                   "fresh sim tree each time")
+    return proc
+
+
+def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> None:
+    """4, 5, 6, 7 on seed-x99: start, Status, Bind+Unbind, vfioctl, busctl, RSS."""
+    section = "vfiod on seed-x99"
+    proc = start_repeatedly(results, section, daemons, "seed-x99", counts.seed_start)
     idle_rss(results, section, proc.pid, 1.0)
     asyncio.run(_dbus_seed(daemons.bus.address, results, counts, section))
 
@@ -604,14 +611,7 @@ def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> Non
 def bench_daemon_scale(results: Results, counts: Counts, daemons: Daemons) -> None:
     """4, 5, 7 on scale: start, Status, GetManagedObjects, RSS."""
     section = "vfiod on scale"
-    starts = []
-    for i in range(counts.scale_start):
-        proc, elapsed = daemons.start("scale")
-        starts.append(elapsed)
-        if i < counts.scale_start - 1:
-            daemons.stop(proc)
-    results.timed(section, "vfiod start until org.vfiod1 owned", starts,
-                  "fresh sim tree each time")
+    proc = start_repeatedly(results, section, daemons, "scale", counts.scale_start)
     idle_rss(results, section, proc.pid, 2.0)
     asyncio.run(_dbus_scale(daemons.bus.address, results, counts, section))
     vm = vm_status(proc.pid)

@@ -52,6 +52,17 @@ class BindingMachine(RuleBasedStateMachine):
         self.host.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def _attempt(self, operation: str, group: int) -> None:
+        """Run an operation; the model follows only when it succeeds."""
+        try:
+            getattr(self.engine, operation)(GROUPS[group][0])
+        except VfiodError:
+            return
+        if operation == "bind":
+            self.asked_vfio.add(group)
+        else:
+            self.asked_vfio.discard(group)
+
     @rule(group=st.sampled_from(sorted(GROUPS)))
     def bind(self, group: int) -> None:
         try:
@@ -75,13 +86,7 @@ class BindingMachine(RuleBasedStateMachine):
                                        operation: str) -> None:
         self.host.faults.fail_at(step, err)
         try:
-            getattr(self.engine, operation)(GROUPS[group][0])
-            if operation == "bind":
-                self.asked_vfio.add(group)
-            else:
-                self.asked_vfio.discard(group)
-        except VfiodError:
-            pass
+            self._attempt(operation, group)
         finally:
             self.host.faults.clear()
 
@@ -94,14 +99,8 @@ class BindingMachine(RuleBasedStateMachine):
         else:
             self.host.faults.crash_before(step)
         try:
-            getattr(self.engine, operation)(GROUPS[group][0])
-            if operation == "bind":
-                self.asked_vfio.add(group)
-            else:
-                self.asked_vfio.discard(group)
+            self._attempt(operation, group)
         except SimulatedCrash:
-            pass
-        except VfiodError:
             pass
         finally:
             self.host.faults.clear()
