@@ -77,3 +77,41 @@ def test_no_iommu_group_is_refused_with_how_to_turn_it_on(tmp_path) -> None:
         assert not engine.iommu_enabled
     finally:
         sim.close()
+
+
+def _give_the_guest_disk_to_the_host(host: SimHost, how: str) -> None:
+    """Make the host use sdb (on the sSATA controller 00:11.4) the way *how* says."""
+    root = host.root
+    if how == "swap":
+        with open(root / "proc/swaps", "a", encoding="utf-8") as swaps:
+            swaps.write("/dev/sdb1                               partition\t8388604\t0\t\t-3\n")
+    elif how == "md":
+        holders = root / host.resolve("/sys/class/block/sdb1").lstrip("/") / "holders"
+        (holders / "md0").mkdir(parents=True)
+    elif how == "mount":
+        with open(root / "proc/mounts", "a", encoding="utf-8") as mounts:
+            mounts.write("/dev/sdb1 /srv/vm ext4 rw,relatime 0 0\n")
+
+
+def test_disk_controller_with_active_swap_is_refused_even_with_force(engine: Engine,
+                                                                     host: SimHost) -> None:
+    _give_the_guest_disk_to_the_host(host, "swap")
+    with pytest.raises(InUse, match="/dev/sdb1 is active swap") as info:
+        engine.bind("0000:00:11.4", force=True)
+    assert info.value.hard
+    assert driver_of(host, "0000:00:11.4") == "ahci"
+
+
+def test_disk_controller_under_an_md_array_is_refused_even_with_force(engine: Engine,
+                                                                      host: SimHost) -> None:
+    _give_the_guest_disk_to_the_host(host, "md")
+    with pytest.raises(InUse, match=r"/dev/sdb1 is part of an active md/LVM/dm device \(md0\)"):
+        engine.bind("0000:00:11.4", force=True)
+
+
+def test_group_mate_with_a_mounted_filesystem_blocks_its_whole_group(engine: Engine,
+                                                                    host: SimHost) -> None:
+    _give_the_guest_disk_to_the_host(host, "mount")
+    with pytest.raises(InUse, match="0000:00:11.4: .*/dev/sdb1 is mounted on /srv/vm"):
+        engine.bind("0000:00:11.0", force=True)  # the SPSR function moves with 00:11.4
+    assert driver_of(host, "0000:00:11.0") is None
