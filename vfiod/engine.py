@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import errno as errno_mod
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vfiod.address import check_device_argument, is_address
+from vfiod.address import bus_of, check_device_argument, is_address
 from vfiod.discovery import Scanner, iommu_enabled
 from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError, InUse, InvalidArgument,
                           ModuleLoadError, NoSuchDevice, ResetFailed, VfiodError)
@@ -57,6 +58,9 @@ def _reset_failure(method: str, err: int) -> str:
         # fails while other functions sit on the same bus.
         return f"{method}: {name} (another function shares the bus)"
     return f"{method}: {name}"
+
+
+SLOT_HINT = "bind the whole slot (the GPU and its audio) to vfio-pci to reset it together"
 
 
 def _dev_dir(address: str) -> str:
@@ -143,7 +147,7 @@ class Engine:
                       if d.children.drm or d.children.nvidia_minor is not None}
         paths = [f"/dev/vfio/{g}" for g in groups]
         paths += [p for nodes in host_nodes.values() for p in nodes]
-        found = self.host.holders(paths)
+        found = self._holders(paths)
         with self._lock:
             before = {g for g, procs in self._group_holders.items() if procs}
             self._group_holders = {g: found[f"/dev/vfio/{g}"] for g in groups
@@ -154,6 +158,17 @@ class Engine:
             self._host_holders = {
                 a: list({p.pid: p for n in nodes for p in found.get(n, [])}.values())
                 for a, nodes in host_nodes.items()}
+
+    def _holders(self, paths: Iterable[str]) -> dict[str, list[Process]]:
+        """Who holds these nodes open, except vfiod itself (a VFIO hot reset holds the
+        group fds for a moment; that is no guest)."""
+        me = os.getpid()
+        found = {}
+        for path, procs in self.host.holders(paths).items():
+            others = [p for p in procs if p.pid != me]
+            if others:
+                found[path] = others
+        return found
 
     def holders_changed(self) -> None:
         """Re-check who holds /dev/vfio nodes (a guest started or stopped)."""
@@ -282,7 +297,7 @@ class Engine:
         for member in self.scanner.group_members(dev.iommu_group):
             nodes += [f"/dev/vfio/devices/{n}" for n in
                       self.host.listdir(f"{_dev_dir(member)}/vfio-dev")]
-        held = self.host.holders(nodes)
+        held = self._holders(nodes)
         if held:
             who = ", ".join(f"{p} through {node}" for node in nodes for p in held.get(node, []))
             raise InUse(f"{dev.address}: refusing to {action}: IOMMU group {dev.iommu_group} "
@@ -467,12 +482,53 @@ class Engine:
                     log.warning("%s: could not restore reset_method: %s", address, exc)
             self._reread([address])
         if worked is None:
+            worked = self._hot_reset(dev, failures)
+        if worked is None:
             message = f"{address}: no reset method worked: " + "; ".join(failures)
             self._record_error([address], message)
             raise ResetFailed(message)
         with self._lock:
             self._errors.pop(address, None)
         return worked
+
+    def _hot_reset(self, dev: PciDevice, failures: list[str]) -> str | None:
+        """Reset the device's whole bus through VFIO when the kernel refused it alone.
+
+        A GPU's bus reset fails per function while its HDMI audio shares the bus; VFIO's
+        hot reset resets every function of the bus, given all their groups, so it needs
+        all of them on vfio-pci and free. Returns "bus" when it worked; otherwise adds
+        why to *failures* (with what to do about it) and returns None.
+        """
+        address = dev.address
+        bus = bus_of(address)
+        on_bus = self._reread([a for a in self.devices() if bus_of(a) == bus])
+        if len(on_bus) < 2:
+            return None  # alone on its bus: the kernel's own bus reset was the whole story
+        if not all(d.on_vfio for d in on_bus.values()):
+            failures.append(SLOT_HINT)
+            return None
+        for group in sorted({d.iommu_group for d in on_bus.values()
+                             if d.iommu_group is not None and d.iommu_group != dev.iommu_group}):
+            other = next(d for d in on_bus.values() if d.iommu_group == group)
+            self._check_not_held(other, f"reset {address} (they share a bus)")
+        try:
+            reset = self.host.vfio_hot_reset(address)
+        except HostWriteError as exc:
+            failures.append(f"bus through VFIO hot reset: "
+                            f"{errno_mod.errorcode.get(exc.errno, str(exc.errno))}")
+            return None
+        finally:
+            self._reread(on_bus)
+        if not self._config_alive(address):
+            failures.append("bus through VFIO hot reset: the device did not come back "
+                            "(config space reads all ones)")
+            return None
+        with self._lock:
+            for a in reset:
+                self._errors.pop(a, None)
+        log.info("%s: reset the bus %s through VFIO's hot reset (%s)", address, bus,
+                 ", ".join(reset))
+        return "bus"
 
     def _config_alive(self, address: str) -> bool:
         data = self.host.read_bytes(f"{_dev_dir(address)}/config", 2)

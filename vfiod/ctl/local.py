@@ -19,7 +19,7 @@ from typing import Any
 
 from vfiod.ctl import exitcodes
 from vfiod.ctl.exitcodes import CtlError
-from vfiod.errors import ModuleLoadError
+from vfiod.errors import HostWriteError, ModuleLoadError
 from vfiod.host.base import Host
 from vfiod.host.real import RealHost
 
@@ -34,6 +34,9 @@ class ReadOnlyHost(RealHost):
 
     def load_module(self, name_or_modalias: str) -> None:
         raise ModuleLoadError(f"vfioctl reads the host only; not loading {name_or_modalias}")
+
+    def vfio_hot_reset(self, address: str) -> list[str]:
+        raise HostWriteError("/dev/vfio", "hot reset", errno.EROFS, address)
 
 
 @contextmanager

@@ -269,6 +269,17 @@ class Host(abc.ABC):
     def _write(self, path: str, value: str) -> None:
         """Perform one write; raise OSError with the kernel's errno on failure."""
 
+    @abc.abstractmethod
+    def vfio_hot_reset(self, address: str) -> list[str]:
+        """Reset the bus below *address*'s parent bridge through VFIO; return who was reset.
+
+        The kernel refuses a per-function bus reset while other functions share the bus
+        (a GPU and its HDMI audio); VFIO_DEVICE_PCI_HOT_RESET resets them all, given the
+        group fds of every affected device. The caller checks first that the device and
+        every function on its bus are on vfio-pci and that no process holds their groups.
+        Raises HostWriteError(path="/dev/vfio/N", value="hot reset") on an errno.
+        """
+
     # -- modules and events -----------------------------------------------------------
     @abc.abstractmethod
     def load_module(self, name_or_modalias: str) -> None:

@@ -7,7 +7,8 @@ import os
 import shutil
 import subprocess
 
-from vfiod.errors import ModuleLoadError
+from vfiod.errors import HostWriteError, ModuleLoadError
+from vfiod.host import vfio
 from vfiod.host.base import EventSource, Host, UEvent, module_dir_name, write_once
 
 MODPROBE_TIMEOUT = 30.0
@@ -20,6 +21,15 @@ class RealHost(Host):
 
     def _write(self, path: str, value: str) -> None:
         write_once(self.path(path), value)
+
+    def vfio_hot_reset(self, address: str) -> list[str]:
+        group = self.link_name(f"/sys/bus/pci/devices/{address}/iommu_group")
+        if group is None or not group.isdigit():
+            raise HostWriteError("/dev/vfio", "hot reset", errno.ENODEV, address)
+        try:
+            return vfio.hot_reset(self.path("/dev/vfio"), int(group), address)
+        except vfio.VfioError as exc:
+            raise HostWriteError(exc.node, "hot reset", exc.errno or errno.EIO, address) from None
 
     def load_module(self, name_or_modalias: str) -> None:
         modprobe = shutil.which("modprobe") or "/sbin/modprobe"

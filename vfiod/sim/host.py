@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from vfiod.errors import HostWriteError
 from vfiod.host.base import Host
 from vfiod.sim.events import EventHub, SimEventSource
 from vfiod.sim.faults import Faults, SimulatedCrash
@@ -163,6 +165,18 @@ class SimHost(Host):
         if verdict.crash_after:
             raise SimulatedCrash(f"killed after writing {value.strip()!r} to {path}")
 
+    def vfio_hot_reset(self, address: str) -> list[str]:
+        group = self.kernel.states[address].group if address in self.kernel.states else None
+        node = f"/dev/vfio/{group}" if group is not None else "/dev/vfio"
+        try:
+            reset = self.kernel.hot_reset(address, self._held_by_another)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+            self.write_log.append((node, "hot reset", err))
+            raise HostWriteError(node, "hot reset", err, address) from None
+        self.write_log.append((node, "hot reset", 0))
+        return reset
+
     def load_module(self, name_or_modalias: str) -> None:
         self.kernel.load_module(name_or_modalias)
 
@@ -216,6 +230,10 @@ class SimHost(Host):
     # -- internals ---------------------------------------------------------------------
     def _device_held(self, host_path: str) -> bool:
         return bool(self.holders([host_path]))
+
+    def _held_by_another(self, host_path: str) -> bool:
+        # A real hot reset opens the groups itself: only other processes are in the way.
+        return any(p.pid != os.getpid() for p in self.holders([host_path]).get(host_path, []))
 
     def _lock_root(self) -> int:
         fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

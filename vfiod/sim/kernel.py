@@ -740,6 +740,33 @@ class Kernel:
             return
         raise _err(errno.ENOTTY)
 
+    def hot_reset(self, address: str, is_held: Callable[[str], bool]) -> list[str]:
+        """VFIO_DEVICE_PCI_HOT_RESET through *address*'s device fd; return who was reset.
+
+        The kernel resets the bus below the parent bridge when every function on it is
+        on vfio-pci (else the caller cannot give their group fds: EPERM) and no other
+        process holds their groups (opening one fails EBUSY). Every function comes back,
+        whatever outcome a test set for its own methods: this is the bridge's reset.
+        """
+        address = self._known(address)
+        with self._op():
+            spec, st = self.specs[address], self.states[address]
+            if not st.present or st.driver != VFIO_DRIVER or st.group is None:
+                raise _err(errno.ENODEV)
+            if spec.parent is None:
+                raise _err(errno.ENOTTY)  # no bridge above a root-bus device
+            on_bus = [a for a in self._kids.get(spec.parent, [])
+                      if self.specs[a].bus == spec.bus and self.states[a].present]
+            if any(self.states[a].driver != VFIO_DRIVER for a in on_bus):
+                raise _err(errno.EPERM)
+            groups = {self.states[a].group for a in on_bus}
+            if any(is_held(f"/dev/vfio/{g}") for g in groups):
+                raise _err(errno.EBUSY)
+            for a in on_bus:
+                self.states[a].dead = False
+                self._touch(a)
+            return sorted(on_bus)
+
     def _natural_outcome(self, address: str, method: str) -> str:
         """What a method does on this machine when no test said otherwise."""
         if not self._probe_ok(address, method):
