@@ -12,6 +12,15 @@ CLASS_BRIDGE_HOST = 0x0600
 CLASS_BRIDGE_PCI = 0x0604
 
 
+#: Bridges' 16-bit classes: PCI-to-PCI, CardBus, semi-transparent PCI-to-PCI.
+BRIDGE_CLASSES = (CLASS_BRIDGE_PCI, 0x0607, 0x0609)
+
+
+def is_bridge_class(class_code: int) -> bool:
+    """True for a bridge's 24-bit class: it stays on its driver, never needs binding."""
+    return (class_code >> 8) in BRIDGE_CLASSES
+
+
 def is_vfio_driver(driver: str | None) -> bool:
     """vfio-pci or a VFIO variant driver (libvirt's rule: the name contains "vfio")."""
     return bool(driver) and "vfio" in driver  # type: ignore[operator]
@@ -63,8 +72,7 @@ class PciDevice:
     @property
     def is_bridge(self) -> bool:
         """Bridges stay on their driver: they never need binding for a group to be viable."""
-        return (self.class_code >> 16) == 0x06 and self.base_class in (
-            CLASS_BRIDGE_PCI, 0x0607, 0x0609)
+        return is_bridge_class(self.class_code)
 
     @property
     def is_endpoint(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from vfiod.model import CLASS_BRIDGE_PCI
+from vfiod.model import is_bridge_class
 
 #: org.vfiod1.Device property -> DeviceInfo field (DESIGN.md's list, in its order).
 PROPERTY_FIELDS: dict[str, str] = {
@@ -33,15 +33,6 @@ PROPERTY_FIELDS: dict[str, str] = {
     "Error": "error",
     "UsedBy": "used_by",
 }
-
-#: The 16-bit classes of bridges that stay on their driver (vfiod.model.PciDevice).
-_BRIDGE_CLASSES = (CLASS_BRIDGE_PCI, 0x0607, 0x0609)
-
-
-def is_bridge_class(class_code: int) -> bool:
-    """True for a PCI-to-PCI (or CardBus, semi-transparent) bridge's 24-bit class."""
-    return (class_code >> 16) == 0x06 and (class_code >> 8) in _BRIDGE_CLASSES
-
 
 @dataclass
 class DeviceInfo:

@@ -54,6 +54,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = [item for item in items if item not in last] + last
 
 
+@pytest.fixture(scope="module")
+def udevd_stopped() -> Iterator[None]:
+    """udevd stopped for a module: RealHost's event source reads the kernel's netlink
+    group then, in the kernel's own order."""
+    from . import udev
+
+    udev.settle()
+    udev.stop()
+    try:
+        yield
+    finally:
+        udev.start()
+
+
 @pytest.fixture(scope="session")
 def host() -> Iterator[RealHost]:
     """The guest's own kernel, through the host boundary vfiod uses."""

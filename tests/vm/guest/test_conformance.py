@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from vfiod.host.real import RealHost
 from vfiod.sim import SimHost
 
 from .. import scenario
-from . import udev
 
 #: What `modprobe vfio-pci` loads (vfio-pci's dependencies and vfio's soft one), in an
 #: order modprobe -r can remove them: the scenario starts with none of them loaded.
@@ -32,15 +30,6 @@ VFIO_MODULES = ("vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "vfio_virqfd", 
                 "irqbypass")
 
 
-@pytest.fixture(scope="module")
-def kernel_events() -> Iterator[None]:
-    """udevd stopped: RealHost's event source reads the kernel's netlink group."""
-    udev.settle()
-    udev.stop()
-    try:
-        yield
-    finally:
-        udev.start()
 
 
 def unload_vfio(host: RealHost) -> None:
@@ -54,7 +43,7 @@ def unload_vfio(host: RealHost) -> None:
 
 
 @pytest.fixture(scope="module")
-def real_trace(host: RealHost, kernel_events: None) -> list[scenario.Observation]:
+def real_trace(host: RealHost, udevd_stopped: None) -> list[scenario.Observation]:
     """The scenario on this guest's kernel (recorded to the results share too)."""
     unload_vfio(host)
     probe = host.open_events()

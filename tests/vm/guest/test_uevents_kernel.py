@@ -14,18 +14,11 @@ from vfiod.host.base import EventSource
 from vfiod.host.real import RealHost
 
 from .. import layout
-from . import pci, udev
+from . import pci
 from .uevents import ENTER, LEAVE, enter, leave, sequence
 
 
-@pytest.fixture(scope="module", autouse=True)
-def udevd_stopped() -> Iterator[None]:
-    udev.settle()
-    udev.stop()
-    try:
-        yield
-    finally:
-        udev.start()
+pytestmark = pytest.mark.usefixtures("udevd_stopped")
 
 
 @pytest.fixture
