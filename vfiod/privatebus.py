@@ -272,9 +272,12 @@ class Notifications:
         return bool(self.wait(lambda got: any("READY=1" in n.lines for n in got), timeout))
 
     def join(self, timeout: float = 5.0) -> None:
-        """Wait for the reading thread (it ends once the process has exited)."""
+        """Wait for the reading thread (it ends once the process has exited); without
+        one (``follow`` was never called, or failed), close the socket now."""
         if self._thread is not None:
             self._thread.join(timeout)
+        else:
+            self.close()
 
     def close(self) -> None:
         """Close the socket and remove its dir (the thread does this itself at the end)."""
