@@ -71,6 +71,8 @@ bench: setup
 #
 # System integration files go where their tools look, whatever PREFIX is: the unit,
 # the D-Bus policy and activation file, the polkit action, the initramfs integrations.
+# @bindir@ is replaced on the units' Exec lines only (their comments name it too). The
+# bus policy's one copy is the package's (vfiod/data/), which vfiod.privatebus reads.
 INSTALL_PYTHON    ?= /usr/bin/python3
 PIP_INSTALL_FLAGS ?= --no-build-isolation
 # `make install BUNDLE_DEPS=1` puts the dependencies from PyPI into $(PKGLIBDIR) too
@@ -104,10 +106,10 @@ install:
 	done
 	install -d '$(DESTDIR)$(SYSTEMDUNITDIR)' '$(DESTDIR)$(DBUSSYSTEMDIR)' \
 	  '$(DESTDIR)$(DBUSSERVICEDIR)' '$(DESTDIR)$(POLKITACTIONDIR)'
-	sed 's|@bindir@|$(BINDIR)|g' systemd/vfiod.service > '$(DESTDIR)$(SYSTEMDUNITDIR)/vfiod.service'
+	sed '/^Exec/s|@bindir@|$(BINDIR)|g' systemd/vfiod.service > '$(DESTDIR)$(SYSTEMDUNITDIR)/vfiod.service'
 	chmod 0644 '$(DESTDIR)$(SYSTEMDUNITDIR)/vfiod.service'
-	install -m 0644 dbus/org.vfiod1.conf '$(DESTDIR)$(DBUSSYSTEMDIR)/org.vfiod1.conf'
-	sed 's|@bindir@|$(BINDIR)|g' dbus/org.vfiod1.service > '$(DESTDIR)$(DBUSSERVICEDIR)/org.vfiod1.service'
+	install -m 0644 vfiod/data/org.vfiod1.conf '$(DESTDIR)$(DBUSSYSTEMDIR)/org.vfiod1.conf'
+	sed '/^Exec/s|@bindir@|$(BINDIR)|g' dbus/org.vfiod1.service > '$(DESTDIR)$(DBUSSERVICEDIR)/org.vfiod1.service'
 	chmod 0644 '$(DESTDIR)$(DBUSSERVICEDIR)/org.vfiod1.service'
 	install -m 0644 dbus/org.vfiod1.policy '$(DESTDIR)$(POLKITACTIONDIR)/org.vfiod1.policy'
 	install -D -m 0755 initramfs/initramfs-tools/hooks/vfiod '$(DESTDIR)$(INITRAMFSTOOLSDIR)/hooks/vfiod'

@@ -276,8 +276,8 @@ def scratch(name: str, *, disk: bool = False) -> Iterator[Path]:
 class NameWatch(threading.Thread):
     """Notes the moment org.vfiod1 gets an owner, from the bus's NameOwnerChanged signal.
 
-    start_vfiod polls for the owner every 50 ms with busctl; the signal gives the
-    moment itself. The thread has its own client and event loop and ends on its own
+    start_vfiod returns at the daemon's READY=1, a little after the name is owned; the
+    signal gives the moment itself. The thread has its own client and event loop and ends on its own
     (the name owned, stop(), or 300 s).
     """
 

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from vfiod.privatebus import PrivateBus
+from vfiod.privatebus import PROJECT_POLICY, PrivateBus
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "vfiod.service"
 BUS_POLICY = REPO / "dbus" / "org.vfiod1.conf"
+#: The bus policy's one copy: package data, which the private bus and `make install` use.
+PACKAGED_POLICY = REPO / "vfiod" / "data" / "org.vfiod1.conf"
 ACTIVATION = REPO / "dbus" / "org.vfiod1.service"
 POLKIT = REPO / "dbus" / "org.vfiod1.policy"
 
@@ -94,6 +96,13 @@ def test_bus_policy_lets_only_root_own_and_everyone_call() -> None:
             "org.freedesktop.DBus.Introspectable",
             "org.freedesktop.DBus.ObjectManager"} <= interfaces
     assert not [a for a in root.iter("deny")]
+
+
+def test_bus_policy_has_one_copy_the_packages_and_dbus_links_to_it() -> None:
+    assert BUS_POLICY.is_symlink()
+    assert BUS_POLICY.resolve() == PACKAGED_POLICY.resolve()
+    assert not PACKAGED_POLICY.is_symlink()
+    assert PROJECT_POLICY.read_bytes() == PACKAGED_POLICY.read_bytes()
 
 
 def test_activation_file_hands_over_to_the_systemd_unit() -> None:
@@ -325,7 +334,31 @@ def test_install_substitutes_the_installed_bindir(installed: Path) -> None:
     activation = (installed / "usr/share/dbus-1/system-services/org.vfiod1.service").read_text()
     assert "ExecStart=/usr/local/bin/vfiod\n" in unit
     assert "Exec=/usr/local/bin/vfiod\n" in activation
-    assert "@bindir@" not in unit + activation
+    exec_lines = [line for line in (unit + activation).splitlines() if line.startswith("Exec")]
+    assert exec_lines and not any("@bindir@" in line for line in exec_lines)
+
+
+@needs_make
+@pytest.mark.parametrize(("source", "installed_as"), [
+    (UNIT, "lib/systemd/system/vfiod.service"),
+    (ACTIVATION, "usr/share/dbus-1/system-services/org.vfiod1.service"),
+])
+def test_install_leaves_every_line_but_exec_lines_as_written(
+        installed: Path, source: Path, installed_as: str) -> None:
+    written = source.read_text().splitlines()
+    result = (installed / installed_as).read_text().splitlines()
+    assert len(result) == len(written)
+    changed = [old for old, new in zip(written, result) if old != new]
+    assert changed and all(old.startswith("Exec") for old in changed)
+    # The comments that explain @bindir@ still say @bindir@.
+    assert any(line.startswith("#") and "@bindir@" in line for line in result)
+
+
+@needs_make
+def test_install_puts_the_packages_own_bus_policy_in_system_d(installed: Path) -> None:
+    system_d = installed / "usr/share/dbus-1/system.d/org.vfiod1.conf"
+    packaged = installed / "usr/local/lib/vfiod/vfiod/data/org.vfiod1.conf"
+    assert system_d.read_bytes() == packaged.read_bytes() == BUS_POLICY.read_bytes()
 
 
 @needs_make

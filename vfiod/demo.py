@@ -7,6 +7,9 @@ Every step checks that it did what it shows (exit status, output, and the simula
 sysfs tree); the demo exits 1 at the first one that did not. The daemon, the bus and
 the temporary directory are removed afterwards, also on Ctrl-C, SIGTERM or failure.
 Nothing here touches this machine's /sys.
+
+It ships with vfiod and runs from an installed copy as from a checkout
+(``python -m vfiod.demo``): the daemon and vfioctl it starts are that same copy.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from vfiod.privatebus import PrivateBus, PrivateBusError, start_vfiod, stop_vfiod
+from vfiod.privatebus import (
+    PrivateBus,
+    PrivateBusError,
+    same_vfiod_env,
+    start_vfiod,
+    stop_vfiod,
+)
 
 PROFILE = "seed-x99"
 GPU = "0000:06:00.0"
@@ -176,7 +185,7 @@ def main() -> int:
                                  log=workdir / "vfiod.log")
             try:
                 print(f"(vfiod ready in {time.monotonic() - started:.1f} s)\n", flush=True)
-                env = bus.env()
+                env = same_vfiod_env(bus.env())  # this vfiod's vfioctl
                 if sys.stdout.isatty():
                     env["COLUMNS"] = str(shutil.get_terminal_size().columns)
                 for step in STEPS:

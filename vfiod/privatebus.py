@@ -2,11 +2,14 @@
 
 ``PrivateBus`` runs a real ``dbus-daemon`` with a configuration modelled on the system
 bus (``<type>system</type>``, a default policy that denies owning names and method
-calls) plus the project's own bus policy, dbus/org.vfiod1.conf, through ``<include>``.
-The policy is therefore enforced for real: only root may own ``org.vfiod1``.
+calls) plus the project's own bus policy through ``<include>``. The policy is package
+data (vfiod/data/org.vfiod1.conf, the one copy: `make install` installs it to system.d
+from there), so an installed vfiod has it too. It is enforced for real: only root may
+own ``org.vfiod1``.
 
-``start_vfiod`` launches ``python -m vfiod.daemon.main --simulate ...`` on that bus and
-waits until the daemon owns ``org.vfiod1`` (which it does last, once it is fully up).
+``start_vfiod`` launches ``python -m vfiod.daemon.main --simulate ...`` on that bus the
+way systemd would start the unit: with a NOTIFY_SOCKET of its own, returning once the
+daemon says READY=1 (which it does last, once it is fully up and owns its name).
 ``stop_vfiod`` ends exactly that process.
 
 The daemon runs ``--simulate`` unless a caller passes ``real_host=True``, which only
@@ -21,19 +24,26 @@ import os
 import select
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import TracebackType
+from typing import Any, NamedTuple
 from xml.sax.saxutils import escape
 
 BUS_NAME = "org.vfiod1"
 
-#: The project's bus policy (written by the packaging side; installed to system.d).
-PROJECT_POLICY = Path(__file__).resolve().parent.parent / "dbus" / "org.vfiod1.conf"
+#: The project's bus policy, shipped in the package (`make install` installs the
+#: system's copy from this file; dbus/org.vfiod1.conf in a checkout links to it).
+PROJECT_POLICY: Traversable = resources.files("vfiod").joinpath("data", "org.vfiod1.conf")
 
 # The stand-in for polkit's own bus policy (a real system ships it in
 # /usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf): lets a mock polkitd run
@@ -109,7 +119,8 @@ class PrivateBusError(RuntimeError):
 class PrivateBus:
     """A dbus-daemon with system-bus policy on a socket in a temp dir; a context manager.
 
-    ``policy`` is the bus policy file to include (the project's by default);
+    ``policy`` is the bus policy file to include (the project's by default; a copy
+    goes into the bus's temp dir, so a policy inside a zipped package works too);
     ``polkit`` adds the bus policy polkit ships, so that a mock polkitd may run.
     The socket's directory is world-searchable so that an unprivileged caller (a test
     run under ``setpriv``) can connect and be judged by the policy, not by file modes.
@@ -117,7 +128,7 @@ class PrivateBus:
 
     def __init__(self, policy: str | os.PathLike[str] | None = None, *,
                  polkit: bool = True, start_timeout: float = 10.0) -> None:
-        self.policy = Path(policy) if policy is not None else PROJECT_POLICY
+        self.policy: Traversable = Path(policy) if policy is not None else PROJECT_POLICY
         self.polkit = polkit
         self.start_timeout = start_timeout
         self.dir: Path | None = None
@@ -149,11 +160,13 @@ class PrivateBus:
         self.dir = Path(tempfile.mkdtemp(prefix="vfiod-bus-"))
         try:
             os.chmod(self.dir, 0o755)
+            policy = self.dir / "policy.conf"
+            policy.write_text(self.policy.read_text(encoding="utf-8"), encoding="utf-8")
             config = self.dir / "bus.conf"
             config.write_text(_CONFIG.format(
                 socket=escape(str(self.socket_path)),
                 polkit=_POLKIT_POLICY if self.polkit else "",
-                policy=escape(str(self.policy)),
+                policy=escape(str(policy)),
             ))
             # --nofork: the daemon is our own child, so its pid is ours to stop. Its
             # complaints (it cannot raise its fd limit in a container) go to a log file.
@@ -194,17 +207,140 @@ class PrivateBus:
         self.stop()
 
 
+class Notification(NamedTuple):
+    """One sd_notify datagram: when it arrived (time.monotonic()) and its text."""
+
+    at: float
+    text: str
+
+    @property
+    def lines(self) -> list[str]:
+        """Its assignments, ``READY=1``, ``STATUS=...``, one per item."""
+        return self.text.split("\n")
+
+
+# struct ucred: pid, uid, gid
+_UCRED = struct.Struct("iII")
+
+
+class Notifications:
+    """The NOTIFY_SOCKET of one vfiod process: what systemd would hear from it.
+
+    A datagram socket in a temp dir of its own. Once ``follow(pid)`` is called a thread
+    receives every notification that process sends (others' are ignored, as with
+    systemd's NotifyAccess=main) until the process exits; then it closes the socket and
+    removes the dir. Reading on until the end matters: a sender blocks once a datagram
+    socket's queue is full, and vfiod sends from its event loop.
+    """
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="vfiod-notify-"))
+        #: The socket's path, for $NOTIFY_SOCKET.
+        self.path = str(self.dir / "notify")
+        self.received: list[Notification] = []
+        #: True once the process exited and everything it sent was read.
+        self.ended = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            self._sock.bind(self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def follow(self, pid: int) -> None:
+        """Receive what *pid* (a child not yet waited for) sends, until it exits."""
+        pidfd = os.pidfd_open(pid)
+        self._thread = threading.Thread(target=self._receive_until_exit, args=(pid, pidfd),
+                                        name=f"notify {pid}", daemon=True)
+        self._thread.start()
+
+    def wait(self, predicate: Callable[[list[Notification]], Any], timeout: float) -> Any:
+        """Until *predicate* over what was received is true; its last value.
+
+        Also returns (with that falsy value) once the process has ended or after
+        *timeout* seconds.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: self.ended or predicate(self.received), timeout)
+            return predicate(self.received)
+
+    def ready(self, timeout: float) -> bool:
+        """True once READY=1 came within *timeout*; False if the process ended first."""
+        return bool(self.wait(lambda got: any("READY=1" in n.lines for n in got), timeout))
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait for the reading thread (it ends once the process has exited); without
+        one (``follow`` was never called, or failed), close the socket now."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Close the socket and remove its dir (the thread does this itself at the end)."""
+        self._sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _receive_until_exit(self, pid: int, pidfd: int) -> None:
+        try:
+            while True:
+                readable, _, _ = select.select([self._sock, pidfd], [], [])
+                if self._sock in readable:
+                    self._receive_one(pid, block=True)
+                elif pidfd in readable:
+                    # It exited: what it sent before is still queued.
+                    while self._receive_one(pid, block=False):
+                        pass
+                    return
+        except OSError:
+            return  # the socket was closed under us: nothing more to hear
+        finally:
+            os.close(pidfd)
+            self.close()
+            with self._changed:
+                self.ended = True
+                self._changed.notify_all()
+
+    def _receive_one(self, pid: int, *, block: bool) -> bool:
+        try:
+            data, ancillary, _, _ = self._sock.recvmsg(
+                65536, socket.CMSG_SPACE(_UCRED.size), 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        sender = None
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                sender = _UCRED.unpack(payload[:_UCRED.size])[0]
+        if sender == pid:
+            with self._changed:
+                self.received.append(Notification(time.monotonic(),
+                                                  data.decode(errors="replace")))
+                self._changed.notify_all()
+        return True
+
+
+class VfiodProcess(subprocess.Popen[bytes]):
+    """A vfiod started by ``start_vfiod``, with what it told its service manager."""
+
+    notifications: Notifications
+
+
 def vfiod_command(bus: PrivateBus | str, sim_root: str | os.PathLike[str] | None,
                   profile: str | None, state_dir: str | os.PathLike[str],
                   config: str | os.PathLike[str] | None = None, *,
-                  real_host: bool = False) -> list[str]:
+                  real_host: bool = False, program: Sequence[str] | None = None) -> list[str]:
     """The command line that runs vfiod on the simulated *profile* on *bus*.
 
-    With *real_host* (and neither *sim_root* nor *profile*) vfiod manages the machine
-    it runs on: only ever inside a test guest.
+    *program* is what runs vfiod (``python -m vfiod.daemon.main`` with this Python by
+    default; an installed ``vfiod``, or a test's launcher). With *real_host* (and
+    neither *sim_root* nor *profile*) vfiod manages the machine it runs on: only ever
+    inside a test guest.
     """
     address = bus.address if isinstance(bus, PrivateBus) else bus
-    cmd = [sys.executable, "-m", "vfiod.daemon.main"]
+    cmd = list(program) if program is not None else [sys.executable, "-m", "vfiod.daemon.main"]
     if real_host:
         if sim_root is not None or profile is not None:
             raise ValueError("a vfiod on the real host takes no simulated profile or root")
@@ -219,45 +355,73 @@ def vfiod_command(bus: PrivateBus | str, sim_root: str | os.PathLike[str] | None
     return cmd
 
 
+def same_vfiod_env(env: Mapping[str, str]) -> dict[str, str]:
+    """*env* with this vfiod's directory first on PYTHONPATH.
+
+    A ``python -m vfiod...`` child then runs the copy of vfiod its parent runs (an
+    installed one, a checkout), whatever else is on its interpreter's path.
+    """
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != here]
+    return {**env, "PYTHONPATH": os.pathsep.join([here, *rest])}
+
+
 def start_vfiod(bus: PrivateBus, sim_root: str | os.PathLike[str] | None,
                 profile: str | None = "seed-x99",
                 state_dir: str | os.PathLike[str] | None = None,
                 config: str | os.PathLike[str] | None = None,
                 extra_env: Mapping[str, str] | None = None, *,
                 log: str | os.PathLike[str] | None = None,
-                timeout: float = 30.0, real_host: bool = False) -> subprocess.Popen[bytes]:
-    """Launch vfiod on the simulated host and return once it serves ``org.vfiod1``.
+                timeout: float = 30.0, real_host: bool = False,
+                program: Sequence[str] | None = None) -> VfiodProcess:
+    """Launch vfiod on the simulated host and return once it says READY=1.
 
     *real_host*: vfiod manages this machine (pass ``sim_root=None, profile=None`` and a
-    *state_dir*); only the real-kernel tier's guest tests do that.
+    *state_dir*); only the real-kernel tier's guest tests do that. *program*: see
+    ``vfiod_command``.
 
-    vfiod owns its name only when it is fully up (recovered, scanned, exported,
-    watching), so the name being owned is the readiness signal here; NOTIFY_SOCKET is
-    passed only when *extra_env* brings one (a test of sd_notify). *log*: a file that
-    receives the daemon's stdout and stderr (inherited otherwise). On failure to start
-    the process is stopped and PrivateBusError raised with the end of its log.
+    The harness plays systemd's part: the daemon gets a NOTIFY_SOCKET of the harness's
+    own and sends READY=1 when it is fully up (recovered, scanned, exported, watching,
+    owning its name). Everything it sends is kept in ``proc.notifications``; a caller
+    cannot bring a NOTIFY_SOCKET of its own. *log*: a file that receives the daemon's
+    stdout and stderr (inherited otherwise). On failure to start the process is
+    stopped and PrivateBusError raised with the end of its log.
     """
+    if extra_env and "NOTIFY_SOCKET" in extra_env:
+        raise ValueError("start_vfiod gives vfiod its NOTIFY_SOCKET; read "
+                         "proc.notifications instead")
     if state_dir is None:
         if sim_root is None:
             raise ValueError("a state dir is needed when there is no sim root")
         state_dir = Path(sim_root).with_name(Path(sim_root).name + "-state")
     Path(state_dir).mkdir(parents=True, exist_ok=True)
-    env = bus.env()
+    command = vfiod_command(bus, sim_root, profile, state_dir, config, real_host=real_host,
+                            program=program)
+    env = same_vfiod_env(bus.env())
     for inherited in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
         env.pop(inherited, None)
     env.update(extra_env or {})
+    notifications = Notifications()
+    env["NOTIFY_SOCKET"] = notifications.path
     out = open(log, "ab") if log is not None else None  # noqa: SIM115 (closed below)
     try:
-        proc = subprocess.Popen(vfiod_command(bus, sim_root, profile, state_dir, config,
-                                              real_host=real_host),
-                                env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT if out is not None else None,
-                                preexec_fn=die_with_parent)
+        proc = VfiodProcess(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT if out is not None else None,
+                            preexec_fn=die_with_parent)
+    except BaseException:
+        notifications.close()
+        raise
     finally:
         if out is not None:
             out.close()
+    proc.notifications = notifications
     try:
-        _wait_name(proc, bus.address, timeout)
+        notifications.follow(proc.pid)
+        if not notifications.ready(timeout):
+            code = proc.poll()
+            if code is not None:
+                raise PrivateBusError(f"vfiod exited with status {code} before it was ready")
+            raise PrivateBusError(f"vfiod was not ready (no READY=1) within {timeout:g} s")
     except BaseException as exc:
         stop_vfiod(proc)
         if isinstance(exc, PrivateBusError) and log is not None:
@@ -269,7 +433,10 @@ def start_vfiod(bus: PrivateBus, sim_root: str | os.PathLike[str] | None,
 
 def stop_vfiod(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     """SIGTERM vfiod (only that pid), wait, SIGKILL after *timeout*; its exit status."""
-    return _terminate(proc, timeout)
+    code = _terminate(proc, timeout)
+    if isinstance(proc, VfiodProcess):
+        proc.notifications.join()
+    return code
 
 
 def name_has_owner(address: str, name: str = BUS_NAME) -> bool:
@@ -311,15 +478,3 @@ def name_owner_pid(address: str, name: str = BUS_NAME) -> int | None:
          name], capture_output=True, text=True, timeout=10, check=False)
     fields = result.stdout.split()
     return int(fields[1]) if result.returncode == 0 and len(fields) == 2 else None
-
-
-def _wait_name(proc: subprocess.Popen[bytes], address: str, timeout: float) -> None:
-    """Until *proc* itself owns the name (another vfiod owning it does not count)."""
-    deadline = time.monotonic() + timeout
-    while name_owner_pid(address) != proc.pid:
-        if proc.poll() is not None:
-            raise PrivateBusError(f"vfiod exited with status {proc.returncode} "
-                                  f"before owning {BUS_NAME}")
-        if time.monotonic() > deadline:
-            raise PrivateBusError(f"vfiod did not own {BUS_NAME} within {timeout:g} s")
-        time.sleep(0.05)

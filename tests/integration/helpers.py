@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from vfiod.privatebus import PrivateBus, start_vfiod, stop_vfiod
+from vfiod.privatebus import PrivateBus, VfiodProcess, start_vfiod, stop_vfiod
 
 BUS_NAME = "org.vfiod1"
 MANAGER = "/org/vfiod1"
@@ -24,6 +25,9 @@ MANAGER_IFACE = "org.vfiod1.Manager"
 DEVICE_IFACE = "org.vfiod1.Device"
 POLKIT_NAME = "org.freedesktop.PolicyKit1"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+#: The test-side launcher that runs vfiod with knobs armed in its simulated host.
+LAUNCHER = [sys.executable, str(Path(__file__).with_name("launcher.py"))]
+KNOBS_ENV = "VFIOD_SIM_TEST_KNOBS"
 
 
 def device_path(address: str) -> str:
@@ -62,7 +66,7 @@ class Vfiod:
     profile: str = "seed-x99"
     config: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: VfiodProcess | None = None
 
     @property
     def address(self) -> str:
@@ -70,10 +74,16 @@ class Vfiod:
         return self.bus.address
 
     def start(self, **env: str) -> Vfiod:
-        """Start (or restart) the daemon; extra environment for this start only."""
+        """Start (or restart) the daemon; extra environment for this start only.
+
+        With knobs in the environment it runs through the test launcher, otherwise as
+        vfiod's own ``python -m vfiod.daemon.main``.
+        """
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        env = {**self.env, **env}
         self.proc = start_vfiod(self.bus, self.sim_root, self.profile, self.state_dir,
-                                self.config, {**self.env, **env}, log=self.log_path)
+                                self.config, env, log=self.log_path,
+                                program=LAUNCHER if KNOBS_ENV in env else None)
         return self
 
     def stop(self) -> int:
@@ -190,8 +200,8 @@ class SignalRecorder:
 
 
 def knobs(**values: Any) -> Mapping[str, str]:
-    """The environment that arms the daemon's simulated faults (vfiod.daemon.faults)."""
-    return {"VFIOD_SIM_TEST_KNOBS": json.dumps(values)}
+    """The environment that arms the daemon's simulated faults (see launcher.py)."""
+    return {KNOBS_ENV: json.dumps(values)}
 
 
 def polkit_allow(bus: PrivateBus, *actions: str) -> None:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from vfiod.privatebus import PrivateBusError, name_has_owner
+from vfiod.privatebus import (
+    Notification,
+    Notifications,
+    PrivateBus,
+    PrivateBusError,
+    name_has_owner,
+    name_owner_pid,
+    stop_vfiod,
+    vfiod_command,
+)
 
 from .helpers import Vfiod, knobs, sim_driver, wait_for
 
@@ -22,27 +29,15 @@ CONFIG = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\n'
 BAD_CONFIG = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\nboot = "maybe"\n'
 
 
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify"))
-    sock.settimeout(10)
-    try:
-        yield sock
-    finally:
-        sock.close()
+def notifications(daemon: Vfiod) -> Notifications:
+    """What the daemon sent to its NOTIFY_SOCKET (the harness's, as systemd's would be)."""
+    assert daemon.proc is not None
+    return daemon.proc.notifications
 
 
-def datagrams(sock: socket.socket, until: Callable[[list[str]], bool],
-              timeout: float = 10.0) -> list[str]:
-    """Receive notifications until *until* says enough."""
-    got: list[str] = []
-    deadline = time.monotonic() + timeout
-    while not until(got):
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        got.append(sock.recv(4096).decode())
-    return got
+def with_line(line: str) -> Callable[[list[Notification]], list[Notification]]:
+    """A predicate over notifications: those that carry *line*."""
+    return lambda got: [n for n in got if line in n.lines]
 
 
 def drivers(root: Path) -> dict[str, str]:
@@ -51,37 +46,58 @@ def drivers(root: Path) -> dict[str, str]:
 
 
 def test_ready_is_sent_once_the_name_is_owned_with_a_status_line(
-        make_vfiod: Callable[..., Vfiod], notify_socket: socket.socket) -> None:
-    daemon = make_vfiod().start(NOTIFY_SOCKET=notify_socket.getsockname())
-    got = datagrams(notify_socket, lambda g: any("READY=1" in m for m in g))
-    ready = next(m for m in got if "READY=1" in m)
-    assert "STATUS=0 devices on vfio-pci, 0 in a guest" in ready.split("\n")
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod().start()
+    [ready] = with_line("READY=1")(notifications(daemon).received)
+    assert "STATUS=0 devices on vfio-pci, 0 in a guest" in ready.lines
     assert name_has_owner(daemon.address)
 
 
-def test_status_line_follows_a_bind(make_vfiod: Callable[..., Vfiod],
-                                    notify_socket: socket.socket) -> None:
-    daemon = make_vfiod().start(NOTIFY_SOCKET=notify_socket.getsockname())
-    datagrams(notify_socket, lambda g: any("READY=1" in m for m in g))
+def test_status_line_follows_a_bind(make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod().start()
     assert daemon.call("Bind", "sa{sv}", GPU, "0").returncode == 0
-    datagrams(notify_socket, lambda g: "STATUS=2 devices on vfio-pci, 0 in a guest" in g)
+    assert notifications(daemon).wait(
+        with_line("STATUS=2 devices on vfio-pci, 0 in a guest"), timeout=10)
 
 
-def test_watchdog_is_pinged_every_half_interval(make_vfiod: Callable[..., Vfiod],
-                                                notify_socket: socket.socket) -> None:
-    make_vfiod().start(NOTIFY_SOCKET=notify_socket.getsockname(), WATCHDOG_USEC="200000")
-    datagrams(notify_socket, lambda g: any("READY=1" in m for m in g))
-    began = time.monotonic()
-    datagrams(notify_socket, lambda g: g.count("WATCHDOG=1") >= 3, timeout=5)
+def test_watchdog_is_pinged_every_half_interval(make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod().start(WATCHDOG_USEC="200000")
+    notes = notifications(daemon)
+    [ready] = with_line("READY=1")(notes.received)
+
+    def three_pings(got: list[Notification]) -> list[Notification]:
+        pings = with_line("WATCHDOG=1")(got)
+        return pings if len(pings) >= 3 else []
+
+    pings = notes.wait(three_pings, timeout=5)
+    assert pings, [n.text for n in notes.received]
     # Three pings 0.1 s apart (the first may be immediate): well under a second.
-    assert time.monotonic() - began < 1.0
+    assert pings[2].at - ready.at < 1.0
 
 
 def test_missing_notify_socket_does_not_stop_the_daemon(
-        make_vfiod: Callable[..., Vfiod], tmp_path: Path) -> None:
-    daemon = make_vfiod().start(NOTIFY_SOCKET=str(tmp_path / "absent"))
-    assert daemon.status()[GPU]["driver"] == "nvidia"
-    assert "cannot notify the service manager" in daemon.log()
+        private_bus: PrivateBus, tmp_path: Path) -> None:
+    # Not through start_vfiod, which gives vfiod a socket of its own to wait on.
+    env = {**private_bus.env(), "NOTIFY_SOCKET": str(tmp_path / "absent")}
+    (tmp_path / "empty.toml").write_text("")
+    command = vfiod_command(private_bus, tmp_path / "sim", "seed-x99", tmp_path / "state",
+                            tmp_path / "empty.toml")
+    with open(tmp_path / "vfiod.log", "wb") as log:
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: name_owner_pid(private_bus.address) == proc.pid
+                 or proc.poll() is not None, 30, "vfiod owning its name")
+        assert proc.poll() is None, (tmp_path / "vfiod.log").read_text()
+        wait_for(lambda: "cannot notify the service manager"
+                 in (tmp_path / "vfiod.log").read_text(), what="the warning")
+        status = subprocess.run(["busctl", f"--address={private_bus.address}", "call",
+                                 "org.vfiod1", "/org/vfiod1", "org.vfiod1.Manager", "Status"],
+                                capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0 and '"0000:06:00.0"' in status.stdout, status.stderr
+        assert proc.poll() is None
+    finally:
+        assert stop_vfiod(proc) == 0
 
 
 def test_sighup_with_a_bad_config_keeps_the_old_one_and_logs_file_and_line(

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from vfiod.privatebus import PrivateBus, name_owner_pid, stop_vfiod
-
-from .helpers import wait_for
+from vfiod.privatebus import PrivateBus, start_vfiod, stop_vfiod
 
 SYS_PCI = Path("/sys/bus/pci/devices")
 
@@ -24,18 +21,9 @@ def test_real_host_mode_lists_this_machines_pci_functions(private_bus: PrivateBu
                                                            tmp_path: Path) -> None:
     config = tmp_path / "empty.toml"
     config.write_text("")
-    env = private_bus.env()
-    env.pop("NOTIFY_SOCKET", None)
-    with open(tmp_path / "vfiod.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vfiod.daemon.main", "--config", str(config),
-             "--state-dir", str(tmp_path / "state")],  # the system bus: ours, via env
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    proc = start_vfiod(private_bus, None, None, tmp_path / "state", config,
+                       log=tmp_path / "vfiod.log", real_host=True)
     try:
-        wait_for(lambda: name_owner_pid(private_bus.address) == proc.pid
-                 or proc.poll() is not None,
-                 30, "vfiod on the real host")
-        assert proc.poll() is None, (tmp_path / "vfiod.log").read_text()
         status = subprocess.run(
             ["busctl", f"--address={private_bus.address}", "call", "org.vfiod1",
              "/org/vfiod1", "org.vfiod1.Manager", "Status"],

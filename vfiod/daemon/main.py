@@ -14,11 +14,20 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbus_fast import BusType
 
 from vfiod.daemon.log import log, setup_logging
+
+if TYPE_CHECKING:
+    from vfiod.host.base import Host
+
+#: What makes the host vfiod manages from its options (``open_host`` unless a program
+#: embedding vfiod's main, such as a test's launcher, brings its own).
+HostOpener = Callable[[argparse.Namespace], "Host"]
 
 DEFAULT_CONFIG = "/etc/vfiod/vfiod.toml"
 DEFAULT_STATE_DIR = "/var/lib/vfiod"
@@ -55,13 +64,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def open_host(args: argparse.Namespace) -> Host:
+    """The host vfiod manages: the simulated PROFILE with --simulate, else this machine.
+
+    The simulated machine is built in --sim-root (or re-attached when that already
+    holds one), in a temporary directory without it.
+    """
+    if args.simulate:
+        from vfiod.sim import SimHost
+
+        if args.sim_root is not None:
+            Path(args.sim_root).mkdir(parents=True, exist_ok=True)
+        return SimHost(profile=args.simulate, root=args.sim_root)
+    from vfiod.host.real import RealHost
+
+    return RealHost("/")
+
+
+async def _serve(args: argparse.Namespace, host_opener: HostOpener,
+                 write_timeout: float | None) -> int:
     # Imported here so that --help stays fast and a broken install reports cleanly.
     from vfiod.config import ConfigError, load_config
     from vfiod.daemon.runtime import Daemon, StartupError
     from vfiod.engine import Engine
     from vfiod.errors import VfiodError
-    from vfiod.host.base import DEFAULT_WRITE_TIMEOUT, Host
+    from vfiod.host.base import DEFAULT_WRITE_TIMEOUT
 
     try:
         config = await asyncio.to_thread(load_config, args.config)
@@ -69,33 +96,23 @@ async def _serve(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", err)
         return 1
 
-    host: Host
-    fatal: tuple[type[BaseException], ...] = ()
-    write_timeout = DEFAULT_WRITE_TIMEOUT
-    if args.simulate:
-        from vfiod.daemon import faults
-
-        try:
-            host = await asyncio.to_thread(faults.make_sim_host, args.simulate, args.sim_root)
-            knobs = faults.knobs_from_env()
-            faults.apply(host, knobs)
-        except (VfiodError, ValueError, OSError) as err:
+    try:
+        host = await asyncio.to_thread(host_opener, args)
+    except (VfiodError, ValueError, OSError) as err:
+        if args.simulate:
             log.error("cannot start the simulated host %r: %s", args.simulate, err)
-            return 1
-        fatal = faults.fatal_exceptions()
-        write_timeout = knobs.write_timeout or DEFAULT_WRITE_TIMEOUT
-    else:
-        from vfiod.host.real import RealHost
-
-        host = RealHost("/")
+        else:
+            log.error("cannot start: %s", err)
+        return 1
 
     state_dir = Path(args.state_dir or default_state_dir())
     daemon: Daemon | None = None
     try:
-        engine = Engine(host, state_dir, config, write_timeout=write_timeout)
+        engine = Engine(host, state_dir, config,
+                        write_timeout=write_timeout or DEFAULT_WRITE_TIMEOUT)
         bus_type = BusType.SESSION if args.session else BusType.SYSTEM
         daemon = Daemon(engine, args.config, bus_address=args.address, bus_type=bus_type,
-                        simulated=host.simulated, fatal=fatal)
+                        simulated=host.simulated)
         await daemon.run()
     except StartupError as err:
         log.error("cannot start: %s", err)
@@ -115,12 +132,18 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``vfiod``."""
+def main(argv: list[str] | None = None, *, host_opener: HostOpener = open_host,
+         write_timeout: float | None = None) -> int:
+    """Entry point of ``vfiod``.
+
+    *host_opener* and *write_timeout* (seconds a kernel write may block before the
+    operation fails; DEFAULT_WRITE_TIMEOUT) are for a program that embeds vfiod's main,
+    such as the tests' launcher, which arms the simulated host it opens with faults.
+    """
     args = parse_args(argv)
     setup_logging(args.verbose)
     try:
-        return asyncio.run(_serve(args))
+        return asyncio.run(_serve(args, host_opener, write_timeout))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return 130
 

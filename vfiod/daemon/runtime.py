@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +36,6 @@ from vfiod.records import DeviceStatus, State
 #: How long running operations may go on after SIGTERM before they are abandoned
 #: (a restarted daemon's recover() then finishes them).
 STOP_GRACE = 15.0
-#: Exit status when a simulated crash stands for the process being killed.
-EXIT_KILLED = 128 + signal.SIGKILL
 
 
 class StartupError(Exception):
@@ -50,17 +47,13 @@ class Daemon:
 
     def __init__(self, engine: Engine, config_path: str | Path, *,
                  bus_address: str | None = None, bus_type: BusType = BusType.SYSTEM,
-                 simulated: bool = False,
-                 fatal: tuple[type[BaseException], ...] = ()) -> None:
+                 simulated: bool = False) -> None:
         self.engine = engine
         self.host = engine.host
         self.config_path = Path(config_path)
         self.bus_address = bus_address
         self.bus_type = bus_type
         self.simulated = simulated
-        #: Exceptions that stand for the process dying on the spot (the simulated
-        #: host's crash knob): the daemon exits at once, leaving its journal behind.
-        self.fatal = fatal
         self.notifier = Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vfiod-op")
         self.iommu_enabled = False
@@ -111,7 +104,7 @@ class Daemon:
         """Recover, scan, connect, export the objects (the first part of start)."""
         # Events that arrive while we recover and scan wait in the source's queue.
         self.uevents.open()
-        touched = await asyncio.to_thread(self._recover)
+        touched = await asyncio.to_thread(self.engine.recover)
         if touched:
             log.warning("recovered %d device(s) an earlier vfiod left mid-operation: %s",
                         len(touched), ", ".join(touched))
@@ -134,13 +127,6 @@ class Daemon:
                                self._on_synced)
         self.bus.export(MANAGER_PATH, manager)
         await self.view.sync()
-
-    def _recover(self) -> list[str]:
-        try:
-            return self.engine.recover()
-        except self.fatal:
-            self._die("during recovery")
-            raise  # not reached
 
     def request_stop(self) -> None:
         """Begin a clean stop (SIGTERM, SIGINT)."""
@@ -189,12 +175,6 @@ class Daemon:
     def abandoned(self) -> bool:
         """True when operations were still running at the end of shutdown."""
         return any(not t.done() for t in self._running)
-
-    def _die(self, where: str) -> None:
-        log.critical("simulated crash %s: exiting at once, as if killed", where)
-        for handler in log.handlers:
-            handler.flush()
-        os._exit(EXIT_KILLED)
 
     # -- what clients see -------------------------------------------------------------
     @property
@@ -246,9 +226,6 @@ class Daemon:
         try:
             result = await loop.run_in_executor(
                 self.executor, functools.partial(self._engine_call, op, address, group, force))
-        except self.fatal:
-            self._die(f"in {op} {address}")
-            raise  # not reached
         except VfiodError as err:
             log.warning("%s %s failed: %s", op, address, err, extra=extra)
             raise

@@ -11,15 +11,18 @@ import functools
 import os
 import sys
 from collections.abc import Iterable
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from vfiod.sim.spec import DeviceSpec
 
 SYSTEM_PCI_IDS = Path("/usr/share/misc/pci.ids")
-SHIPPED_PCI_IDS = Path(__file__).parent / "data" / "pci.ids"
+#: Package data: importlib.resources finds it wherever the package is installed.
+SHIPPED_PCI_IDS: Traversable = resources.files("vfiod.sim").joinpath("data", "pci.ids")
 
 
-def source_path() -> Path:
+def source_path() -> Path | Traversable:
     """The pci.ids to copy from: the system's, else the shipped subset."""
     return SYSTEM_PCI_IDS if SYSTEM_PCI_IDS.is_file() else SHIPPED_PCI_IDS
 
@@ -84,7 +87,7 @@ def load_subset(devices: tuple[DeviceSpec, ...]) -> str:
     """The subset for *devices*, read from the best pci.ids available (once per process:
     reading the 1.3 MB file is most of the time a small machine takes to build)."""
     path = source_path()
-    return subset(path.read_text(encoding="utf-8", errors="replace"), devices, os.fspath(path))
+    return subset(path.read_bytes().decode("utf-8", errors="replace"), devices, str(path))
 
 
 def main() -> int:
@@ -94,9 +97,10 @@ def main() -> int:
     devices = {d.address + p.name: d for p in PROFILES.values() for d in p.devices}
     text = subset(SYSTEM_PCI_IDS.read_text(encoding="utf-8", errors="replace"),
                   devices.values(), os.fspath(SYSTEM_PCI_IDS))
-    SHIPPED_PCI_IDS.parent.mkdir(exist_ok=True)
-    SHIPPED_PCI_IDS.write_text(text, encoding="utf-8")
-    print(f"wrote {SHIPPED_PCI_IDS}", file=sys.stderr)
+    target = Path(str(SHIPPED_PCI_IDS))  # regenerated in a checkout, where it is a file
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}", file=sys.stderr)
     return 0
 
 

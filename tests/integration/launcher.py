@@ -1,8 +1,10 @@
-"""Test-only knobs for the simulated host inside a running daemon.
+"""Runs vfiod's own main with test knobs armed in its simulated host.
 
-A test cannot reach the SimHost object that lives in the vfiod process, so it passes
-knobs in the environment variable ``VFIOD_SIM_TEST_KNOBS`` (JSON). The variable is
-read only with ``--simulate``: a daemon on a real host never looks at it.
+A test cannot reach the SimHost inside a daemon process, so it starts the daemon
+through this launcher (``python tests/integration/launcher.py`` + vfiod's usual
+arguments) and passes knobs in the environment variable ``VFIOD_SIM_TEST_KNOBS``
+(JSON). vfiod itself knows nothing of them: the launcher hands vfiod's main a host
+opener that opens the simulated host as vfiod would, then arms it.
 
     VFIOD_SIM_TEST_KNOBS='{"write_timeout": 0.5,
                            "fail": [{"path": "/sys/bus/pci/drivers_probe", "errno": "EIO"}],
@@ -12,23 +14,29 @@ read only with ``--simulate``: a daemon on a real host never looks at it.
                            "kill_device": ["0000:09:00.0"]}'
 
 ``crash_after``/``crash_before`` make the simulated kernel raise SimulatedCrash around
-the n-th write; the daemon treats it as its own death (exit at once, no cleanup), which
-is what a SIGKILL at that point would do.
+the n-th write; the launcher's hook turns that into ``os._exit(EXIT_KILLED)`` on the
+spot, in the writing thread: no cleanup, no finally block, as a SIGKILL at that point.
 """
 
 from __future__ import annotations
 
+import argparse
 import errno as errno_mod
 import json
 import os
+import signal
+import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from vfiod.daemon import main as vfiod_main
 from vfiod.host.base import Host
+from vfiod.sim import SimHost, SimulatedCrash
 
 ENV = "VFIOD_SIM_TEST_KNOBS"
+#: The exit status of a process killed by SIGKILL, as a shell reports it.
+EXIT_KILLED = 128 + signal.SIGKILL
 
 
 class FailKnob(BaseModel):
@@ -86,34 +94,58 @@ def knobs_from_env(environ: Mapping[str, str] = os.environ) -> Knobs:
         raise ValueError(f"{ENV} is not valid: {exc}") from None
 
 
-def make_sim_host(profile: str, root: str | os.PathLike[str] | None) -> Host:
-    """The simulated host for *profile*, built in (or re-attached from) *root*."""
-    from vfiod.sim import SimHost
-
-    if root is not None:
-        Path(root).mkdir(parents=True, exist_ok=True)
-    return SimHost(profile=profile, root=root)
-
-
-def apply(host: Host, knobs: Knobs) -> None:
+def arm(sim: SimHost, knobs: Knobs) -> None:
     """Arm the simulated kernel's faults and outcomes."""
-    sim = host  # a SimHost: faults and kernel are its test surface
     for fail in knobs.fail:
-        sim.faults.fail(fail.path, fail.errno, times=fail.times)  # type: ignore[attr-defined]
+        sim.faults.fail(fail.path, fail.errno, times=fail.times)
     for delay in knobs.delay:
-        sim.faults.delay(delay.path, delay.seconds, times=delay.times)  # type: ignore[attr-defined]
+        sim.faults.delay(delay.path, delay.seconds, times=delay.times)
     if knobs.crash_after is not None:
-        sim.faults.crash_after(knobs.crash_after)  # type: ignore[attr-defined]
+        sim.faults.crash_after(knobs.crash_after)
     if knobs.crash_before is not None:
-        sim.faults.crash_before(knobs.crash_before)  # type: ignore[attr-defined]
+        sim.faults.crash_before(knobs.crash_before)
     for address, method, outcome in knobs.reset_outcome:
-        sim.kernel.set_reset_outcome(address, method, outcome)  # type: ignore[attr-defined]
+        sim.kernel.set_reset_outcome(address, method, outcome)
     for address in knobs.kill_device:
-        sim.kernel.kill_device(address)  # type: ignore[attr-defined]
+        sim.kernel.kill_device(address)
 
 
-def fatal_exceptions() -> tuple[type[BaseException], ...]:
-    """Exceptions that stand for the daemon being killed on the spot."""
-    from vfiod.sim import SimulatedCrash
+def die_at_simulated_crash(sim: SimHost) -> None:
+    """Make a SimulatedCrash end the process where it is raised, as SIGKILL would."""
+    write = sim._write  # the one place the simulated kernel raises it
 
-    return (SimulatedCrash,)
+    def write_or_die(path: str, value: str) -> None:
+        try:
+            write(path, value)
+        except SimulatedCrash as crash:
+            print(f"launcher: simulated crash: {crash}; exiting at once, as if killed",
+                  file=sys.stderr, flush=True)
+            os._exit(EXIT_KILLED)
+
+    sim._write = write_or_die  # type: ignore[method-assign]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """vfiod's main, its simulated host armed with the knobs in $VFIOD_SIM_TEST_KNOBS."""
+    try:
+        knobs = knobs_from_env()
+    except ValueError as err:
+        print(f"launcher: {err}", file=sys.stderr)
+        return 2
+
+    def open_armed_host(args: argparse.Namespace) -> Host:
+        host = vfiod_main.open_host(args)
+        if knobs != Knobs():
+            if not isinstance(host, SimHost):
+                host.close()
+                raise ValueError(f"{ENV} needs --simulate")
+            die_at_simulated_crash(host)
+            arm(host, knobs)
+        return host
+
+    return vfiod_main.main(argv, host_opener=open_armed_host,
+                           write_timeout=knobs.write_timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
