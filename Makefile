@@ -26,7 +26,7 @@ apt:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
-	    echo "apt: installing $$(echo $$missing | wc -w) Debian packages (a minute or more, quietly): $$missing"; \
+	    echo "apt: installing $$(echo $$missing | wc -w) Debian packages (a minute or more, quietly):" $$missing; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  fi; \
 	elif [ "$$(id -u)" != 0 ]; then \

@@ -10,6 +10,7 @@
 set -eu
 
 ROOT=${1:-/var/tmp/vfiod-minbase}
+[ $# -le 1 ] || { echo "usage: tests/minbase.sh [ROOT]" >&2; exit 2; }
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 MIRROR=${MIRROR:-$(grep -rhoE '(URIs:|deb) +https?://[^ ]*/debian/?( |$)' \
     /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null | awk '{print $2; exit}')}
@@ -22,6 +23,13 @@ for tool in debootstrap systemd-nspawn; do
 done
 case "$ROOT/" in "$REPO"/*) echo "minbase: $ROOT is inside the repository" >&2; exit 2 ;; esac
 
+# Behind a TLS-intercepting proxy pip needs this machine's CA bundle (PIP_CERT): lend
+# it to the container read-only, so pip there trusts what pip here trusts.
+set --
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+    set -- --bind-ro="$PIP_CERT:/etc/vfiod-minbase-ca.crt" \
+        --setenv=PIP_CERT=/etc/vfiod-minbase-ca.crt
+fi
 # This machine need not run systemd as PID 1 (no machined): do not register the container.
 nspawn() { systemd-nspawn -q --register=no --keep-unit --as-pid2 --pipe -D "$ROOT" "$@"; }
 # shellcheck disable=SC2317  # run by the EXIT trap
@@ -40,6 +48,6 @@ nspawn sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 git clone -q --branch "$(git -C "$REPO" rev-parse --abbrev-ref HEAD)" "$REPO" "$ROOT/root/vfiod"
 echo "minbase: make test (in $ROOT/root/vfiod, commit $(git -C "$REPO" rev-parse --short HEAD))"
 code=0
-nspawn --chdir=/root/vfiod make test || code=$?
+nspawn "$@" --chdir=/root/vfiod make test || code=$?
 echo "minbase: make test exited $code after $(( $(date +%s) - started )) s in all"
 exit "$code"

@@ -9,9 +9,7 @@ tier that was asked for passed; pytest's "no tests collected" (5) is a failure.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -59,16 +57,10 @@ def totals(lines: Sequence[str]) -> str:
 
 def run_tier(name: str, argv: list[str]) -> TierResult:
     """Run one tier with its output passed through; keep what its end said."""
-    env = dict(os.environ)
-    tty = sys.stdout.isatty()
-    if tty:
-        # The child writes to a pipe: keep the terminal's width and colours for it.
-        env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
-        env.setdefault("PY_COLORS", "1")
     print(f"tiers: {name}: {' '.join(argv)}", flush=True)
     started = time.monotonic()
     tail: list[str] = []
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     try:
