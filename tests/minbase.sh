@@ -45,9 +45,10 @@ echo "minbase: apt-get install git make"
 nspawn sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq git make >/dev/null'
 # A clone of what is committed here, as a user would have it.
-git clone -q --branch "$(git -C "$REPO" rev-parse --abbrev-ref HEAD)" "$REPO" "$ROOT/root/vfiod"
-echo "minbase: make test (in $ROOT/root/vfiod, commit $(git -C "$REPO" rev-parse --short HEAD))"
+# Not /root: it is 0700, and some tests run vfiod's client as the user nobody.
+git clone -q --branch "$(git -C "$REPO" rev-parse --abbrev-ref HEAD)" "$REPO" "$ROOT/srv/vfiod"
+echo "minbase: make test (in $ROOT/srv/vfiod, commit $(git -C "$REPO" rev-parse --short HEAD))"
 code=0
-nspawn "$@" --chdir=/root/vfiod make test || code=$?
+nspawn "$@" --chdir=/srv/vfiod make test || code=$?
 echo "minbase: make test exited $code after $(( $(date +%s) - started )) s in all"
 exit "$code"

@@ -76,3 +76,21 @@ def test_both_tiers_run_when_the_first_fails(monkeypatch: pytest.MonkeyPatch,
     out = capsys.readouterr().out
     assert out.count("summary of both tiers") == 1
     assert "make test: FAILED (host tier)" in out
+
+
+def test_a_folder_others_cannot_enter_is_named(tmp_path: Path) -> None:
+    closed = tmp_path / "root"
+    repo = closed / "vfiod"
+    repo.mkdir(parents=True)
+    closed.chmod(0o700)
+    repo.chmod(0o755)
+    assert tiers.first_closed([closed, repo]) == closed
+
+
+def test_folders_open_to_others_give_no_warning(tmp_path: Path) -> None:
+    repo = tmp_path / "srv" / "vfiod"
+    repo.mkdir(parents=True)
+    for folder in (tmp_path / "srv", repo):
+        folder.chmod(0o755)
+    assert tiers.first_closed([tmp_path / "srv", repo]) is None
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -53,6 +54,26 @@ def totals(lines: Sequence[str]) -> str:
         elif line.startswith(_VM_SUMMARY):
             found.append(line.removeprefix("vm: "))
     return "; ".join(found)
+
+
+def unreadable_by_others(path: Path) -> Path | None:
+    """The first folder on the way to *path* that other users cannot enter, if any.
+
+    Some host tests call vfiod as the unprivileged user nobody, with this repository's
+    venv: a clone in /root (mode 0700 on Debian) fails them all for that reason alone.
+    """
+    return first_closed([*reversed(path.parents), path])
+
+
+def first_closed(folders: Sequence[Path]) -> Path | None:
+    """The first of *folders* without search permission for others, if any."""
+    for folder in folders:
+        try:
+            if not folder.stat().st_mode & stat.S_IXOTH:
+                return folder
+        except OSError:
+            return folder
+    return None
 
 
 def run_tier(name: str, argv: list[str]) -> TierResult:
@@ -101,8 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         tiers.append(("host tier", [sys.executable, "-m", "pytest", "tests"]))
     if not opts.host_only:
         tiers.append(("real-kernel tier", [sys.executable, "-m", "tests.vm.run"]))
+    closed = unreadable_by_others(REPO)
+    warning = (f"tiers: WARNING: other users cannot enter {closed}, so the tests that call "
+               f"vfiod as the user nobody will fail; clone where others can read (such as "
+               f"/srv or /usr/src) or `chmod o+x {closed}`") if closed else ""
+    if warning:
+        print(warning, flush=True)
     results = [run_tier(name, cmd) for name, cmd in tiers]
     print("\n".join(summary(results)), flush=True)
+    if warning:
+        print(warning, flush=True)
     return 0 if all(r.passed for r in results) else 1
 
 
