@@ -31,6 +31,15 @@ def test_the_vm_tier_reports_the_guest_totals_and_its_own_line() -> None:
         "total 132.0 s")
 
 
+def test_quiet_pytest_totals_are_read_too() -> None:
+    lines = ["87 tests collected in 2.10s\n", "....\n", "86 passed, 1 skipped in 99.10s\n"]
+    assert tiers.totals(lines) == "86 passed, 1 skipped in 99.10s"
+
+
+def test_no_tests_ran_is_reported() -> None:
+    assert tiers.totals(["=== no tests ran in 0.01s ===\n"]) == "no tests ran in 0.01s"
+
+
 def test_a_tier_that_did_not_run_says_so() -> None:
     line = "vm: the real-kernel tier was NOT run: qemu is not installed; set ..."
     assert tiers.totals([line]) == line.removeprefix("vm: ")
