@@ -27,7 +27,7 @@ def test_the_vm_tier_reports_the_guest_totals_and_its_own_line() -> None:
     lines = ["====== 87 passed in 101.50s ======\n",
              "vm: real-kernel tier passed: setup 2.0 s, boot+tests 130.0 s; total 132.0 s\n"]
     assert tiers.totals(lines) == (
-        "87 passed in 101.50s; real-kernel tier passed: setup 2.0 s, boot+tests 130.0 s; "
+        "87 passed in 101.50s; passed: setup 2.0 s, boot+tests 130.0 s; "
         "total 132.0 s")
 
 

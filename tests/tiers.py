@@ -54,7 +54,7 @@ def totals(lines: Sequence[str]) -> str:
             found = [x for x in found if not x[0].isdigit() and not x.startswith("no tests")]
             found.append(match.group(1))
         elif line.startswith(_VM_SUMMARY):
-            found.append(line.removeprefix("vm: "))
+            found.append(line.removeprefix("vm: ").removeprefix("real-kernel tier "))
     return "; ".join(found)
 
 
