@@ -223,6 +223,15 @@ def test_moved_lines_show_each_function_going_from_its_driver_to_the_new_one() -
     ]
 
 
+def test_moved_lines_fit_the_terminal_with_the_moves_whole() -> None:
+    before = {d.address: d for d in (gpu(), hdmi_audio())}
+    after = {d.address: d for d in (gpu(driver="vfio-pci"), hdmi_audio(driver="vfio-pci"))}
+    lines = output.moved_lines(["0000:06:00.0", "0000:06:00.1"], before, after, width=80)
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0].endswith("…  nvidia -> vfio-pci")
+    assert lines[1].endswith("…  snd_hda_intel -> vfio-pci")
+
+
 def test_moved_lines_name_a_missing_driver() -> None:
     before = {"0000:00:11.0": DeviceInfo("0000:00:11.0", name="SPSR")}
     after = {"0000:00:11.0": DeviceInfo("0000:00:11.0", name="SPSR", driver="vfio-pci")}

@@ -94,7 +94,7 @@ async def cmd_status(client: VfiodClient, args: argparse.Namespace) -> int:
 
 
 def status_width(full: bool) -> int | None:
-    """The width the status table must fit: COLUMNS when set (a caller piping vfioctl
+    """The width status (and bind's and unbind's lines) must fit: COLUMNS when set (a caller piping vfioctl
     to a terminal, as the demo does), else the terminal's; None (whole text) with
     --full or when stdout is not a terminal and COLUMNS is not set, as systemctl does."""
     if full or not (sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()):
@@ -192,7 +192,7 @@ def _print_moved(device: str, moved: list[str], before: dict[str, DeviceInfo],
         driver = f" (driver {current.driver or 'none'})" if current is not None else ""
         print(f"{device}: {nothing}{driver}")
         return
-    for line in output.moved_lines(moved, before, after):
+    for line in output.moved_lines(moved, before, after, status_width(full=False)):
         print(line)
 
 

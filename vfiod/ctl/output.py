@@ -203,20 +203,27 @@ def device_json(dev: DeviceInfo) -> str:
 
 
 def moved_lines(addresses: Sequence[str], before: Mapping[str, DeviceInfo],
-                after: Mapping[str, DeviceInfo]) -> list[str]:
-    """``0000:06:00.0  NVIDIA ... [GeForce GTX 1080 Ti]  nvidia -> vfio-pci``, aligned."""
+                after: Mapping[str, DeviceInfo], width: int | None = None) -> list[str]:
+    """``0000:06:00.0  NVIDIA ... [GeForce GTX 1080 Ti]  nvidia -> vfio-pci``, aligned.
+
+    *width*: the terminal's; names are ellipsized so that each line fits (None: whole).
+    """
     if not addresses:
         return []
     names = {a: (after.get(a) or before.get(a) or DeviceInfo(a)).name for a in addresses}
-    width = max(len(n) for n in names.values())
-    lines = []
+    moves = {}
     for a in addresses:
         old = before.get(a)
         new = after.get(a)
         was = (old.driver or "no driver") if old is not None else "?"
         now = (new.driver or "no driver") if new is not None else "?"
-        lines.append(f"{a}  {names[a].ljust(width)}  {was} -> {now}".rstrip())
-    return lines
+        moves[a] = f"{was} -> {now}"
+    name_width = max(len(n) for n in names.values())
+    if width is not None:
+        rest = max(len(a) + len(m) for a, m in moves.items()) + 2 * len(_GAP)
+        name_width = max(min(name_width, width - rest), 12)
+    return [fit(f"{a}  {_clip(names[a], name_width).ljust(name_width)}  {moves[a]}".rstrip(),
+                width) for a in addresses]
 
 
 def monitor_line(time_text: str, address: str, name: str,
