@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from vfiod.ctl import exitcodes, main as main_module
+from vfiod.ctl import commands, exitcodes, main as main_module
 from vfiod.ctl.main import main
 
 
@@ -77,3 +78,16 @@ def test_vfioctl_debug_shows_the_traceback_of_a_bug(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(main_module, "run", broken)
     with pytest.raises(ZeroDivisionError):
         main(["status"])
+
+
+def test_status_width_is_whole_into_a_pipe_without_columns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert commands.status_width(full=False) is None
+
+
+def test_status_width_follows_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    assert commands.status_width(full=False) == 100
+    assert commands.status_width(full=True) is None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+
+import pytest
 
 from ctl_samples import gpu, hdmi_audio, root_port, seed_devices
 
@@ -94,6 +97,67 @@ def test_names_are_shortened_to_fit_the_terminal() -> None:
     assert max(len(line) for line in narrow.splitlines()) < longest
 
 
+def _wide_devices() -> list[DeviceInfo]:
+    """The seed devices plus the long texts a real host produces: a guest's holder, a
+    disk controller with several mounts, a device in error."""
+    disk = DeviceInfo("0000:00:1f.2", name="Intel Corporation C610/X99 series chipset "
+                      "6-Port SATA Controller [AHCI mode]", driver="ahci", state="host",
+                      iommu_group=12, used_by="/dev/sda2 is mounted on / (ext4), /dev/sda3 "
+                      "is mounted on /home (ext4), /dev/sda4 is active swap")
+    held = gpu(driver="vfio-pci", state="guest",
+               holder="qemu-system-x86_64 -name win10-gaming-vm (pid 424242)")
+    dead = dataclasses.replace(hdmi_audio(driver="vfio-pci"), healthy=False, state="error",
+                               error="config space reads all ones after the bus reset")
+    others = [d for d in seed_devices() if d.address not in
+              {disk.address, held.address, dead.address}]
+    return [disk, held, dead, *others]
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+def test_no_line_is_wider_than_the_terminal(columns: int) -> None:
+    table = output.status_table(_wide_devices(), width=columns)
+    assert max(len(line) for line in table.splitlines()) <= columns
+    assert "…" in table
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+def test_a_fitted_table_keeps_address_driver_and_state_whole(columns: int) -> None:
+    rows = {line.split()[0]: line for line in
+            output.status_table(_wide_devices(), width=columns).splitlines()
+            if line.startswith("  0")}
+    assert "  vfio-pci  " in rows["0000:06:00.0"] and "  guest  " in rows["0000:06:00.0"]
+    assert "  snd_hda_intel  " in rows["0000:05:00.1"]
+
+
+def test_a_fitted_table_still_lines_up() -> None:
+    lines = output.status_table(_wide_devices(), width=100).splitlines()
+    header = lines[0]
+    for row in (line for line in lines[1:] if line.startswith("  0")):
+        for column in ("NAME", "DRIVER", "STATE", "HOLDER", "NOTES"):
+            start = header.index(column)
+            if start < len(row):  # a row without notes ends at its holder
+                assert row[start - 2:start] == "  " and row[start] != " ", (column, row)
+
+
+def test_without_a_width_every_text_is_whole() -> None:
+    table = output.status_table(_wide_devices())
+    assert "…" not in table
+    assert "/dev/sda4 is active swap" in table
+    assert "qemu-system-x86_64 -name win10-gaming-vm (pid 424242)" in table
+    assert max(len(line) for line in table.splitlines()) > 120
+
+
+def test_a_very_narrow_terminal_cuts_each_line_at_its_width() -> None:
+    table = output.status_table(_wide_devices(), width=40)
+    assert max(len(line) for line in table.splitlines()) <= 40
+
+
+def test_fit_ellipsizes_only_what_is_too_long() -> None:
+    assert output.fit("short", 80) == "short"
+    assert output.fit("x" * 90, 80) == "x" * 79 + "…"
+    assert output.fit("x" * 90, None) == "x" * 90
+
+
 def test_no_devices_says_so() -> None:
     assert output.status_table([]) == "vfiod reports no PCI devices\n"
 
@@ -157,6 +221,15 @@ def test_moved_lines_show_each_function_going_from_its_driver_to_the_new_one() -
         "0000:06:00.1  NVIDIA Corporation GP102 HDMI Audio Controller  snd_hda_intel -> "
         "vfio-pci",
     ]
+
+
+def test_moved_lines_fit_the_terminal_with_the_moves_whole() -> None:
+    before = {d.address: d for d in (gpu(), hdmi_audio())}
+    after = {d.address: d for d in (gpu(driver="vfio-pci"), hdmi_audio(driver="vfio-pci"))}
+    lines = output.moved_lines(["0000:06:00.0", "0000:06:00.1"], before, after, width=80)
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0].endswith("…  nvidia -> vfio-pci")
+    assert lines[1].endswith("…  snd_hda_intel -> vfio-pci")
 
 
 def test_moved_lines_name_a_missing_driver() -> None:

@@ -28,6 +28,12 @@ def test_status_takes_an_optional_device_and_json() -> None:
     assert (args.device, args.json) == ("06:00.0", True)
 
 
+def test_status_fits_the_terminal_unless_full_is_given() -> None:
+    assert not parse_args(["status"]).full
+    assert parse_args(["status", "--full"]).full
+    assert parse_args(["status", "-l"]).full
+
+
 def test_bind_moves_the_group_without_force_by_default() -> None:
     args = parse_args(["bind", "gpu"])
     assert (args.device, args.no_group, args.force) == ("gpu", False, False)

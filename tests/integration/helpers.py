@@ -184,6 +184,10 @@ class SignalRecorder:
         return [tuple(m.body) for m in self.messages  # type: ignore[misc]
                 if m.member == "DeviceChanged" and m.interface == MANAGER_IFACE]
 
+    def states(self, address: str) -> list[str]:
+        """The states DeviceChanged announced for one function, in order."""
+        return [state for a, state, _driver in self.device_changed() if a == address]
+
     def properties_changed(self, address: str) -> list[dict[str, Any]]:
         """The changed-properties dicts of PropertiesChanged on one Device object."""
         return [{k: v.value for k, v in m.body[1].items()} for m in self.messages

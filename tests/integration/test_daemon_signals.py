@@ -11,7 +11,7 @@ from dbus_fast import MessageType
 from vfiod.sim.holder import spawn_holder
 
 from .helpers import (DEVICE_IFACE, MANAGER, SignalRecorder, Vfiod, call, client, device_path,
-                      sim_driver, wait_for)
+                      sim_driver)
 
 GPU, AUDIO = "0000:06:00.0", "0000:06:00.1"
 ASMEDIA_USB = "0000:11:00.0"
@@ -108,21 +108,51 @@ def test_hot_added_function_configured_for_vfio_is_claimed(
         make_vfiod: Callable[..., Vfiod]) -> None:
     daemon = make_vfiod(config=f'[[device]]\nmatch = "{ASMEDIA_USB}"\nboot = "vfio"\n').start()
     assert sim_driver(daemon.sim_root, ASMEDIA_USB) == "xhci_hcd"  # not claimed at start
-    (daemon.sim_root / f"sys/bus/pci/devices/{ASMEDIA_USB}/remove").write_text("1")
-    wait_for(lambda: ASMEDIA_USB not in daemon.status(), what="the removal")
-    (daemon.sim_root / "sys/bus/pci/rescan").write_text("1")
-    wait_for(lambda: sim_driver(daemon.sim_root, ASMEDIA_USB) == "vfio-pci", what="the claim")
-    wait_for(lambda: daemon.status().get(ASMEDIA_USB, {}).get("state") == "vfio",
-             what="Status to show it on vfio-pci")
+    path = device_path(ASMEDIA_USB)
+
+    async def scenario() -> None:
+        async with client(daemon.address) as bus:
+            signals = await SignalRecorder(bus).start()
+            (daemon.sim_root / f"sys/bus/pci/devices/{ASMEDIA_USB}/remove").write_text("1")
+            await signals.wait(lambda: any(
+                m.member == "InterfacesRemoved" and m.body[0] == path for m in signals.messages))
+            (daemon.sim_root / "sys/bus/pci/rescan").write_text("1")
+            await signals.wait(lambda: (ASMEDIA_USB, "vfio", "vfio-pci")
+                               in signals.device_changed())
+
+    asyncio.run(scenario())
+    assert sim_driver(daemon.sim_root, ASMEDIA_USB) == "vfio-pci"
+    assert daemon.status()[ASMEDIA_USB]["state"] == "vfio"
+
+
+async def _guest_comes_and_goes(daemon: Vfiod, address: str, group_node: str,
+                                until: Callable[[list[str]], bool],
+                                while_held: Callable[[int], None] = lambda pid: None
+                                ) -> list[str]:
+    """Start a guest holding *group_node*, wait for DeviceChanged to say ``guest``, run
+    *while_held* (with the guest's pid), end the guest, and wait until the states
+    announced after the guest satisfy *until*; those states."""
+    async with client(daemon.address) as bus:
+        signals = await SignalRecorder(bus).start()
+        with spawn_holder(daemon.sim_root, [group_node], comm="qemu-system-x86") as guest:
+            await signals.wait(lambda: "guest" in signals.states(address))
+            while_held(guest.pid)
+        after = len(signals.states(address))
+        await signals.wait(lambda: until(signals.states(address)[after:]))
+        return signals.states(address)[after:]
 
 
 def test_guest_holding_the_group_shows_as_guest_with_its_pid(vfiod: Vfiod) -> None:
     assert vfiod.call("Bind", "sa{sv}", ONBOARD_AUDIO, "0").returncode == 0
-    with spawn_holder(vfiod.sim_root, ["/dev/vfio/9"], comm="qemu-system-x86") as guest:
-        wait_for(lambda: vfiod.status()[ONBOARD_AUDIO]["state"] == "guest", what="guest state")
-        assert vfiod.status()[ONBOARD_AUDIO]["holder"] == f"qemu-system-x86 (pid {guest.pid})"
-        assert vfiod.get_property(ONBOARD_AUDIO, "HolderPid") == guest.pid
-    wait_for(lambda: vfiod.status()[ONBOARD_AUDIO]["state"] == "vfio", what="the guest gone")
+
+    def held(pid: int) -> None:
+        assert vfiod.status()[ONBOARD_AUDIO]["holder"] == f"qemu-system-x86 (pid {pid})"
+        assert vfiod.get_property(ONBOARD_AUDIO, "HolderPid") == pid
+
+    after = asyncio.run(_guest_comes_and_goes(vfiod, ONBOARD_AUDIO, "/dev/vfio/9",
+                                              lambda states: "vfio" in states, held))
+    assert after[-1] == "vfio"
+    assert vfiod.status()[ONBOARD_AUDIO]["holder"] == ""
 
 
 def test_guest_letting_go_returns_a_device_with_on_release_host_to_its_driver(
@@ -130,11 +160,11 @@ def test_guest_letting_go_returns_a_device_with_on_release_host_to_its_driver(
     daemon = make_vfiod(
         config=f'[[device]]\nmatch = "{ONBOARD_AUDIO}"\non_release = "host"\n').start()
     assert daemon.call("Bind", "sa{sv}", ONBOARD_AUDIO, "0").returncode == 0
-    with spawn_holder(daemon.sim_root, ["/dev/vfio/9"]):
-        wait_for(lambda: daemon.status()[ONBOARD_AUDIO]["state"] == "guest", what="the guest")
-    wait_for(lambda: sim_driver(daemon.sim_root, ONBOARD_AUDIO) == "snd_hda_intel",
-             what="on_release = host")
-    wait_for(lambda: daemon.status()[ONBOARD_AUDIO]["state"] == "host", what="Status")
+    after = asyncio.run(_guest_comes_and_goes(daemon, ONBOARD_AUDIO, "/dev/vfio/9",
+                                              lambda states: "host" in states))
+    assert after[-1] == "host" and "busy" in after
+    assert sim_driver(daemon.sim_root, ONBOARD_AUDIO) == "snd_hda_intel"
+    assert daemon.status()[ONBOARD_AUDIO]["state"] == "host"
 
 
 def test_guest_letting_go_resets_a_device_with_on_release_reset(
@@ -142,8 +172,9 @@ def test_guest_letting_go_resets_a_device_with_on_release_reset(
     daemon = make_vfiod(
         config=f'[[device]]\nmatch = "{ONBOARD_AUDIO}"\non_release = "reset"\n').start()
     assert daemon.call("Bind", "sa{sv}", ONBOARD_AUDIO, "0").returncode == 0
-    with spawn_holder(daemon.sim_root, ["/dev/vfio/9"]):
-        wait_for(lambda: daemon.status()[ONBOARD_AUDIO]["state"] == "guest", what="the guest")
-    wait_for(lambda: f"reset {ONBOARD_AUDIO}: done" in daemon.log(), what="the reset")
-    assert "flr" in daemon.log().split(f"reset {ONBOARD_AUDIO}: done", 1)[1].splitlines()[0]
-    assert sim_driver(daemon.sim_root, ONBOARD_AUDIO) == "vfio-pci"  # reset, not moved
+    # The reset shows as busy, then back on vfio-pci (reset, not moved), healthy.
+    after = asyncio.run(_guest_comes_and_goes(
+        daemon, ONBOARD_AUDIO, "/dev/vfio/9", lambda states: states[-2:] == ["busy", "vfio"]))
+    assert after[-2:] == ["busy", "vfio"]
+    assert sim_driver(daemon.sim_root, ONBOARD_AUDIO) == "vfio-pci"
+    assert daemon.get_property(ONBOARD_AUDIO, "Healthy") is True

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
+import subprocess
+import termios
 from collections.abc import Callable
+
+import pytest
 
 from vfiod.records import DeviceStatus
 
 from .helpers import Vfiod
-from .vfioctl_helpers import error_line, table_rows, vfioctl
+from .vfioctl_helpers import error_line, table_rows, vfioctl, vfioctl_argv
 
 GPU = "0000:06:00.0"
 DEVICE_PROPERTIES = {
@@ -120,3 +128,54 @@ def test_status_of_a_name_no_config_has_is_exit_2(vfiod: Vfiod) -> None:
                      env={"VFIOD_CONFIG": "/nonexistent/vfiod.toml"})
     assert result.returncode == 2
     assert error_line(result).startswith("vfioctl: 'gpu' is neither a PCI address")
+
+
+def vfioctl_on_a_terminal(address: str, columns: int, *args: str) -> str:
+    """vfioctl's stdout on a pseudo-terminal *columns* wide (no COLUMNS in its
+    environment: the width comes from the terminal, as for a user)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "VFIOCTL_DEBUG")}
+    try:
+        proc = subprocess.Popen(vfioctl_argv(address, *args), stdin=subprocess.DEVNULL,
+                                stdout=slave, stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+def test_status_on_a_terminal_fits_its_width(vfiod: Vfiod, columns: int) -> None:
+    out = vfioctl_on_a_terminal(vfiod.address, columns, "status")
+    assert "IOMMU group 31" in out
+    too_wide = [line for line in out.splitlines() if len(line) > columns]
+    assert too_wide == []
+    assert "…" in out
+
+
+def test_status_full_on_a_terminal_shows_every_text_whole(vfiod: Vfiod) -> None:
+    out = vfioctl_on_a_terminal(vfiod.address, 80, "status", "--full")
+    assert "…" not in out
+    assert max(len(line) for line in out.splitlines()) > 80
+    names = {row["name"] for row in vfiod.status().values() if row["name"]}
+    assert names and all(name in out for name in names)
+
+
+def test_status_into_a_pipe_shows_every_text_whole(vfiod: Vfiod) -> None:
+    out = vfioctl(vfiod.address, "status").stdout
+    assert "…" not in out
+    names = {row["name"] for row in vfiod.status().values() if row["name"]}
+    assert names and all(name in out for name in names)

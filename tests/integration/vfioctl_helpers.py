@@ -33,6 +33,8 @@ def vfioctl(address: str | None, *args: str, user: str = "root",
     prefix = NOBODY if user == "nobody" else []
     full_env = {**os.environ, **(env or {})}
     full_env.pop("VFIOCTL_DEBUG", None)
+    if not env or "COLUMNS" not in env:
+        full_env.pop("COLUMNS", None)  # a terminal's width would shorten the table
     return subprocess.run([*prefix, *vfioctl_argv(address, *args)], capture_output=True,
                           text=True, timeout=timeout, env=full_env, check=False)
 

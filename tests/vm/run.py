@@ -154,17 +154,46 @@ def main(argv: list[str] | None = None) -> int:
 
     code = _exit_code(result, opts.vm_timeout)
     if code != 0:
-        print(f"--- serial console (last lines of {serial_log}) ---")
-        print(qemu.serial_tail(serial_log))
-        qemu_log = qemu.serial_tail(run_dir / "qemu.log", 20)
-        if qemu_log:
-            print(f"--- QEMU ---\n{qemu_log}")
+        print(failure_report(result, run_dir))
     print(_summary(code, result, setup_seconds), flush=True)
     if code == 0 and not opts.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     else:
         print(f"vm: logs kept in {run_dir}")
     return code
+
+
+def boot_failed(result: qemu.GuestResult) -> bool:
+    """Whether the guest never got as far as starting the job."""
+    return "job" not in result.stages
+
+
+def failure_report(result: qemu.GuestResult, run_dir: Path) -> str:
+    """What to show after a failed run: the console when the boot failed, else the tests'.
+
+    A failing test says why in its own output; 60 lines of kernel console there would
+    bury it. The console matters only when the guest never reached the job.
+    """
+    if boot_failed(result):
+        parts = [f"--- serial console (last lines of {run_dir / 'serial.log'}) ---",
+                 qemu.serial_tail(run_dir / "serial.log")]
+        qemu_log = qemu.serial_tail(run_dir / "qemu.log", 20)
+        if qemu_log:
+            parts.append(f"--- QEMU ---\n{qemu_log}")
+        return "\n".join(parts)
+    return failing_tests(run_dir / "results" / "output.log")
+
+
+def failing_tests(output_log: Path, lines: int = 20) -> str:
+    """pytest's short summary of the failures, from the job's output, or its last lines."""
+    try:
+        output = output_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"--- the job wrote no output ({output_log}) ---"
+    for i, line in enumerate(output):
+        if "short test summary info" in line:
+            return "\n".join(["--- the guest's failing tests ---", *output[i + 1:]])
+    return "\n".join([f"--- the job's last lines ({output_log}) ---", *output[-lines:]])
 
 
 def _exit_code(result: qemu.GuestResult, timeout: float) -> int:

@@ -100,3 +100,44 @@ def test_only_the_newest_run_folders_are_kept(tmp_path: Path) -> None:
         os.utime(folder, (1000 + i, 1000 + i))
     run.prune_runs(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-2", "run-3"]
+
+
+def _run_folder(tmp_path: Path, output: str) -> Path:
+    """A run folder as a finished run leaves it: console, QEMU log, the job's output."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "serial.log").write_text("".join(f"[ {i}.0] kernel line {i}\n"
+                                                 for i in range(100)))
+    (tmp_path / "qemu.log").write_text("")
+    (tmp_path / "results" / "output.log").write_text(output)
+    return tmp_path
+
+
+PYTEST_FAILURE = ("....F.\n=================== short test summary info ===================\n"
+                  "FAILED tests/vm/guest/test_nic.py::test_nic - AssertionError: no ip\n"
+                  "1 failed, 5 passed in 12.00s\n")
+
+
+def test_a_failed_boot_shows_the_serial_console(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, "")
+    result = run.qemu.GuestResult(exit_code=None, seconds=3.0, stages={"rootfs": 1.0})
+    report = run.failure_report(result, folder)
+    assert "serial console" in report
+    assert "kernel line 99" in report
+
+
+def test_failed_tests_show_their_summary_and_not_the_console(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, PYTEST_FAILURE)
+    result = run.qemu.GuestResult(exit_code=1, seconds=30.0,
+                                  stages={"rootfs": 1.0, "job": 9.0})
+    report = run.failure_report(result, folder)
+    assert "kernel line" not in report
+    assert "FAILED tests/vm/guest/test_nic.py::test_nic - AssertionError: no ip" in report
+    assert "1 failed, 5 passed" in report
+
+
+def test_a_job_without_a_pytest_summary_shows_its_last_lines(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, "".join(f"step {i}\n" for i in range(50)))
+    result = run.qemu.GuestResult(exit_code=3, seconds=5.0, stages={"job": 2.0})
+    report = run.failure_report(result, folder)
+    assert "step 49" in report and "step 10" not in report
+    assert "kernel line" not in report

@@ -82,17 +82,24 @@ async def cmd_status(client: VfiodClient, args: argparse.Namespace) -> int:
         sys.stdout.write(output.status_json(devices))
         return exitcodes.OK
     manager = await client.manager_properties()
-    # Fit a terminal (or the width COLUMNS asks for); a pipe gets whole names.
-    fit = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
-    width = shutil.get_terminal_size().columns if fit else None
+    width = status_width(args.full)
     if manager.get("Simulated"):
-        print("simulated host (vfiod --simulate)")
+        print(output.fit("simulated host (vfiod --simulate)", width))
     if manager.get("IommuEnabled") is False:
-        print("the IOMMU is off: no device can be passed through "
-              "(run vfioctl doctor for how to turn it on)")
+        print(output.fit("the IOMMU is off: no device can be passed through "
+                         "(run vfioctl doctor for how to turn it on)", width))
     sys.stdout.write(output.status_table(devices, width))
-    print(output.summary_line(devices))
+    print(output.fit(output.summary_line(devices), width))
     return exitcodes.OK
+
+
+def status_width(full: bool) -> int | None:
+    """The width status (and bind's and unbind's lines) must fit: COLUMNS when set (a caller piping vfioctl
+    to a terminal, as the demo does), else the terminal's; None (whole text) with
+    --full or when stdout is not a terminal and COLUMNS is not set, as systemctl does."""
+    if full or not (sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()):
+        return None
+    return shutil.get_terminal_size().columns
 
 
 async def _status_one(client: VfiodClient, args: argparse.Namespace) -> int:
@@ -185,7 +192,7 @@ def _print_moved(device: str, moved: list[str], before: dict[str, DeviceInfo],
         driver = f" (driver {current.driver or 'none'})" if current is not None else ""
         print(f"{device}: {nothing}{driver}")
         return
-    for line in output.moved_lines(moved, before, after):
+    for line in output.moved_lines(moved, before, after, status_width(full=False)):
         print(line)
 
 

@@ -60,29 +60,55 @@ def group_header(group: int, members: Sequence[DeviceInfo]) -> str:
 
 
 def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + ELLIPSIS
+    if len(text) <= width:
+        return text
+    return text[: width - 1] + ELLIPSIS if width > 0 else ""
+
+
+def fit(line: str, width: int | None) -> str:
+    """*line* ellipsized to *width* columns (None: whole)."""
+    return line if width is None else _clip(line, width)
+
+
+#: The columns shortened, widest first, when the table is too wide: NAME, HOLDER, NOTES;
+#: and how narrow each may get. ADDRESS, DRIVER and STATE stay whole.
+_SHRINKABLE = {1: 12, 4: 10, 5: 10}
+
+
+def _fit_widths(widths: list[int], width: int) -> list[int]:
+    """Column widths whose table line is at most *width*, shrinking the widest
+    shortenable column one step at a time (so names, holders and notes keep their
+    share)."""
+    widths = list(widths)
+    excess = len(_INDENT) + sum(widths) + len(_GAP) * (len(widths) - 1) - width
+    while excess > 0:
+        candidates = [i for i, least in _SHRINKABLE.items() if widths[i] > least]
+        if not candidates:
+            break  # a very narrow terminal: each line is cut at its end instead
+        widest = max(candidates, key=lambda i: widths[i])
+        widths[widest] -= 1
+        excess -= 1
+    return widths
 
 
 def status_table(devices: Iterable[DeviceInfo], width: int | None = None) -> str:
     """Every device in an aligned table under one header per IOMMU group.
 
-    *width*: the terminal's width; the name column is shortened to fit it (None: never).
+    *width*: the terminal's width; no line is longer, names, holders and notes are
+    ellipsized with "…" to fit, as systemctl and lspci do (None: everything whole).
     """
     devs = sorted(devices, key=lambda d: (group_key(d), d.address))
     if not devs:
-        return "vfiod reports no PCI devices\n"
+        return fit("vfiod reports no PCI devices", width) + "\n"
     rows = [(d.address, d.name or d.ids, d.driver or NONE, d.state or NONE,
              d.holder or NONE, notes_of(d)) for d in devs]
-    widths = [max(len(_COLUMNS[i]), *(len(r[i]) for r in rows)) for i in range(5)]
+    widths = [max(len(_COLUMNS[i]), *(len(r[i]) for r in rows)) for i in range(6)]
     if width is not None:
-        # Everything but the name column and the notes stays whole; notes may wrap.
-        fixed = len(_INDENT) + sum(widths[i] for i in (0, 2, 3, 4)) + 4 * len(_GAP)
-        widths[1] = max(min(widths[1], width - fixed), 16)
+        widths = _fit_widths(widths, width)
 
     def line(cells: Sequence[str]) -> str:
-        parts = [_clip(c, widths[i]).ljust(widths[i]) if i < 5 else c
-                 for i, c in enumerate(cells)]
-        return (_INDENT + _GAP.join(parts)).rstrip()
+        parts = [_clip(c, widths[i]).ljust(widths[i]) for i, c in enumerate(cells)]
+        return fit((_INDENT + _GAP.join(parts)).rstrip(), width)
 
     out = [line(_COLUMNS)]
     current: int | None = None
@@ -92,7 +118,7 @@ def status_table(devices: Iterable[DeviceInfo], width: int | None = None) -> str
             current = group
             members = [d for d in devs if (d.iommu_group if d.iommu_group >= 0 else -1)
                        == group]
-            out.append(group_header(group, members))
+            out.append(fit(group_header(group, members), width))
         out.append(line(row))
     return "\n".join(out) + "\n"
 
@@ -177,20 +203,27 @@ def device_json(dev: DeviceInfo) -> str:
 
 
 def moved_lines(addresses: Sequence[str], before: Mapping[str, DeviceInfo],
-                after: Mapping[str, DeviceInfo]) -> list[str]:
-    """``0000:06:00.0  NVIDIA ... [GeForce GTX 1080 Ti]  nvidia -> vfio-pci``, aligned."""
+                after: Mapping[str, DeviceInfo], width: int | None = None) -> list[str]:
+    """``0000:06:00.0  NVIDIA ... [GeForce GTX 1080 Ti]  nvidia -> vfio-pci``, aligned.
+
+    *width*: the terminal's; names are ellipsized so that each line fits (None: whole).
+    """
     if not addresses:
         return []
     names = {a: (after.get(a) or before.get(a) or DeviceInfo(a)).name for a in addresses}
-    width = max(len(n) for n in names.values())
-    lines = []
+    moves = {}
     for a in addresses:
         old = before.get(a)
         new = after.get(a)
         was = (old.driver or "no driver") if old is not None else "?"
         now = (new.driver or "no driver") if new is not None else "?"
-        lines.append(f"{a}  {names[a].ljust(width)}  {was} -> {now}".rstrip())
-    return lines
+        moves[a] = f"{was} -> {now}"
+    name_width = max(len(n) for n in names.values())
+    if width is not None:
+        rest = max(len(a) + len(m) for a, m in moves.items()) + 2 * len(_GAP)
+        name_width = max(min(name_width, width - rest), 12)
+    return [fit(f"{a}  {_clip(names[a], name_width).ljust(name_width)}  {moves[a]}".rstrip(),
+                width) for a in addresses]
 
 
 def monitor_line(time_text: str, address: str, name: str,

@@ -81,6 +81,10 @@ def build_parser() -> CtlArgumentParser:
     status.add_argument("--json", action="store_true",
                         help="machine-readable output (a list of objects; one object "
                              "with DEVICE)")
+    status.add_argument("-l", "--full", action="store_true",
+                        help="show names, holders and notes whole, however wide (the "
+                             "default when the output is not a terminal); otherwise "
+                             "they are shortened with \u2026 to fit the terminal's width")
 
     bind = sub.add_parser("bind", help="put a device (and its IOMMU group) on vfio-pci",
                           description="Put DEVICE on vfio-pci, with every other endpoint "
