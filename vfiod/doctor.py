@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from vfiod.config import Config, DeviceEntry
 from vfiod.discovery import scan
+from vfiod.host import paths
 from vfiod.host.base import Host
 from vfiod.initramfs import INTEGRATIONS, SHIM_PATH, shim_is_current
 from vfiod.model import VFIO_DRIVER, PciDevice
@@ -72,10 +73,10 @@ class _Facts:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.devices = scan(host)
-        self.groups = [g for g in host.listdir("/sys/kernel/iommu_groups") if g.isdigit()]
-        self.iommu_units = host.listdir("/sys/class/iommu")
-        self.cmdline = (host.read_text("/proc/cmdline") or "").split()
-        cpuinfo = host.read_text("/proc/cpuinfo") or ""
+        self.groups = [g for g in host.listdir(paths.IOMMU_GROUPS) if g.isdigit()]
+        self.iommu_units = host.listdir(paths.IOMMU_UNITS)
+        self.cmdline = (host.read_text(paths.CMDLINE) or "").split()
+        cpuinfo = host.read_text(paths.CPUINFO) or ""
         m = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, re.M)
         self.cpu_vendor = m.group(1) if m else ""
 
@@ -161,7 +162,7 @@ def check_cmdline(facts: _Facts) -> Check:
 def _modprobe_d_ids(host: Host) -> list[tuple[str, str]]:
     """(file, ids) of `options vfio-pci ids=...` lines in modprobe.d."""
     found = []
-    for d in ("/etc/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d"):
+    for d in paths.MODPROBE_D:
         for name in host.listdir(d):
             if not name.endswith(".conf"):
                 continue
@@ -206,13 +207,13 @@ def check_vfio_ids(facts: _Facts, config: Config | None) -> Check:
 def check_vfio_module(facts: _Facts) -> Check:
     """vfio-pci is loaded, or a module for it exists."""
     host = facts.host
-    if host.module_loaded("vfio_pci") or host.exists("/sys/bus/pci/drivers/vfio-pci"):
+    if host.module_loaded("vfio_pci") or host.exists(paths.driver_dir(VFIO_DRIVER)):
         return _ok("vfio_module", "vfio-pci is loaded")
-    release = host.read_text("/proc/sys/kernel/osrelease")
+    release = host.read_text(paths.OSRELEASE)
     if release is None and host.simulated:
         # The simulated kernel has no /lib/modules; it loads vfio-pci on demand.
         return _ok("vfio_module", "vfio-pci is not loaded yet; it loads on the first bind")
-    moddir = f"/lib/modules/{release}" if release else None
+    moddir = paths.modules_dir(release) if release else None
     if moddir and host.exists(moddir):
         listed = (host.read_text(f"{moddir}/modules.dep") or "") + "\n" + \
                  (host.read_text(f"{moddir}/modules.builtin") or "")

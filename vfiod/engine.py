@@ -26,6 +26,7 @@ from vfiod.discovery import Scanner, iommu_enabled
 from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError, InUse, InvalidArgument,
                           ModuleLoadError, NoSuchDevice, ResetFailed, VfiodError)
 from vfiod.guards import check_usages, find_usages, node_paths
+from vfiod.host import paths
 from vfiod.host.base import DEFAULT_WRITE_TIMEOUT, Host, Process
 from vfiod.model import VFIO_DRIVER, PciDevice, is_vfio_driver
 from vfiod.records import DeviceStatus, State
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from vfiod.config import Config
 
 log = logging.getLogger("vfiod.engine")
-
-PCI = "/sys/bus/pci"
 
 IOMMU_OFF_HELP = (
     "the IOMMU is off: enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup and "
@@ -61,10 +60,6 @@ def _reset_failure(method: str, err: int) -> str:
 
 
 SLOT_HINT = "bind the whole slot (the GPU and its audio) to vfio-pci to reset it together"
-
-
-def _dev_dir(address: str) -> str:
-    return f"{PCI}/devices/{address}"
 
 
 class Engine:
@@ -145,13 +140,13 @@ class Engine:
                   if d.on_vfio and d.iommu_group is not None}
         host_nodes = {d.address: node_paths(self.host, d)["drm"] for d in devices.values()
                       if d.children.drm or d.children.nvidia_minor is not None}
-        paths = [f"/dev/vfio/{g}" for g in groups]
-        paths += [p for nodes in host_nodes.values() for p in nodes]
-        found = self._holders(paths)
+        nodes = [paths.group_node(g) for g in groups]
+        nodes += [p for lst in host_nodes.values() for p in lst]
+        found = self._holders(nodes)
         with self._lock:
             before = {g for g, procs in self._group_holders.items() if procs}
-            self._group_holders = {g: found[f"/dev/vfio/{g}"] for g in groups
-                                   if found.get(f"/dev/vfio/{g}")}
+            self._group_holders = {g: found[paths.group_node(g)] for g in groups
+                                   if found.get(paths.group_node(g))}
             now = set(self._group_holders)
             self._released |= before - now
             self._released -= now
@@ -191,7 +186,7 @@ class Engine:
         if is_address(value):
             if value in devices:
                 return value
-            if self.host.exists(_dev_dir(value)):  # hot-added since the last scan
+            if self.host.exists(paths.device_dir(value)):  # hot-added since the last scan
                 self.refresh(value)
                 return value
             raise NoSuchDevice(f"{value}: no such PCI device")
@@ -293,10 +288,10 @@ class Engine:
         """
         if dev.iommu_group is None:
             return
-        nodes = [f"/dev/vfio/{dev.iommu_group}"]
+        nodes = [paths.group_node(dev.iommu_group)]
         for member in self.scanner.group_members(dev.iommu_group):
-            nodes += [f"/dev/vfio/devices/{n}" for n in
-                      self.host.listdir(f"{_dev_dir(member)}/vfio-dev")]
+            nodes += [paths.vfio_device_node(n) for n in
+                      self.host.listdir(paths.device_file(member, "vfio-dev"))]
         held = self._holders(nodes)
         if held:
             who = ", ".join(f"{p} through {node}" for node in nodes for p in held.get(node, []))
@@ -334,25 +329,25 @@ class Engine:
         self.host.write_attr(path, value, timeout=self.write_timeout, device=device)
 
     def _driver(self, address: str) -> str | None:
-        return self.host.link_name(f"{_dev_dir(address)}/driver")
+        return self.host.link_name(paths.device_file(address, "driver"))
 
     def _move_to_vfio(self, dev: PciDevice) -> None:
-        a, base = dev.address, _dev_dir(dev.address)
-        self._write(f"{base}/driver_override", VFIO_DRIVER, a)
+        a = dev.address
+        self._write(paths.device_file(a, "driver_override"), VFIO_DRIVER, a)
         if self._driver(a):
-            self._write(f"{base}/driver/unbind", a, a)
-        self._write(f"{PCI}/drivers_probe", a, a)
+            self._write(paths.device_file(a, "driver/unbind"), a, a)
+        self._write(paths.drivers_probe(), a, a)
         now = self._driver(a)
         if now != VFIO_DRIVER:
             # drivers_probe succeeds even when nothing binds: the link is the truth.
             raise Failed(f"{a}: vfio-pci did not bind it (driver now: {now or 'none'})")
 
     def _move_to_host(self, dev: PciDevice) -> None:
-        a, base = dev.address, _dev_dir(dev.address)
+        a = dev.address
         want = self.store.host_driver(a)
-        self._write(f"{base}/driver_override", "\n", a)
+        self._write(paths.device_file(a, "driver_override"), "\n", a)
         if self._driver(a):
-            self._write(f"{base}/driver/unbind", a, a)
+            self._write(paths.device_file(a, "driver/unbind"), a, a)
         got = self._probe_host_driver(a, want, dev.modalias)
         if want and got != want:
             raise Failed(f"{a}: its host driver {want} did not bind it "
@@ -360,19 +355,19 @@ class Engine:
 
     def _probe_host_driver(self, a: str, want: str | None, modalias: str) -> str | None:
         """Bind the recorded driver, else let the kernel choose; load modules as needed."""
-        if want and not self.host.exists(f"{PCI}/drivers/{want}") and modalias:
+        if want and not self.host.exists(paths.driver_dir(want)) and modalias:
             self._load_quietly(modalias)  # loading binds the device by itself
-        if want and not self._driver(a) and self.host.exists(f"{PCI}/drivers/{want}"):
+        if want and not self._driver(a) and self.host.exists(paths.driver_dir(want)):
             try:
-                self._write(f"{PCI}/drivers/{want}/bind", a, a)
+                self._write(paths.driver_file(want, "bind"), a, a)
             except HostWriteError as exc:
                 log.info("%s: direct bind to %s failed (%s); asking the kernel", a, want, exc)
         if not self._driver(a):
-            self._write(f"{PCI}/drivers_probe", a, a)
+            self._write(paths.drivers_probe(), a, a)
         if not self._driver(a) and modalias:
             self._load_quietly(modalias)
             if not self._driver(a):
-                self._write(f"{PCI}/drivers_probe", a, a)
+                self._write(paths.drivers_probe(), a, a)
         return self._driver(a)
 
     def _load_quietly(self, name: str) -> None:
@@ -382,9 +377,9 @@ class Engine:
             log.info("%s", exc)
 
     def _ensure_vfio_module(self) -> None:
-        if not self.host.exists(f"{PCI}/drivers/{VFIO_DRIVER}"):
+        if not self.host.exists(paths.driver_dir(VFIO_DRIVER)):
             self.host.load_module(VFIO_DRIVER)
-            if not self.host.exists(f"{PCI}/drivers/{VFIO_DRIVER}"):
+            if not self.host.exists(paths.driver_dir(VFIO_DRIVER)):
                 raise Failed("vfio-pci is not available: modprobe vfio-pci loaded no driver")
 
     # -- rollback and recovery --------------------------------------------------------
@@ -399,24 +394,24 @@ class Engine:
         return problems
 
     def _restore(self, record: MemberRecord) -> None:
-        a, base = record.address, _dev_dir(record.address)
-        if not self.host.exists(base):
+        a = record.address
+        if not self.host.exists(paths.device_dir(a)):
             return  # removed meanwhile: nothing to put back
         current = self._driver(a)
-        override = self.host.read_text(f"{base}/driver_override")
+        override = self.host.read_text(paths.device_file(a, "driver_override"))
         override = None if override in ("(null)", "") else override
         if current == record.driver and override == record.driver_override:
             return
-        self._write(f"{base}/driver_override", record.driver_override or "\n", a)
+        self._write(paths.device_file(a, "driver_override"), record.driver_override or "\n", a)
         if current == record.driver:
             return
         if current:
-            self._write(f"{base}/driver/unbind", a, a)
+            self._write(paths.device_file(a, "driver/unbind"), a, a)
         if record.driver is None:
             return
         if is_vfio_driver(record.driver):
             self._ensure_vfio_module()
-        modalias = self.host.read_text(f"{base}/modalias") or ""
+        modalias = self.host.read_text(paths.device_file(a, "modalias")) or ""
         got = self._probe_host_driver(a, record.driver, modalias)
         if got != record.driver:
             raise Failed(f"{a}: could not put it back on {record.driver} "
@@ -451,8 +446,7 @@ class Engine:
             check_usages(self.host, [dev], force=force, action="reset it")
         if not dev.reset_methods:
             raise ResetFailed(f"{address}: the kernel offers no reset method for this device")
-        base = _dev_dir(address)
-        # One listed method is already the selection: writing reset_method would make
+                # One listed method is already the selection: writing reset_method would make
         # the kernel probe it again (and refuse bus with EINVAL while a sibling function
         # shares the bus), and writing "default" afterwards would probe it away for good.
         selectable = len(dev.reset_methods) > 1
@@ -463,9 +457,9 @@ class Engine:
             for method in dev.reset_methods:
                 try:
                     if selectable:
-                        self._write(f"{base}/reset_method", method, address)
+                        self._write(paths.device_file(address, "reset_method"), method, address)
                         selected = True
-                    self._write(f"{base}/reset", "1", address)
+                    self._write(paths.device_file(address, "reset"), "1", address)
                 except HostWriteError as exc:
                     failures.append(_reset_failure(method, exc.errno))
                     continue
@@ -477,7 +471,7 @@ class Engine:
         finally:
             if selected:  # a refused selection leaves the kernel's selection as it was
                 try:
-                    self._write(f"{base}/reset_method", "default", address)
+                    self._write(paths.device_file(address, "reset_method"), "default", address)
                 except VfiodError as exc:
                     log.warning("%s: could not restore reset_method: %s", address, exc)
             self._reread([address])
@@ -531,7 +525,7 @@ class Engine:
         return "bus"
 
     def _config_alive(self, address: str) -> bool:
-        data = self.host.read_bytes(f"{_dev_dir(address)}/config", 2)
+        data = self.host.read_bytes(paths.device_file(address, "config"), 2)
         return not (data is not None and data == b"\xff\xff")
 
     # -- guests letting go ------------------------------------------------------------

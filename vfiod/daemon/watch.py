@@ -180,7 +180,7 @@ class HolderWatcher:
             self._flags = flags
             self._inotify = inotify = INotify()
             # /dev/vfio appears when vfio loads: watch /dev for it.
-            self._dev_wd = inotify.add_watch(self.host.path("/dev"),
+            self._dev_wd = inotify.add_watch(self.host.real_path("/dev"),
                                              flags.CREATE | flags.ONLYDIR)
             self._watch_vfio_dir()
             loop.add_reader(inotify.fileno(), self._inotify_readable)
@@ -237,7 +237,7 @@ class HolderWatcher:
         f = self._flags
         try:
             self._vfio_wd = self._inotify.add_watch(  # type: ignore[attr-defined]
-                self.host.path("/dev/vfio"),
+                self.host.real_path("/dev/vfio"),
                 f.OPEN | f.CLOSE_WRITE | f.CLOSE_NOWRITE | f.CREATE | f.DELETE | f.ONLYDIR)
         except OSError:
             self._vfio_wd = None  # not there yet

@@ -147,7 +147,7 @@ class SimHost(Host):
 
     # -- Host -------------------------------------------------------------------------
     def _write(self, path: str, value: str) -> None:
-        resolved = self.host_path(os.path.realpath(self.path(path))) or path
+        resolved = self.host_path(os.path.realpath(self.real_path(path))) or path
         verdict = self.faults.check(path, resolved)
         if verdict.crash_before:
             raise SimulatedCrash(f"killed before writing {value.strip()!r} to {path}")
