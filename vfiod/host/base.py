@@ -21,6 +21,7 @@ from pathlib import Path
 
 from vfiod.errors import HostWriteError, HostWriteTimeout
 from vfiod.host import paths
+from vfiod.host.holders import HolderEventSource
 
 #: Default time a control-file write may take (unbind can block while a guest runs).
 DEFAULT_WRITE_TIMEOUT = 10.0
@@ -293,6 +294,10 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def open_events(self) -> EventSource:
         """Start receiving uevents for PCI devices and everything below them."""
+
+    def open_holder_events(self) -> HolderEventSource:
+        """Start receiving holder events: /dev/vfio nodes opened and closed, holders exiting."""
+        return HolderEventSource(self.real_path(paths.DEV), self.real_path(paths.VFIO_DIR))
 
     def close(self) -> None:
         """Release what the host holds (the simulated kernel's threads and children)."""
