@@ -120,12 +120,18 @@ def node_paths(host: Host, dev: PciDevice) -> dict[str, list[str]]:
     return {"drm": drm, "sound": sound}
 
 
-def find_usages(host: Host, devices: Iterable[PciDevice]) -> list[Usage]:
-    """Every way the host uses these devices, hard ones first."""
+def find_usages(host: Host, devices: Iterable[PciDevice],
+                holders: dict[str, list[Process]] | None = None) -> list[Usage]:
+    """Every way the host uses these devices, hard ones first.
+
+    *holders*: who holds which node open, when the caller scanned /proc already (a scan
+    that covered these devices' nodes); else /proc is scanned here.
+    """
     devices = list(devices)
     facts = HostFacts(host)
     nodes = {d.address: node_paths(host, d) for d in devices}
-    holders = host.holders(p for n in nodes.values() for lst in n.values() for p in lst)
+    if holders is None:
+        holders = host.holders(p for n in nodes.values() for lst in n.values() for p in lst)
     hard: list[Usage] = []
     soft: list[Usage] = []
     console_on_fb = any(
@@ -164,9 +170,13 @@ def find_usages(host: Host, devices: Iterable[PciDevice]) -> list[Usage]:
     return hard + soft
 
 
-def check_usages(host: Host, devices: Iterable[PciDevice], *, force: bool, action: str) -> None:
-    """Raise InUse for the first usage that blocks *action* (hard always, soft unless force)."""
-    for usage in find_usages(host, devices):
+def check_usages(host: Host, devices: Iterable[PciDevice], *, force: bool, action: str,
+                 holders: dict[str, list[Process]] | None = None) -> None:
+    """Raise InUse for the first usage that blocks *action* (hard always, soft unless force).
+
+    *holders*: as for find_usages.
+    """
+    for usage in find_usages(host, devices, holders):
         if usage.hard:
             raise InUse(f"{usage.address}: refusing to {action}: {usage.reason}; "
                         "the host needs it (force does not override this)", hard=True)

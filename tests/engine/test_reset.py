@@ -6,7 +6,8 @@ import errno
 
 import pytest
 
-from vfiod.engine import SLOT_HINT, Engine
+from vfiod.engine import Engine
+from vfiod.engine.reset import SLOT_HINT
 from vfiod.errors import HostWriteError, InUse, ResetFailed
 from vfiod.records import State
 from vfiod.sim import SimHost
