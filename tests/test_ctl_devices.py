@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from dbus_fast import Variant
 
-from vfiod.address import dbus_object_suffix
-from vfiod.ctl.devices import (PROPERTY_FIELDS, DeviceInfo, address_from_path,
-                               is_bridge_class, unwrap)
+from vfiod.contract import address_from_path, device_path
+from vfiod.ctl.devices import PROPERTY_FIELDS, DeviceInfo, is_bridge_class, unwrap
 from vfiod.model import PciDevice
 
 DESIGN_PROPERTIES = ["Address", "VendorId", "DeviceId", "Name", "Class", "Driver",
@@ -75,7 +74,7 @@ def test_a_status_row_fills_the_fields_it_carries() -> None:
 
 @pytest.mark.parametrize("address", ["0000:06:00.0", "0000:ff:1f.7", "abcd:00:00.1"])
 def test_object_paths_map_back_to_addresses(address: str) -> None:
-    assert address_from_path("/org/vfiod1/device/" + dbus_object_suffix(address)) == address
+    assert address_from_path(device_path(address)) == address
 
 
 def test_paths_that_are_no_device_give_none() -> None:

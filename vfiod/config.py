@@ -18,10 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from vfiod.address import is_name, normalize_address, parse_ids
+from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.errors import InvalidArgument, NoSuchDevice
 from vfiod.model import PciDevice
 
-DEFAULT_CONFIG_PATH = "/etc/vfiod/vfiod.toml"
 
 DEVICE_KEYS = ("match", "name", "boot", "on_release")
 

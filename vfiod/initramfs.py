@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfiod.atomicfile import atomic_write
-from vfiod.config import DEFAULT_CONFIG_PATH, Config, DeviceEntry
+from vfiod.config import Config, DeviceEntry
+from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.errors import Failed
 from vfiod.host.base import Host
 from vfiod.model import PciDevice

@@ -30,7 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from xml.sax.saxutils import escape
 
-BUS_NAME = "org.vfiod1"
+from vfiod.contract import BUS_NAME
+
 
 #: The project's bus policy (written by the packaging side; installed to system.d).
 PROJECT_POLICY = Path(__file__).resolve().parent.parent / "dbus" / "org.vfiod1.conf"

@@ -16,11 +16,11 @@ from vfiod.ctl import exitcodes, output
 from vfiod.ctl.client import VfiodClient
 from vfiod.ctl.devices import DeviceInfo
 from vfiod.ctl.exitcodes import CtlError
-from vfiod.errors import InvalidArgument, NoSuchDevice
+from vfiod.contract import DEFAULT_CONFIG_PATH
+from vfiod.errors import InvalidArgument, NoSuchDevice, VfiodError
 
 #: The Device property a daemon may export with a device's name from the config file.
 CONFIG_NAME_PROPERTY = "ConfigName"
-DEFAULT_CONFIG = "/etc/vfiod/vfiod.toml"
 
 
 def device_argument(text: str) -> str:
@@ -124,27 +124,19 @@ def _address_for_name(name: str, devices: dict[str, DeviceInfo]) -> str:
     for dev in devices.values():
         if dev.extra.get(CONFIG_NAME_PROPERTY) == name:
             return dev.address
-    path = os.environ.get("VFIOD_CONFIG") or DEFAULT_CONFIG
-    entry = None
+    path = os.environ.get("VFIOD_CONFIG") or DEFAULT_CONFIG_PATH
+    config = None
     if os.path.exists(path):
         from vfiod.config import load_config
 
-        entry = load_config(path).entry_named(name)  # ConfigError: exit 2, file:line
-    if entry is None:
-        raise CtlError(f"{name!r} is neither a PCI address (such as 0000:06:00.0) nor a "
-                       f"device name from {path}", exitcodes.USAGE,
-                       InvalidArgument.dbus_name)
-    if entry.address is not None:
-        return entry.address
-    # An ids-only entry stands for the one device with those ids.
-    matches = [d.address for d in devices.values() if (d.vendor_id, d.device_id) == entry.ids]
-    if len(matches) != 1:
-        found = f"{len(matches)} devices ({', '.join(sorted(matches))})" if matches else \
-            "no PCI device"
-        raise CtlError(f"{name}: {entry.match!r} matches {found}",
-                       NoSuchDevice.exit_code if not matches else exitcodes.USAGE,
-                       NoSuchDevice.dbus_name if not matches else InvalidArgument.dbus_name)
-    return matches[0]
+        config = load_config(path)  # ConfigError: exit 2, file:line
+    from vfiod.config import resolve_name
+
+    try:
+        return resolve_name(config, name, ((d.address, d.vendor_id, d.device_id)
+                                           for d in devices.values()), where=path)
+    except VfiodError as err:
+        raise CtlError(str(err), err.exit_code, err.dbus_name) from None
 
 
 async def _drivers_now(client: VfiodClient) -> dict[str, DeviceInfo]:

@@ -120,16 +120,6 @@ def _hex(text: str) -> int:
         return 0
 
 
-def address_from_path(path: str) -> str | None:
-    """``/org/vfiod1/device/pci_0000_06_00_0`` -> ``0000:06:00.0``; None for others."""
-    tail = path.rsplit("/", 1)[-1]
-    parts = tail.split("_")
-    if len(parts) != 5 or parts[0] != "pci":
-        return None
-    _, domain, bus, slot, function = parts
-    return f"{domain}:{bus}:{slot}.{function}"
-
-
 def unwrap(value: Any) -> Any:
     """A D-Bus value with every Variant replaced by its value (recursively)."""
     # Duck-typed (dbus_fast.Variant has both) so that formatting needs no dbus_fast.

@@ -21,7 +21,8 @@ from vfiod.ctl import exitcodes, output
 from vfiod.ctl.client import (BUS_NAME, DBUS_NAME, DEVICE_IFACE, MANAGER_IFACE,
                               MANAGER_PATH, OBJECT_MANAGER_IFACE, PROPERTIES_IFACE,
                               VfiodClient)
-from vfiod.ctl.devices import PROPERTY_FIELDS, DeviceInfo, address_from_path, unwrap
+from vfiod.contract import address_from_path
+from vfiod.ctl.devices import PROPERTY_FIELDS, DeviceInfo, unwrap
 from vfiod.ctl.exitcodes import CtlError
 
 MATCH_RULES = (

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from dbus_fast import BusType
 
+from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.daemon.log import log, setup_logging
 
-DEFAULT_CONFIG = "/etc/vfiod/vfiod.toml"
 DEFAULT_STATE_DIR = "/var/lib/vfiod"
 
 
@@ -34,8 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The daemon's options."""
     parser = argparse.ArgumentParser(
         prog="vfiod", description="VFIO passthrough manager: the D-Bus daemon (org.vfiod1).")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH",
-                        help=f"config file (default {DEFAULT_CONFIG}; absent means empty)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, metavar="PATH",
+                        help=f"config file (default {DEFAULT_CONFIG_PATH}; absent means empty)")
     parser.add_argument("--simulate", metavar="PROFILE",
                         help="manage a simulated host (seed-x99, seed-x99-noiommu, scale) "
                              "instead of this machine")

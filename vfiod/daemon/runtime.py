@@ -25,10 +25,11 @@ from dbus_fast import BusType, NameFlag, RequestNameReply
 from vfiod.config import Config, ConfigError, load_config
 from vfiod.daemon import heap
 from vfiod.daemon.auth import Authorizer
-from vfiod.daemon.bus import MANAGER_PATH, ObjectManagerBus
+from vfiod.contract import BUS_NAME, MANAGER_PATH
+from vfiod.daemon.bus import ObjectManagerBus
 from vfiod.daemon.log import fields, log
 from vfiod.daemon.notify import Notifier, status_line
-from vfiod.daemon.service import BUS_NAME, DeviceInterface, ManagerInterface
+from vfiod.daemon.service import DeviceInterface, ManagerInterface
 from vfiod.daemon.view import DeviceView, Snapshot
 from vfiod.daemon.watch import Changes, HolderWatcher, UeventWatcher
 from vfiod.engine import Engine

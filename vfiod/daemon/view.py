@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+from vfiod.contract import MANAGER_PATH, device_path
 from vfiod.daemon import heap
-from vfiod.daemon.bus import MANAGER_PATH, ObjectManagerBus
+from vfiod.daemon.bus import ObjectManagerBus
 from vfiod.daemon.log import fields, log
 from vfiod.daemon.service import (
     DEVICE_CHANGED_SIGNATURE,
     DeviceInterface,
     ManagerInterface,
-    device_path,
 )
 from vfiod.records import DeviceStatus
 
