@@ -37,7 +37,7 @@ from vfiod.errors import Failed, VfiodError
 from vfiod.records import DeviceStatus
 
 #: How long running operations may go on after SIGTERM before they are abandoned
-#: (a restarted daemon's recover() then finishes them).
+#: (a restarted daemon's recover() then rolls them back).
 STOP_GRACE = 15.0
 #: Exit status when a simulated crash stands for the process being killed.
 EXIT_KILLED = 128 + signal.SIGKILL
@@ -173,7 +173,7 @@ class Daemon:
             _, pending = await asyncio.wait(self._running, timeout=STOP_GRACE)
             if pending:
                 log.warning("abandoning %d operation(s) still blocked in the kernel; the next "
-                            "start finishes or rolls them back", len(pending))
+                            "start rolls them back", len(pending))
         self.uevents.stop()
         self.holders.stop()
         for task in list(self._background):
