@@ -7,7 +7,7 @@ import json
 from ctl_samples import gpu, hdmi_audio, root_port, seed_devices
 
 from vfiod.ctl import output
-from vfiod.ctl.devices import JSON_FIELDS, DeviceInfo
+from vfiod.ctl.devices import JSON_FIELDS, DeviceProperties
 from vfiod.records import DeviceStatus
 
 
@@ -56,7 +56,7 @@ def test_bridges_and_the_boot_vga_are_marked() -> None:
 
 
 def test_what_the_host_uses_a_device_for_is_shown_when_vfiod_says() -> None:
-    disk = DeviceInfo("0000:00:1f.2", name="SATA", driver="ahci", state="host",
+    disk = DeviceProperties("0000:00:1f.2", name="SATA", driver="ahci", state="host",
                       iommu_group=12, used_by="/dev/sda2 is mounted on / (ext4)")
     assert output.status_table([disk]).splitlines()[-1].endswith(
         "host: /dev/sda2 is mounted on / (ext4)")
@@ -100,7 +100,7 @@ def test_no_devices_says_so() -> None:
 
 def test_summary_counts_vfio_guest_and_unbound() -> None:
     devs = [gpu(driver="vfio-pci", state="guest", holder="qemu (pid 1)"),
-            hdmi_audio(driver="vfio-pci"), DeviceInfo("0000:00:11.0")]
+            hdmi_audio(driver="vfio-pci"), DeviceProperties("0000:00:11.0")]
     assert output.summary_line(devs) == \
         "3 devices: 2 on vfio-pci (1 in a guest), 1 without a driver"
 
@@ -160,8 +160,8 @@ def test_moved_lines_show_each_function_going_from_its_driver_to_the_new_one() -
 
 
 def test_moved_lines_name_a_missing_driver() -> None:
-    before = {"0000:00:11.0": DeviceInfo("0000:00:11.0", name="SPSR")}
-    after = {"0000:00:11.0": DeviceInfo("0000:00:11.0", name="SPSR", driver="vfio-pci")}
+    before = {"0000:00:11.0": DeviceProperties("0000:00:11.0", name="SPSR")}
+    after = {"0000:00:11.0": DeviceProperties("0000:00:11.0", name="SPSR", driver="vfio-pci")}
     assert output.moved_lines(["0000:00:11.0"], before, after) == \
         ["0000:00:11.0  SPSR  no driver -> vfio-pci"]
 

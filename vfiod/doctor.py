@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from vfiod.config import Config, DeviceEntry
+from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.discovery import scan
 from vfiod.host import paths
 from vfiod.host.base import Host
@@ -200,7 +201,7 @@ def check_vfio_ids(facts: _Facts, config: Config | None) -> Check:
                              f"vfio-pci ids={ids} in {where} claims all {len(same)} devices "
                              f"{ids}, including {kept[0].address}, which the host keeps",
                              f"remove ids={ids_text} from {where}; give the one device to "
-                             "vfio-pci by address with boot = \"vfio\" in /etc/vfiod/vfiod.toml")
+                             f"vfio-pci by address with boot = \"vfio\" in {DEFAULT_CONFIG_PATH}")
     return _ok("vfio_ids", "vfio-pci ids= options name no model the host also uses")
 
 
@@ -249,16 +250,16 @@ def check_entry(facts: _Facts, config: Config, entry: DeviceEntry,
                 return _fail(cid, f"device[{index}] ({entry.label}): no PCI device at "
                              f"{entry.address}",
                              "check `lspci -nn` for where the card is now and update its "
-                             "match in /etc/vfiod/vfiod.toml"), []
+                             f"match in {DEFAULT_CONFIG_PATH}"), []
             want = entry.match.partition("@")[0]
             return _fail(cid, f"device[{index}] ({entry.label}): {entry.address} is "
                          f"{present.ids} {present.name}, not the {want} the config expects",
                          "the card moved or was replaced: update match in "
-                         "/etc/vfiod/vfiod.toml (and run vfioctl initramfs install)"), []
+                         f"{DEFAULT_CONFIG_PATH} (and run vfioctl initramfs install)"), []
     elif not found:
         return _fail(cid, f"device[{index}] ({entry.label}): no PCI device has ids "
                      f"{entry.match}", "check `lspci -nn` and update match in "
-                     "/etc/vfiod/vfiod.toml"), []
+                     f"{DEFAULT_CONFIG_PATH}"), []
     elif len(found) > 1:
         where = ", ".join(d.address for d in found)
         fix = (f"write match = \"{entry.match}@ADDRESS\" with the address of the one to "
@@ -420,7 +421,7 @@ def run_checks(host: Host, config: Config | None) -> list[Check]:
               check_vfio_ids(facts, config)]
     passing: dict[str, PciDevice] = {}
     if config is None or not config.devices:
-        where = config.path if config is not None and config.path else "/etc/vfiod/vfiod.toml"
+        where = config.path if config is not None and config.path else DEFAULT_CONFIG_PATH
         checks.append(_ok("config", f"no devices in {where}: checks of devices to pass "
                           "are skipped"))
     else:

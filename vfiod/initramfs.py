@@ -29,8 +29,6 @@ from vfiod.model import PciDevice
 
 #: Where install_shim writes the shim on the host (the integrations copy it from here).
 SHIM_PATH = "/var/lib/vfiod/early-boot.sh"
-#: Where the shim lives inside the initramfs.
-SHIM_IN_INITRAMFS = "/usr/lib/vfiod/early-boot.sh"
 
 TEMPLATE_NAME = "vfiod-shim.sh.in"
 _DEVICES_MARKER = "\t# @DEVICES@\n"

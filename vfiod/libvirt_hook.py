@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from vfiod import contract
+from vfiod.atomicfile import atomic_write
 
 HOOK_PATH = "/etc/libvirt/hooks/qemu.d/vfiod"
 DEFAULT_TIMEOUT = 20.0
@@ -180,16 +180,5 @@ def install_hook(root: str | os.PathLike[str] = "/", **options: object) -> Path:
     libvirt reads its hook directories when it starts: restart libvirtd afterwards.
     """
     dest = Path(root) / HOOK_PATH.lstrip("/")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    text = render_hook(**options)  # type: ignore[arg-type]
-    fd, tmp = tempfile.mkstemp(prefix=".vfiod.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(dest, render_hook(**options), 0o755)  # type: ignore[arg-type]
     return dest

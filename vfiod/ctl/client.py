@@ -18,7 +18,7 @@ from vfiod.contract import (BUS_NAME, DEVICE_INTERFACE, MANAGER_INTERFACE, MANAG
                              device_path)
 from vfiod.ctl import exitcodes
 from vfiod.ctl.exitcodes import CtlError
-from vfiod.ctl.devices import DeviceInfo, unwrap
+from vfiod.ctl.devices import DeviceProperties, unwrap
 
 MANAGER_IFACE = MANAGER_INTERFACE
 DEVICE_IFACE = DEVICE_INTERFACE
@@ -133,18 +133,18 @@ class VfiodClient:
         (rows,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Status")
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
-    async def devices(self) -> dict[str, DeviceInfo]:
+    async def devices(self) -> dict[str, DeviceProperties]:
         """Every Device object's properties (ObjectManager), by address."""
         (objects,) = await self.call(MANAGER_PATH, OBJECT_MANAGER_IFACE, "GetManagedObjects")
-        found: dict[str, DeviceInfo] = {}
+        found: dict[str, DeviceProperties] = {}
         for interfaces in objects.values():
             props = interfaces.get(DEVICE_IFACE)
             if props is not None:
-                info = DeviceInfo.from_properties(unwrap(props))
+                info = DeviceProperties.from_properties(unwrap(props))
                 found[info.address] = info
         return found
 
-    async def device(self, address: str) -> DeviceInfo | None:
+    async def device(self, address: str) -> DeviceProperties | None:
         """One Device object's properties; None when vfiod has no such object."""
         try:
             (props,) = await self.call(device_path(address), PROPERTIES_IFACE, "GetAll",
@@ -153,7 +153,7 @@ class VfiodClient:
             if err.dbus_name in UNKNOWN_OBJECT_ERRORS:
                 return None
             raise
-        return DeviceInfo.from_properties(unwrap(props))
+        return DeviceProperties.from_properties(unwrap(props))
 
     async def manager_properties(self) -> dict[str, Any]:
         """Version, IommuEnabled, Simulated."""

@@ -14,7 +14,7 @@ import sys
 from vfiod.address import check_device_argument, normalize_address
 from vfiod.ctl import exitcodes, output
 from vfiod.ctl.client import VfiodClient
-from vfiod.ctl.devices import DeviceInfo
+from vfiod.ctl.devices import DeviceProperties
 from vfiod.ctl.exitcodes import CtlError
 from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.errors import InvalidArgument, NoSuchDevice, VfiodError
@@ -63,12 +63,12 @@ async def run(client: VfiodClient, args: argparse.Namespace) -> int:
     return await handler(client, args)
 
 
-async def all_devices(client: VfiodClient) -> dict[str, DeviceInfo]:
+async def all_devices(client: VfiodClient) -> dict[str, DeviceProperties]:
     """Every device with all its properties; from Status() rows if vfiod exports no
     Device objects (an older daemon)."""
     devices = await client.devices()
     if not devices:
-        devices = {row[0]: DeviceInfo.from_status_row(row)
+        devices = {row[0]: DeviceProperties.from_status_row(row)
                    for row in await client.status_rows()}
     return devices
 
@@ -111,7 +111,7 @@ async def _status_one(client: VfiodClient, args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _address_for_name(name: str, devices: dict[str, DeviceInfo]) -> str:
+def _address_for_name(name: str, devices: dict[str, DeviceProperties]) -> str:
     """The address a config name stands for, with the daemon's errors otherwise:
     InvalidArgument (exit 2) for a name no config entry has, NoSuchDevice (exit 3) for
     one that matches no device.
@@ -139,9 +139,9 @@ def _address_for_name(name: str, devices: dict[str, DeviceInfo]) -> str:
         raise CtlError(str(err), err.exit_code, err.dbus_name) from None
 
 
-async def _drivers_now(client: VfiodClient) -> dict[str, DeviceInfo]:
+async def _drivers_now(client: VfiodClient) -> dict[str, DeviceProperties]:
     """Every function's name, driver and state now (one Status() call)."""
-    return {row[0]: DeviceInfo.from_status_row(row) for row in await client.status_rows()}
+    return {row[0]: DeviceProperties.from_status_row(row) for row in await client.status_rows()}
 
 
 async def cmd_bind(client: VfiodClient, args: argparse.Namespace) -> int:
@@ -170,8 +170,8 @@ async def cmd_unbind(client: VfiodClient, args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _print_moved(device: str, moved: list[str], before: dict[str, DeviceInfo],
-                 after: dict[str, DeviceInfo], nothing: str) -> None:
+def _print_moved(device: str, moved: list[str], before: dict[str, DeviceProperties],
+                 after: dict[str, DeviceProperties], nothing: str) -> None:
     if not moved:
         current = after.get(device)
         driver = f" (driver {current.driver or 'none'})" if current is not None else ""

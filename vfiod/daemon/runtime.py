@@ -23,7 +23,7 @@ from typing import Any
 from dbus_fast import BusType, NameFlag, RequestNameReply
 
 from vfiod.config import Config, ConfigError, load_config
-from vfiod.daemon import heap
+from vfiod.daemon import gc_freeze
 from vfiod.daemon.auth import Authorizer
 from vfiod.contract import BUS_NAME, MANAGER_PATH
 from vfiod.daemon.bus import ObjectManagerBus
@@ -88,7 +88,7 @@ class Daemon:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         # Start-up builds what the daemon keeps for its life: no collections meanwhile.
-        with heap.building_long_lived_state():
+        with gc_freeze.building_long_lived_state():
             await self._build()
         assert self.bus is not None
         self.bus.announce = True  # from now on objects come and go with signals

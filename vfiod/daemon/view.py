@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 
 from vfiod.contract import MANAGER_PATH, device_path
-from vfiod.daemon import heap
+from vfiod.daemon import gc_freeze
 from vfiod.daemon.bus import ObjectManagerBus
 from vfiod.daemon.log import fields, log
 from vfiod.daemon.service import (
@@ -122,7 +122,7 @@ class DeviceView:
             self._by_address.update(fresh)
         self._sorted = None
         if gone:  # an unexported object is only freed by a collection that sees it
-            heap.collect_frozen()
+            gc_freeze.collect_frozen()
         if self.on_synced is not None:
             self.on_synced(self.statuses)
 

@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine"]
 
-#: The operations Engine.run accepts.
-OPERATIONS = ("bind", "unbind", "reset")
-
 
 class Engine:
     """What vfiod knows and does about the host's PCI functions."""

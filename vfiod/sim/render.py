@@ -12,7 +12,7 @@ import struct
 from typing import Protocol
 
 from vfiod.sim.spec import VFIO_DRIVER, DeviceSpec, Disk, ModuleSpec, Profile, UsbInput
-from vfiod.sim.state import DeviceState
+from vfiod.sim.machine_state import DeviceState
 from vfiod.sim.tree import DIR, Control, Node, dev, link, relative_link, text
 
 
