@@ -19,8 +19,7 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import dbus_method, dbus_property, dbus_signal
 
 import vfiod
-from vfiod.contract import (BUS_NAME, DEVICE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH,
-                             device_path)
+from vfiod.contract import DEVICE_INTERFACE, MANAGER_INTERFACE, device_path
 from vfiod.daemon.bus import PropertiesInterface
 from vfiod.daemon.log import fields, log
 from vfiod.errors import InvalidArgument, VfiodError

@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError, InUse,
-                          InvalidArgument, ModuleLoadError, VfiodError)
 from vfiod.engine.inventory import Holders, Inventory
 from vfiod.engine.writes import Writer
+from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError, InUse,
+                          InvalidArgument, ModuleLoadError, VfiodError)
 from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.journal import Journal, MemberRecord, Transaction
