@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vfiod.config import Config, ConfigError, DeviceEntry, load_config, parse_config
-from vfiod.errors import InvalidArgument
+from vfiod.config import (Config, ConfigError, DeviceEntry, load_config, parse_config,
+                          resolve_name)
+from vfiod.errors import InvalidArgument, NoSuchDevice
 from vfiod.model import PciDevice
 
 REPO = Path(__file__).resolve().parent.parent
@@ -234,11 +235,32 @@ def test_ids_at_address_does_not_match_another_card_at_that_address() -> None:
     assert Config.match(config.devices[0], device("0000:06:00.0", "10de:1b06"))
 
 
-def test_address_for_name_resolves_address_entries_only() -> None:
-    config = parse_config(GOOD)
-    assert config.address_for_name("gpu") == "0000:06:00.0"
-    assert config.address_for_name("audio") is None  # ids only: resolve with devices_for
-    assert config.address_for_name("nope") is None
+FUNCTIONS = [("0000:00:1b.0", 0x8086, 0x8d20), ("0000:06:00.0", 0x10de, 0x1b06),
+             ("0000:09:00.0", 0x10de, 0x1b06)]
+
+
+def test_a_name_of_an_address_entry_resolves_to_that_function() -> None:
+    assert resolve_name(parse_config(GOOD), "gpu", FUNCTIONS) == "0000:06:00.0"
+
+
+def test_a_name_of_an_ids_entry_resolves_to_the_one_function_with_those_ids() -> None:
+    assert resolve_name(parse_config(GOOD), "audio", FUNCTIONS) == "0000:00:1b.0"
+
+
+def test_a_name_whose_entry_matches_nothing_is_no_such_device() -> None:
+    with pytest.raises(NoSuchDevice, match="gpu: no PCI device matches"):
+        resolve_name(parse_config(GOOD), "gpu", FUNCTIONS[:1])
+
+
+def test_a_name_whose_entry_matches_two_functions_is_invalid() -> None:
+    config = parse_config('[[device]]\nmatch = "10de:1b06"\nname = "gpus"\n')
+    with pytest.raises(InvalidArgument, match="matches 2 devices"):
+        resolve_name(config, "gpus", FUNCTIONS)
+
+
+def test_a_name_no_entry_has_is_invalid_and_names_the_file() -> None:
+    with pytest.raises(InvalidArgument, match="device name from /x.toml"):
+        resolve_name(parse_config(GOOD), "nope", FUNCTIONS, where="/x.toml")
 
 
 def test_devices_for_resolves_an_ids_entry_against_the_device_list() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from dbus_fast import Variant
 
-from vfiod.address import dbus_object_suffix
-from vfiod.ctl.devices import (PROPERTY_FIELDS, DeviceInfo, address_from_path,
-                               is_bridge_class, unwrap)
+from vfiod.contract import address_from_path, device_path
+from vfiod.ctl.devices import PROPERTY_FIELDS, DeviceProperties, is_bridge_class, unwrap
 from vfiod.model import PciDevice
 
 DESIGN_PROPERTIES = ["Address", "VendorId", "DeviceId", "Name", "Class", "Driver",
@@ -29,9 +28,9 @@ def gpu_properties() -> dict[str, Variant]:
 
 
 def test_every_design_property_fills_its_field() -> None:
-    dev = DeviceInfo.from_properties(unwrap(gpu_properties()))
+    dev = DeviceProperties.from_properties(unwrap(gpu_properties()))
     assert set(DESIGN_PROPERTIES) <= set(PROPERTY_FIELDS)
-    assert dev == DeviceInfo(
+    assert dev == DeviceProperties(
         address="0000:06:00.0", vendor_id=0x10DE, device_id=0x1B06, name="GP102",
         class_code=0x030000, driver="vfio-pci", host_driver="nvidia", state="guest",
         iommu_group=31, holder="qemu-system-x86 (pid 7)", holder_pid=7,
@@ -41,12 +40,12 @@ def test_every_design_property_fills_its_field() -> None:
 
 def test_unknown_properties_are_kept_aside() -> None:
     props = unwrap(gpu_properties()) | {"ConfigName": "gpu"}
-    assert DeviceInfo.from_properties(props).extra == {"ConfigName": "gpu"}
+    assert DeviceProperties.from_properties(props).extra == {"ConfigName": "gpu"}
 
 
 def test_is_bridge_comes_from_the_daemon_when_it_says() -> None:
     props = unwrap(gpu_properties()) | {"IsBridge": True}
-    assert DeviceInfo.from_properties(props).is_bridge is True
+    assert DeviceProperties.from_properties(props).is_bridge is True
 
 
 @pytest.mark.parametrize("class_code", [0x060400, 0x060401, 0x060000, 0x060100, 0x060700,
@@ -60,7 +59,7 @@ def test_bridge_rule_agrees_with_the_model(class_code: int) -> None:
 
 
 def test_update_reports_only_values_that_changed() -> None:
-    dev = DeviceInfo.from_properties(unwrap(gpu_properties()))
+    dev = DeviceProperties.from_properties(unwrap(gpu_properties()))
     changes = dev.update({"State": "vfio", "Driver": "vfio-pci", "Holder": ""})
     assert changes == [("state", "guest", "vfio"), ("holder", "qemu-system-x86 (pid 7)", "")]
     assert dev.update({"State": "vfio"}) == []
@@ -68,14 +67,14 @@ def test_update_reports_only_values_that_changed() -> None:
 
 def test_a_status_row_fills_the_fields_it_carries() -> None:
     row = ("0000:06:00.0", "10de:1b06", "GP102", "nvidia", "host", 31, "")
-    dev = DeviceInfo.from_status_row(row)
+    dev = DeviceProperties.from_status_row(row)
     assert (dev.address, dev.ids, dev.name, dev.driver, dev.state, dev.iommu_group) == \
         ("0000:06:00.0", "10de:1b06", "GP102", "nvidia", "host", 31)
 
 
 @pytest.mark.parametrize("address", ["0000:06:00.0", "0000:ff:1f.7", "abcd:00:00.1"])
 def test_object_paths_map_back_to_addresses(address: str) -> None:
-    assert address_from_path("/org/vfiod1/device/" + dbus_object_suffix(address)) == address
+    assert address_from_path(device_path(address)) == address
 
 
 def test_paths_that_are_no_device_give_none() -> None:

@@ -10,7 +10,7 @@ import pytest
 from ctl_samples import gpu, hdmi_audio, root_port, seed_devices
 
 from vfiod.ctl import output
-from vfiod.ctl.devices import JSON_FIELDS, DeviceInfo
+from vfiod.ctl.devices import JSON_FIELDS, DeviceProperties
 from vfiod.records import DeviceStatus
 
 
@@ -59,7 +59,7 @@ def test_bridges_and_the_boot_vga_are_marked() -> None:
 
 
 def test_what_the_host_uses_a_device_for_is_shown_when_vfiod_says() -> None:
-    disk = DeviceInfo("0000:00:1f.2", name="SATA", driver="ahci", state="host",
+    disk = DeviceProperties("0000:00:1f.2", name="SATA", driver="ahci", state="host",
                       iommu_group=12, used_by="/dev/sda2 is mounted on / (ext4)")
     assert output.status_table([disk]).splitlines()[-1].endswith(
         "host: /dev/sda2 is mounted on / (ext4)")
@@ -97,10 +97,10 @@ def test_names_are_shortened_to_fit_the_terminal() -> None:
     assert max(len(line) for line in narrow.splitlines()) < longest
 
 
-def _wide_devices() -> list[DeviceInfo]:
+def _wide_devices() -> list[DeviceProperties]:
     """The seed devices plus the long texts a real host produces: a guest's holder, a
     disk controller with several mounts, a device in error."""
-    disk = DeviceInfo("0000:00:1f.2", name="Intel Corporation C610/X99 series chipset "
+    disk = DeviceProperties("0000:00:1f.2", name="Intel Corporation C610/X99 series chipset "
                       "6-Port SATA Controller [AHCI mode]", driver="ahci", state="host",
                       iommu_group=12, used_by="/dev/sda2 is mounted on / (ext4), /dev/sda3 "
                       "is mounted on /home (ext4), /dev/sda4 is active swap")
@@ -164,7 +164,7 @@ def test_no_devices_says_so() -> None:
 
 def test_summary_counts_vfio_guest_and_unbound() -> None:
     devs = [gpu(driver="vfio-pci", state="guest", holder="qemu (pid 1)"),
-            hdmi_audio(driver="vfio-pci"), DeviceInfo("0000:00:11.0")]
+            hdmi_audio(driver="vfio-pci"), DeviceProperties("0000:00:11.0")]
     assert output.summary_line(devs) == \
         "3 devices: 2 on vfio-pci (1 in a guest), 1 without a driver"
 
@@ -233,8 +233,8 @@ def test_moved_lines_fit_the_terminal_with_the_moves_whole() -> None:
 
 
 def test_moved_lines_name_a_missing_driver() -> None:
-    before = {"0000:00:11.0": DeviceInfo("0000:00:11.0", name="SPSR")}
-    after = {"0000:00:11.0": DeviceInfo("0000:00:11.0", name="SPSR", driver="vfio-pci")}
+    before = {"0000:00:11.0": DeviceProperties("0000:00:11.0", name="SPSR")}
+    after = {"0000:00:11.0": DeviceProperties("0000:00:11.0", name="SPSR", driver="vfio-pci")}
     assert output.moved_lines(["0000:00:11.0"], before, after) == \
         ["0000:00:11.0  SPSR  no driver -> vfio-pci"]
 

@@ -72,16 +72,6 @@ def check_device_argument(text: object) -> str:
     )
 
 
-def dbus_object_suffix(address: str) -> str:
-    """``0000:06:00.0`` -> ``pci_0000_06_00_0`` (the per-device object path element)."""
-    return "pci_" + address.replace(":", "_").replace(".", "_")
-
-
-def slot_of(address: str) -> str:
-    """``0000:06:00.1`` -> ``0000:06:00`` (the slot shared by a device's functions)."""
-    return address.rsplit(".", 1)[0]
-
-
 def bus_of(address: str) -> str:
     """``0000:06:00.1`` -> ``0000:06`` (the bus a secondary bus reset acts on)."""
     return address.rsplit(":", 1)[0]

@@ -18,10 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from vfiod.address import is_name, normalize_address, parse_ids
-from vfiod.errors import InvalidArgument
+from vfiod.contract import DEFAULT_CONFIG_PATH
+from vfiod.errors import InvalidArgument, NoSuchDevice
 from vfiod.model import PciDevice
 
-DEFAULT_CONFIG_PATH = "/etc/vfiod/vfiod.toml"
 
 DEVICE_KEYS = ("match", "name", "boot", "on_release")
 
@@ -101,10 +101,14 @@ class DeviceEntry(BaseModel):
 
     def matches(self, dev: PciDevice) -> bool:
         """True when *dev* is the device this entry describes."""
-        address, ids = self.address, self.ids
-        if address is not None and dev.address != address:
+        return self.matches_function(dev.address, dev.vendor, dev.device)
+
+    def matches_function(self, address: str, vendor: int, device: int) -> bool:
+        """True when the function at *address* with these ids is the one described."""
+        want_address, ids = self.address, self.ids
+        if want_address is not None and address != want_address:
             return False
-        if ids is not None and (dev.vendor, dev.device) != ids:
+        if ids is not None and (vendor, device) != ids:
             return False
         return True
 
@@ -158,15 +162,6 @@ class Config(BaseModel):
             if entry.name == name:
                 return entry
         return None
-
-    def address_for_name(self, name: str) -> str | None:
-        """The address a name stands for, when its entry matches by address.
-
-        None for unknown names and for ids-only entries: resolve those against the
-        device list with :meth:`devices_for`.
-        """
-        entry = self.entry_named(name)
-        return entry.address if entry is not None else None
 
     def devices_for(self, entry: DeviceEntry, devices: Iterable[PciDevice]) -> list[PciDevice]:
         """Every device in *devices* that *entry* matches, in address order."""
@@ -361,3 +356,29 @@ class _Locator:
 def _key_pattern(key: str) -> re.Pattern[str]:
     quoted = re.escape(key)
     return re.compile(rf"""^\s*(?:{quoted}|"{quoted}"|'{quoted}')\s*[=.]""")
+
+
+def resolve_name(config: Config | None, name: str,
+                 functions: Iterable[tuple[str, int, int]], *,
+                 where: str = "the config file") -> str:
+    """The address a config-file name stands for among *functions* (address, vendor,
+    device): the daemon's and vfioctl's one rule.
+
+    InvalidArgument for a name no entry has and for an entry that matches several
+    functions; NoSuchDevice for one that matches none. *where* names the config file in
+    the message.
+    """
+    entry = config.entry_named(name) if config is not None else None
+    if entry is None:
+        raise InvalidArgument(
+            f"{name!r} is neither a PCI address (such as 0000:06:00.0) nor a device name "
+            f"from {where}")
+    matches = sorted(a for a, vendor, device in functions
+                     if entry.matches_function(a, vendor, device))
+    if not matches:
+        raise NoSuchDevice(f"{name}: no PCI device matches {entry.match!r}")
+    if len(matches) > 1:
+        raise InvalidArgument(
+            f"{name}: {entry.match!r} matches {len(matches)} devices "
+            f"({', '.join(matches)}); match by address in the config file")
+    return matches[0]

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from vfiod.host import paths
+from vfiod.host.real import RealHost
 from vfiod.privatebus import (
     PrivateBus,
     PrivateBusError,
@@ -56,11 +58,8 @@ class Step:
 
 def driver_of(sim_root: Path, address: str) -> str:
     """The driver the simulated kernel has the device on ("" for none)."""
-    link = sim_root / "sys" / "bus" / "pci" / "devices" / address / "driver"
-    try:
-        return os.path.basename(os.readlink(link))
-    except OSError:
-        return ""
+    # Reads only: the tree is the simulated machine's, seen like a real one from outside.
+    return RealHost(sim_root).link_name(paths.device_file(address, "driver")) or ""
 
 
 def _table_row(output: str, address: str) -> list[str]:

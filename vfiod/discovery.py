@@ -11,11 +11,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from vfiod.host import paths
 from vfiod.host.base import Host
 from vfiod.model import Children, PciDevice
-from vfiod.pciids import PCI_IDS_PATHS, PciIds
+from vfiod.pciids import PciIds
 
-PCI_DEVICES = "/sys/bus/pci/devices"
 _ADDRESS_IN_PATH = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
 # Block devices that are partitions carry a "partition" file; disks do not.
 _CHILD_CLASSES = ("drm", "sound", "net", "block", "input")
@@ -39,7 +39,7 @@ class ChildIndex:
         """The Children record of one function."""
         found = self.by_address.get(address, {})
         minor = None
-        info = host.read_text(f"/proc/driver/nvidia/gpus/{address}/information")
+        info = host.read_text(paths.nvidia_information(address))
         if info:
             m = re.search(r"^Device Minor:\s*(\d+)", info, re.M)
             minor = int(m.group(1)) if m else None
@@ -57,7 +57,7 @@ def index_children(host: Host) -> ChildIndex:
     """Map /sys/class/{drm,sound,net,block,input} entries to their PCI function."""
     index = ChildIndex()
     for klass in _CHILD_CLASSES:
-        for entry in host.listdir(f"/sys/class/{klass}"):
+        for entry in host.listdir(paths.class_dir(klass)):
             if klass == "drm" and not (entry.startswith("card") or entry.startswith("renderD")):
                 continue  # connectors (card0-DP-1) and version files
             if klass == "drm" and "-" in entry:
@@ -66,7 +66,7 @@ def index_children(host: Host) -> ChildIndex:
                 continue
             if klass == "input" and not entry.startswith("input"):
                 continue
-            target = host.resolve(f"/sys/class/{klass}/{entry}")
+            target = host.resolve(paths.class_entry(klass, entry))
             if target is None:
                 continue
             address = pci_ancestor(target)
@@ -78,7 +78,7 @@ def index_children(host: Host) -> ChildIndex:
 
 def load_pci_ids(host: Host) -> PciIds:
     """The host's pci.ids (empty when the machine has none)."""
-    for path in PCI_IDS_PATHS:
+    for path in paths.PCI_IDS:
         text = host.read_text(path)
         if text:
             return PciIds.parse(text)
@@ -87,7 +87,7 @@ def load_pci_ids(host: Host) -> PciIds:
 
 def _udev_name(host: Host, address: str) -> str | None:
     """The hwdb name udev stored for the device, when udevd has seen it."""
-    text = host.read_text(f"/run/udev/data/+pci:{address}")
+    text = host.read_text(paths.udev_data(address))
     if not text:
         return None
     props = dict(line[2:].split("=", 1) for line in text.splitlines()
@@ -101,42 +101,41 @@ def _udev_name(host: Host, address: str) -> str | None:
 
 def read_device(host: Host, address: str, ids: PciIds, children: ChildIndex) -> PciDevice | None:
     """Read one PCI function; None when it is gone."""
-    base = f"{PCI_DEVICES}/{address}"
-    sysfs_path = host.resolve(base)
+    sysfs_path = host.resolve(paths.device_dir(address))
     if sysfs_path is None:
         return None
-    vendor = host.read_int(f"{base}/vendor", 16) or 0
-    device = host.read_int(f"{base}/device", 16) or 0
-    class_code = host.read_int(f"{base}/class", 16) or 0
-    override = host.read_text(f"{base}/driver_override")
+    vendor = host.read_int(paths.device_file(address, "vendor"), 16) or 0
+    device = host.read_int(paths.device_file(address, "device"), 16) or 0
+    class_code = host.read_int(paths.device_file(address, "class"), 16) or 0
+    override = host.read_text(paths.device_file(address, "driver_override"))
     if override in ("(null)", ""):
         override = None
-    group_name = host.link_name(f"{base}/iommu_group")
-    reset_method = host.read_text(f"{base}/reset_method")
+    group_name = host.link_name(paths.device_file(address, "iommu_group"))
+    reset_method = host.read_text(paths.device_file(address, "reset_method"))
     if reset_method is not None:
         methods = tuple(reset_method.split())
-    elif host.exists(f"{base}/reset"):
+    elif host.exists(paths.device_file(address, "reset")):
         methods = ("default",)  # kernels before 5.15: a reset file, methods not listed
     else:
         methods = ()
-    config = host.read_bytes(f"{base}/config", 4)
+    config = host.read_bytes(paths.device_file(address, "config"), 4)
     healthy = not (config is not None and len(config) >= 2 and config[:2] == b"\xff\xff")
     name = _udev_name(host, address) or ids.name(vendor, device, class_code)
     return PciDevice(
         address=address,
         vendor=vendor,
         device=device,
-        subsystem_vendor=host.read_int(f"{base}/subsystem_vendor", 16) or 0,
-        subsystem_device=host.read_int(f"{base}/subsystem_device", 16) or 0,
+        subsystem_vendor=host.read_int(paths.device_file(address, "subsystem_vendor"), 16) or 0,
+        subsystem_device=host.read_int(paths.device_file(address, "subsystem_device"), 16) or 0,
         class_code=class_code,
         name=name,
-        driver=host.link_name(f"{base}/driver"),
+        driver=host.link_name(paths.device_file(address, "driver")),
         driver_override=override,
         iommu_group=int(group_name) if group_name and group_name.isdigit() else None,
-        boot_vga=host.read_int(f"{base}/boot_vga") == 1,
+        boot_vga=host.read_int(paths.device_file(address, "boot_vga")) == 1,
         reset_methods=methods,
-        modalias=host.read_text(f"{base}/modalias") or "",
-        sysfs_path=sysfs_path.removeprefix("/sys"),
+        modalias=host.read_text(paths.device_file(address, "modalias")) or "",
+        sysfs_path=paths.sysfs_relative(sysfs_path),
         healthy=healthy,
         children=children.children(host, address),
     )
@@ -158,7 +157,7 @@ class Scanner:
 
     def addresses(self) -> list[str]:
         """Every PCI function the host lists."""
-        return [a for a in self.host.listdir(PCI_DEVICES) if _ADDRESS_IN_PATH.match(a)]
+        return [a for a in self.host.listdir(paths.PCI_DEVICES) if _ADDRESS_IN_PATH.match(a)]
 
     def scan(self) -> dict[str, PciDevice]:
         """A fresh snapshot of every PCI function."""
@@ -176,7 +175,7 @@ class Scanner:
 
     def group_members(self, group: int) -> list[str]:
         """Addresses in an IOMMU group, as the kernel lists them."""
-        return [a for a in self.host.listdir(f"/sys/kernel/iommu_groups/{group}/devices")
+        return [a for a in self.host.listdir(paths.group_members_dir(group))
                 if _ADDRESS_IN_PATH.match(a)]
 
 
@@ -187,13 +186,13 @@ def scan(host: Host) -> dict[str, PciDevice]:
 
 def iommu_enabled(host: Host) -> bool:
     """True when the kernel has IOMMU groups (an IOMMU is on)."""
-    return bool(host.listdir("/sys/kernel/iommu_groups"))
+    return bool(host.listdir(paths.IOMMU_GROUPS))
 
 
 def block_device_name(host: Host, dev_path: str) -> str | None:
     """``/dev/mapper/vg-root`` -> ``dm-0``; ``/dev/sda2`` -> ``sda2``; None for non-devices."""
-    if not dev_path.startswith("/dev/"):
+    if not paths.is_device_node(dev_path):
         return None
     real = host.resolve(dev_path)
     name = os.path.basename(real or dev_path)
-    return name if host.exists(f"/sys/class/block/{name}") else None
+    return name if host.exists(paths.class_entry("block", name)) else None

@@ -15,7 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from vfiod.config import Config, DeviceEntry
+from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.discovery import scan
+from vfiod.host import paths
 from vfiod.host.base import Host
 from vfiod.initramfs import INTEGRATIONS, SHIM_PATH, shim_is_current
 from vfiod.model import VFIO_DRIVER, PciDevice
@@ -72,10 +74,10 @@ class _Facts:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.devices = scan(host)
-        self.groups = [g for g in host.listdir("/sys/kernel/iommu_groups") if g.isdigit()]
-        self.iommu_units = host.listdir("/sys/class/iommu")
-        self.cmdline = (host.read_text("/proc/cmdline") or "").split()
-        cpuinfo = host.read_text("/proc/cpuinfo") or ""
+        self.groups = [g for g in host.listdir(paths.IOMMU_GROUPS) if g.isdigit()]
+        self.iommu_units = host.listdir(paths.IOMMU_UNITS)
+        self.cmdline = (host.read_text(paths.CMDLINE) or "").split()
+        cpuinfo = host.read_text(paths.CPUINFO) or ""
         m = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, re.M)
         self.cpu_vendor = m.group(1) if m else ""
 
@@ -161,7 +163,7 @@ def check_cmdline(facts: _Facts) -> Check:
 def _modprobe_d_ids(host: Host) -> list[tuple[str, str]]:
     """(file, ids) of `options vfio-pci ids=...` lines in modprobe.d."""
     found = []
-    for d in ("/etc/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d"):
+    for d in paths.MODPROBE_D:
         for name in host.listdir(d):
             if not name.endswith(".conf"):
                 continue
@@ -199,20 +201,20 @@ def check_vfio_ids(facts: _Facts, config: Config | None) -> Check:
                              f"vfio-pci ids={ids} in {where} claims all {len(same)} devices "
                              f"{ids}, including {kept[0].address}, which the host keeps",
                              f"remove ids={ids_text} from {where}; give the one device to "
-                             "vfio-pci by address with boot = \"vfio\" in /etc/vfiod/vfiod.toml")
+                             f"vfio-pci by address with boot = \"vfio\" in {DEFAULT_CONFIG_PATH}")
     return _ok("vfio_ids", "vfio-pci ids= options name no model the host also uses")
 
 
 def check_vfio_module(facts: _Facts) -> Check:
     """vfio-pci is loaded, or a module for it exists."""
     host = facts.host
-    if host.module_loaded("vfio_pci") or host.exists("/sys/bus/pci/drivers/vfio-pci"):
+    if host.module_loaded("vfio_pci") or host.exists(paths.driver_dir(VFIO_DRIVER)):
         return _ok("vfio_module", "vfio-pci is loaded")
-    release = host.read_text("/proc/sys/kernel/osrelease")
+    release = host.read_text(paths.OSRELEASE)
     if release is None and host.simulated:
         # The simulated kernel has no /lib/modules; it loads vfio-pci on demand.
         return _ok("vfio_module", "vfio-pci is not loaded yet; it loads on the first bind")
-    moddir = f"/lib/modules/{release}" if release else None
+    moddir = paths.modules_dir(release) if release else None
     if moddir and host.exists(moddir):
         listed = (host.read_text(f"{moddir}/modules.dep") or "") + "\n" + \
                  (host.read_text(f"{moddir}/modules.builtin") or "")
@@ -248,16 +250,16 @@ def check_entry(facts: _Facts, config: Config, entry: DeviceEntry,
                 return _fail(cid, f"device[{index}] ({entry.label}): no PCI device at "
                              f"{entry.address}",
                              "check `lspci -nn` for where the card is now and update its "
-                             "match in /etc/vfiod/vfiod.toml"), []
+                             f"match in {DEFAULT_CONFIG_PATH}"), []
             want = entry.match.partition("@")[0]
             return _fail(cid, f"device[{index}] ({entry.label}): {entry.address} is "
                          f"{present.ids} {present.name}, not the {want} the config expects",
                          "the card moved or was replaced: update match in "
-                         "/etc/vfiod/vfiod.toml (and run vfioctl initramfs install)"), []
+                         f"{DEFAULT_CONFIG_PATH} (and run vfioctl initramfs install)"), []
     elif not found:
         return _fail(cid, f"device[{index}] ({entry.label}): no PCI device has ids "
                      f"{entry.match}", "check `lspci -nn` and update match in "
-                     "/etc/vfiod/vfiod.toml"), []
+                     f"{DEFAULT_CONFIG_PATH}"), []
     elif len(found) > 1:
         where = ", ".join(d.address for d in found)
         fix = (f"write match = \"{entry.match}@ADDRESS\" with the address of the one to "
@@ -419,7 +421,7 @@ def run_checks(host: Host, config: Config | None) -> list[Check]:
               check_vfio_ids(facts, config)]
     passing: dict[str, PciDevice] = {}
     if config is None or not config.devices:
-        where = config.path if config is not None and config.path else "/etc/vfiod/vfiod.toml"
+        where = config.path if config is not None and config.path else DEFAULT_CONFIG_PATH
         checks.append(_ok("config", f"no devices in {where}: checks of devices to pass "
                           "are skipped"))
     else:

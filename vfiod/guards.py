@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from vfiod.discovery import block_device_name
 from vfiod.errors import InUse
+from vfiod.host import paths
 from vfiod.host.base import Host, Process
 from vfiod.model import PciDevice
 
@@ -57,10 +58,10 @@ class HostFacts:
             if cur in seen:
                 continue
             seen.add(cur)
-            todo.extend(self.host.listdir(f"/sys/class/block/{cur}/slaves"))
+            todo.extend(self.host.listdir(paths.class_entry("block", cur, "slaves")))
             # A partition's disk is its parent directory in sysfs.
-            real = self.host.resolve(f"/sys/class/block/{cur}")
-            if real and self.host.exists(f"/sys/class/block/{cur}/partition"):
+            real = self.host.resolve(paths.class_entry("block", cur))
+            if real and self.host.exists(paths.class_entry("block", cur, "partition")):
                 todo.append(real.rsplit("/", 2)[-2])
         self._stack_cache[name] = seen
         return seen
@@ -68,7 +69,7 @@ class HostFacts:
     def _read_mounts(self) -> list[tuple[set[str], str, str, str]]:
         """(underlying block devices, source, mount point, fs type) per mounted device."""
         out = []
-        for line in (self.host.read_text("/proc/mounts") or "").splitlines():
+        for line in (self.host.read_text(paths.MOUNTS) or "").splitlines():
             fields = line.split()
             if len(fields) < 3:
                 continue
@@ -80,7 +81,7 @@ class HostFacts:
 
     def _read_swaps(self) -> list[tuple[set[str], str]]:
         out = []
-        for line in (self.host.read_text("/proc/swaps") or "").splitlines()[1:]:
+        for line in (self.host.read_text(paths.SWAPS) or "").splitlines()[1:]:
             fields = line.split()
             if fields:
                 name = block_device_name(self.host, _decode_mount_field(fields[0]))
@@ -90,11 +91,11 @@ class HostFacts:
 
     def _read_default_route(self) -> set[str]:
         ifaces = set()
-        for line in (self.host.read_text("/proc/net/route") or "").splitlines()[1:]:
+        for line in (self.host.read_text(paths.ROUTES) or "").splitlines()[1:]:
             fields = line.split()
             if len(fields) > 2 and fields[1] == "00000000":
                 ifaces.add(fields[0])
-        for line in (self.host.read_text("/proc/net/ipv6_route") or "").splitlines():
+        for line in (self.host.read_text(paths.IPV6_ROUTES) or "").splitlines():
             fields = line.split()
             if len(fields) == 10 and fields[0] == "0" * 32 and fields[1] == "00" \
                     and fields[9] != "lo":
@@ -108,29 +109,35 @@ def _held(holders: dict[str, list[Process]], paths: Iterable[str]) -> list[tuple
 
 def node_paths(host: Host, dev: PciDevice) -> dict[str, list[str]]:
     """The /dev nodes through which the host uses a device, by kind."""
-    drm = [f"/dev/dri/{n}" for n in dev.children.drm]
+    drm = [paths.drm_node(n) for n in dev.children.drm]
     if dev.children.nvidia_minor is not None:
-        drm.append(f"/dev/nvidia{dev.children.nvidia_minor}")
+        drm.append(paths.nvidia_node(dev.children.nvidia_minor))
     sound = []
     for card in dev.children.sound:
         num = card.removeprefix("card")
-        sound += [f"/dev/snd/{n}" for n in host.listdir("/dev/snd")
+        sound += [paths.sound_node(n) for n in host.listdir(paths.SOUND_DIR)
                   if re.fullmatch(rf"(controlC{num}|pcmC{num}D\d+[pc]|hwC{num}D\d+)", n)]
     return {"drm": drm, "sound": sound}
 
 
-def find_usages(host: Host, devices: Iterable[PciDevice]) -> list[Usage]:
-    """Every way the host uses these devices, hard ones first."""
+def find_usages(host: Host, devices: Iterable[PciDevice],
+                holders: dict[str, list[Process]] | None = None) -> list[Usage]:
+    """Every way the host uses these devices, hard ones first.
+
+    *holders*: who holds which node open, when the caller scanned /proc already (a scan
+    that covered these devices' nodes); else /proc is scanned here.
+    """
     devices = list(devices)
     facts = HostFacts(host)
     nodes = {d.address: node_paths(host, d) for d in devices}
-    holders = host.holders(p for n in nodes.values() for lst in n.values() for p in lst)
+    if holders is None:
+        holders = host.holders(p for n in nodes.values() for lst in n.values() for p in lst)
     hard: list[Usage] = []
     soft: list[Usage] = []
     console_on_fb = any(
-        host.read_text(f"/sys/class/vtconsole/{vt}/bind") == "1"
-        and "frame buffer" in (host.read_text(f"/sys/class/vtconsole/{vt}/name") or "")
-        for vt in host.listdir("/sys/class/vtconsole"))
+        host.read_text(paths.vtconsole_file(vt, "bind")) == "1"
+        and "frame buffer" in (host.read_text(paths.vtconsole_file(vt, "name")) or "")
+        for vt in host.listdir(paths.VTCONSOLES))
     for dev in devices:
         a = dev.address
         blocks = set(dev.children.block)
@@ -141,9 +148,9 @@ def find_usages(host: Host, devices: Iterable[PciDevice]) -> list[Usage]:
             if stack & blocks:
                 hard.append(Usage(a, f"{source} is active swap", True))
         for b in sorted(blocks):
-            users = host.listdir(f"/sys/class/block/{b}/holders")
+            users = host.listdir(paths.class_entry("block", b, "holders"))
             if users:
-                hard.append(Usage(a, f"/dev/{b} is part of an active md/LVM/dm device "
+                hard.append(Usage(a, f"{paths.block_node(b)} is part of an active md/LVM/dm device "
                                      f"({', '.join(users)})", True))
         for path, proc in _held(holders, nodes[a]["drm"]):
             soft.append(Usage(a, f"{path} is held open by {proc}", False))
@@ -151,21 +158,25 @@ def find_usages(host: Host, devices: Iterable[PciDevice]) -> list[Usage]:
             soft.append(Usage(a, "it is the boot VGA and the framebuffer console is on it",
                               False))
         for iface in dev.children.net:
-            if host.read_text(f"/sys/class/net/{iface}/operstate") == "up":
+            if host.read_text(paths.class_entry("net", iface, "operstate")) == "up":
                 why = " and carries the default route" if iface in facts.default_route else ""
                 soft.append(Usage(a, f"network interface {iface} is up{why}", False))
         for path, proc in _held(holders, nodes[a]["sound"]):
             soft.append(Usage(a, f"sound device {path} is held open by {proc}", False))
         if dev.children.input:
-            names = [host.read_text(f"/sys/class/input/{i}/name") or i
+            names = [host.read_text(paths.class_entry("input", i, "name")) or i
                      for i in dev.children.input]
             soft.append(Usage(a, "input devices are attached: " + ", ".join(names), False))
     return hard + soft
 
 
-def check_usages(host: Host, devices: Iterable[PciDevice], *, force: bool, action: str) -> None:
-    """Raise InUse for the first usage that blocks *action* (hard always, soft unless force)."""
-    for usage in find_usages(host, devices):
+def check_usages(host: Host, devices: Iterable[PciDevice], *, force: bool, action: str,
+                 holders: dict[str, list[Process]] | None = None) -> None:
+    """Raise InUse for the first usage that blocks *action* (hard always, soft unless force).
+
+    *holders*: as for find_usages.
+    """
+    for usage in find_usages(host, devices, holders):
         if usage.hard:
             raise InUse(f"{usage.address}: refusing to {action}: {usage.reason}; "
                         "the host needs it (force does not override this)", hard=True)

@@ -21,15 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfiod.atomicfile import atomic_write
-from vfiod.config import DEFAULT_CONFIG_PATH, Config, DeviceEntry
+from vfiod.config import Config, DeviceEntry
+from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.errors import Failed
 from vfiod.host.base import Host
 from vfiod.model import PciDevice
 
 #: Where install_shim writes the shim on the host (the integrations copy it from here).
 SHIM_PATH = "/var/lib/vfiod/early-boot.sh"
-#: Where the shim lives inside the initramfs.
-SHIM_IN_INITRAMFS = "/usr/lib/vfiod/early-boot.sh"
 
 TEMPLATE_NAME = "vfiod-shim.sh.in"
 _DEVICES_MARKER = "\t# @DEVICES@\n"

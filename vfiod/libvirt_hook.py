@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from vfiod import contract
+from vfiod.atomicfile import atomic_write
 
 HOOK_PATH = "/etc/libvirt/hooks/qemu.d/vfiod"
 DEFAULT_TIMEOUT = 20.0
@@ -43,7 +45,8 @@ import xml.etree.ElementTree as ET
 
 BUSCTL = os.environ.get("VFIOD_BUSCTL", "@BUSCTL@")
 TIMEOUT = @TIMEOUT@
-DEST, PATH, MANAGER = "org.vfiod1", "/org/vfiod1", "org.vfiod1.Manager"
+DEST, PATH, MANAGER = "@BUS_NAME@", "@MANAGER_PATH@", "@MANAGER_INTERFACE@"
+DEVICE, DEVICE_PATH_PREFIX = "@DEVICE_INTERFACE@", "@DEVICE_PATH_PREFIX@"
 
 
 def log(message):
@@ -124,8 +127,8 @@ def prepare(guest, devices):
 
 def release(guest, devices):
     for address, managed in devices:
-        obj = PATH + "/device/pci_" + address.replace(":", "_").replace(".", "_")
-        ok, reply = busctl("get-property", DEST, obj, "org.vfiod1.Device", "State")
+        obj = DEVICE_PATH_PREFIX + "pci_" + address.replace(":", "_").replace(".", "_")
+        ok, reply = busctl("get-property", DEST, obj, DEVICE, "State")
         state = reply.get("data") if ok and isinstance(reply, dict) else None
         note = ("; libvirt returns managed='yes' devices to the host itself"
                 if managed else "; vfiod applies its on_release")
@@ -163,7 +166,12 @@ def render_hook(*, python: str | None = None, busctl: str = "busctl",
     return (_TEMPLATE
             .replace("@PYTHON@", interpreter)
             .replace("@BUSCTL@", busctl)
-            .replace("@TIMEOUT@", str(max(1, int(timeout)))))
+            .replace("@TIMEOUT@", str(max(1, int(timeout))))
+            .replace("@BUS_NAME@", contract.BUS_NAME)
+            .replace("@MANAGER_PATH@", contract.MANAGER_PATH)
+            .replace("@MANAGER_INTERFACE@", contract.MANAGER_INTERFACE)
+            .replace("@DEVICE_INTERFACE@", contract.DEVICE_INTERFACE)
+            .replace("@DEVICE_PATH_PREFIX@", contract.DEVICE_PATH_PREFIX))
 
 
 def install_hook(root: str | os.PathLike[str] = "/", **options: object) -> Path:
@@ -172,16 +180,5 @@ def install_hook(root: str | os.PathLike[str] = "/", **options: object) -> Path:
     libvirt reads its hook directories when it starts: restart libvirtd afterwards.
     """
     dest = Path(root) / HOOK_PATH.lstrip("/")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    text = render_hook(**options)  # type: ignore[arg-type]
-    fd, tmp = tempfile.mkstemp(prefix=".vfiod.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(dest, render_hook(**options), 0o755)  # type: ignore[arg-type]
     return dest

@@ -7,10 +7,7 @@ from dataclasses import dataclass, field
 VFIO_DRIVER = "vfio-pci"
 
 # PCI class codes (the top 16 bits of the 24-bit class).
-CLASS_DISPLAY_VGA = 0x0300
-CLASS_BRIDGE_HOST = 0x0600
 CLASS_BRIDGE_PCI = 0x0604
-
 
 #: Bridges' 16-bit classes: PCI-to-PCI, CardBus, semi-transparent PCI-to-PCI.
 BRIDGE_CLASSES = (CLASS_BRIDGE_PCI, 0x0607, 0x0609)

@@ -39,7 +39,8 @@ from types import TracebackType
 from typing import Any, NamedTuple
 from xml.sax.saxutils import escape
 
-BUS_NAME = "org.vfiod1"
+from vfiod.contract import BUS_NAME
+
 
 #: The project's bus policy, shipped in the package (`make install` installs the
 #: system's copy from this file; dbus/org.vfiod1.conf in a checkout links to it).

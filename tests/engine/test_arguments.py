@@ -22,8 +22,8 @@ def test_malformed_argument_is_invalid_and_touches_nothing(host: SimHost, tmp_pa
                                                            monkeypatch) -> None:
     engine = Engine(host, tmp_path / "state")
     touched: list[str] = []
-    real_path = host.path
-    monkeypatch.setattr(host, "path", lambda p: touched.append(p) or real_path(p))
+    real_path = host.real_path
+    monkeypatch.setattr(host, "real_path", lambda p: touched.append(p) or real_path(p))
     with pytest.raises(InvalidArgument):
         getattr(engine, operation)(arg)
     assert touched == []

@@ -6,7 +6,8 @@ import errno
 
 import pytest
 
-from vfiod.engine import SLOT_HINT, Engine
+from vfiod.engine import Engine
+from vfiod.engine.reset import SLOT_HINT
 from vfiod.errors import HostWriteError, InUse, ResetFailed
 from vfiod.records import State
 from vfiod.sim import SimHost
@@ -135,7 +136,7 @@ def test_reset_of_the_desktop_gpu_is_refused(engine: Engine) -> None:
 
 def test_vfiods_own_group_fds_make_no_guest(engine: Engine, host: SimHost) -> None:
     engine.bind(GPU)
-    with open(host.path("/dev/vfio/31"), "rb"):  # what a hot reset holds for a moment
+    with open(host.real_path("/dev/vfio/31"), "rb"):  # what a hot reset holds for a moment
         engine.holders_changed()
         assert engine.device_status(GPU).state is State.VFIO
         assert engine.reset(GPU) == "bus"

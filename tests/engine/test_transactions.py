@@ -61,7 +61,7 @@ def test_every_errno_at_every_step_ends_done_or_puts_the_whole_group_back(
                     assert placement(sim, GROUP) == before, (step, err)
                 else:  # the step had a fallback (a direct bind, then drivers_probe)
                     assert placement(sim, GROUP) == done, (step, err)
-                assert engine.store.unfinished() == []
+                assert engine.journal.unfinished() == []
             finally:
                 sim.close()
     assert failures >= steps  # most injected faults do fail the operation
@@ -87,12 +87,12 @@ def test_killed_at_every_step_and_restarted_leaves_every_device_on_its_driver(
             touched = restarted.recover()
             assert sorted(touched) == GROUP
             assert placement(sim, GROUP) == before, step
-            assert restarted.store.unfinished() == []
+            assert restarted.journal.unfinished() == []
         finally:
             sim.close()
 
 
 def test_a_finished_transaction_leaves_no_journal(engine: Engine) -> None:
     engine.bind(GPU)
-    assert engine.store.unfinished() == []
+    assert engine.journal.unfinished() == []
     assert engine.recover() == []

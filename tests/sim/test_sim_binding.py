@@ -73,7 +73,7 @@ def test_group_node_disappears_when_last_member_leaves_vfio_pci(sim: SimHost) ->
 def test_group_node_mode_is_0600(sim: SimHost) -> None:
     sim.load_module("vfio-pci")
     to_vfio(sim, GPU)
-    assert stat.S_IMODE(os.stat(sim.path("/dev/vfio/31")).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(sim.real_path("/dev/vfio/31")).st_mode) == 0o600
 
 
 def test_remove_and_rescan_forget_driver_override(sim: SimHost) -> None:
@@ -117,7 +117,7 @@ def test_unbind_of_no_such_device_is_enodev(sim: SimHost) -> None:
 
 def test_driver_unbind_of_device_without_driver_is_enoent_at_open(sim: SimHost) -> None:
     sim.write_attr(dev(GPU, "driver/unbind"), GPU)
-    assert not os.path.lexists(sim.path(dev(GPU, "driver")))
+    assert not os.path.lexists(sim.real_path(dev(GPU, "driver")))
     assert write_errno(sim, dev(GPU, "driver/unbind"), GPU) == errno.ENOENT
 
 

@@ -12,7 +12,7 @@ from vfiod.sim import SimHost
 
 def shell_write(sim: SimHost, host_path: str, value: str) -> None:
     """What a user does: ``echo VALUE > $ROOT/PATH`` in a shell."""
-    subprocess.run(["sh", "-c", 'echo "$1" > "$2"', "sh", value, str(sim.path(host_path))],
+    subprocess.run(["sh", "-c", 'echo "$1" > "$2"', "sh", value, str(sim.real_path(host_path))],
                    check=True)
 
 

@@ -18,7 +18,7 @@ from simtest import GPU, dev, driver_of, to_vfio, wait_for
 from vfiod.errors import HostWriteTimeout
 from vfiod.sim import SimHost, SimRootBusy, spawn_holder
 from vfiod.sim.host import scratch_dir
-from vfiod.sim.state import STATE_FILE
+from vfiod.sim.machine_state import STATE_FILE
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from simtest import ASMEDIA, AUDIO, DESKTOP_GPU, GPU, NIC, dev, driver_of, to_vfio
 
 from vfiod.sim import SimHost
-from vfiod.sim.pciids import SYSTEM_PCI_IDS
+from vfiod.sim.pci_ids_subset import SYSTEM_PCI_IDS
 
 # The DESIGN.md table of seed-x99: address -> (ids, driver, group).
 DESIGN_TABLE = {
@@ -187,7 +187,7 @@ def test_pci_ids_subset_copies_the_system_names(sim: SimHost) -> None:
 
 
 def test_shipped_pci_ids_is_the_extract_of_the_same_pci_ids_version() -> None:
-    from vfiod.sim.pciids import SHIPPED_PCI_IDS, subset
+    from vfiod.sim.pci_ids_subset import SHIPPED_PCI_IDS, subset
     from vfiod.sim.profiles import PROFILES
 
     if not SYSTEM_PCI_IDS.is_file():

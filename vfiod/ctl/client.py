@@ -14,16 +14,14 @@ from typing import Any
 from dbus_fast import BusType, InvalidAddressError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from vfiod.address import dbus_object_suffix
+from vfiod.contract import (BUS_NAME, DEVICE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH,
+                             device_path)
 from vfiod.ctl import exitcodes
 from vfiod.ctl.exitcodes import CtlError
-from vfiod.ctl.devices import DeviceInfo, unwrap
+from vfiod.ctl.devices import DeviceProperties, unwrap
 
-BUS_NAME = "org.vfiod1"
-MANAGER_PATH = "/org/vfiod1"
-MANAGER_IFACE = "org.vfiod1.Manager"
-DEVICE_IFACE = "org.vfiod1.Device"
-DEVICE_PATH_PREFIX = "/org/vfiod1/device/"
+MANAGER_IFACE = MANAGER_INTERFACE
+DEVICE_IFACE = DEVICE_INTERFACE
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
 DBUS_NAME = "org.freedesktop.DBus"
@@ -42,10 +40,6 @@ QUERY_TIMEOUT = 25.0
 #: Bind/Unbind/Reset: the daemon bounds each sysfs write, a whole group takes longer.
 OPERATION_TIMEOUT = 120.0
 
-
-def device_path(address: str) -> str:
-    """``0000:06:00.0`` -> ``/org/vfiod1/device/pci_0000_06_00_0``."""
-    return DEVICE_PATH_PREFIX + dbus_object_suffix(address)
 
 
 def bus_description(session: bool, address: str | None) -> str:
@@ -139,18 +133,18 @@ class VfiodClient:
         (rows,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Status")
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
-    async def devices(self) -> dict[str, DeviceInfo]:
+    async def devices(self) -> dict[str, DeviceProperties]:
         """Every Device object's properties (ObjectManager), by address."""
         (objects,) = await self.call(MANAGER_PATH, OBJECT_MANAGER_IFACE, "GetManagedObjects")
-        found: dict[str, DeviceInfo] = {}
+        found: dict[str, DeviceProperties] = {}
         for interfaces in objects.values():
             props = interfaces.get(DEVICE_IFACE)
             if props is not None:
-                info = DeviceInfo.from_properties(unwrap(props))
+                info = DeviceProperties.from_properties(unwrap(props))
                 found[info.address] = info
         return found
 
-    async def device(self, address: str) -> DeviceInfo | None:
+    async def device(self, address: str) -> DeviceProperties | None:
         """One Device object's properties; None when vfiod has no such object."""
         try:
             (props,) = await self.call(device_path(address), PROPERTIES_IFACE, "GetAll",
@@ -159,7 +153,7 @@ class VfiodClient:
             if err.dbus_name in UNKNOWN_OBJECT_ERRORS:
                 return None
             raise
-        return DeviceInfo.from_properties(unwrap(props))
+        return DeviceProperties.from_properties(unwrap(props))
 
     async def manager_properties(self) -> dict[str, Any]:
         """Version, IommuEnabled, Simulated."""

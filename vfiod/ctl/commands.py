@@ -14,13 +14,13 @@ import sys
 from vfiod.address import check_device_argument, normalize_address
 from vfiod.ctl import exitcodes, output
 from vfiod.ctl.client import VfiodClient
-from vfiod.ctl.devices import DeviceInfo
+from vfiod.ctl.devices import DeviceProperties
 from vfiod.ctl.exitcodes import CtlError
-from vfiod.errors import InvalidArgument, NoSuchDevice
+from vfiod.contract import DEFAULT_CONFIG_PATH
+from vfiod.errors import InvalidArgument, NoSuchDevice, VfiodError
 
 #: The Device property a daemon may export with a device's name from the config file.
 CONFIG_NAME_PROPERTY = "ConfigName"
-DEFAULT_CONFIG = "/etc/vfiod/vfiod.toml"
 
 
 def device_argument(text: str) -> str:
@@ -63,12 +63,12 @@ async def run(client: VfiodClient, args: argparse.Namespace) -> int:
     return await handler(client, args)
 
 
-async def all_devices(client: VfiodClient) -> dict[str, DeviceInfo]:
+async def all_devices(client: VfiodClient) -> dict[str, DeviceProperties]:
     """Every device with all its properties; from Status() rows if vfiod exports no
     Device objects (an older daemon)."""
     devices = await client.devices()
     if not devices:
-        devices = {row[0]: DeviceInfo.from_status_row(row)
+        devices = {row[0]: DeviceProperties.from_status_row(row)
                    for row in await client.status_rows()}
     return devices
 
@@ -118,7 +118,7 @@ async def _status_one(client: VfiodClient, args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _address_for_name(name: str, devices: dict[str, DeviceInfo]) -> str:
+def _address_for_name(name: str, devices: dict[str, DeviceProperties]) -> str:
     """The address a config name stands for, with the daemon's errors otherwise:
     InvalidArgument (exit 2) for a name no config entry has, NoSuchDevice (exit 3) for
     one that matches no device.
@@ -131,32 +131,24 @@ def _address_for_name(name: str, devices: dict[str, DeviceInfo]) -> str:
     for dev in devices.values():
         if dev.extra.get(CONFIG_NAME_PROPERTY) == name:
             return dev.address
-    path = os.environ.get("VFIOD_CONFIG") or DEFAULT_CONFIG
-    entry = None
+    path = os.environ.get("VFIOD_CONFIG") or DEFAULT_CONFIG_PATH
+    config = None
     if os.path.exists(path):
         from vfiod.config import load_config
 
-        entry = load_config(path).entry_named(name)  # ConfigError: exit 2, file:line
-    if entry is None:
-        raise CtlError(f"{name!r} is neither a PCI address (such as 0000:06:00.0) nor a "
-                       f"device name from {path}", exitcodes.USAGE,
-                       InvalidArgument.dbus_name)
-    if entry.address is not None:
-        return entry.address
-    # An ids-only entry stands for the one device with those ids.
-    matches = [d.address for d in devices.values() if (d.vendor_id, d.device_id) == entry.ids]
-    if len(matches) != 1:
-        found = f"{len(matches)} devices ({', '.join(sorted(matches))})" if matches else \
-            "no PCI device"
-        raise CtlError(f"{name}: {entry.match!r} matches {found}",
-                       NoSuchDevice.exit_code if not matches else exitcodes.USAGE,
-                       NoSuchDevice.dbus_name if not matches else InvalidArgument.dbus_name)
-    return matches[0]
+        config = load_config(path)  # ConfigError: exit 2, file:line
+    from vfiod.config import resolve_name
+
+    try:
+        return resolve_name(config, name, ((d.address, d.vendor_id, d.device_id)
+                                           for d in devices.values()), where=path)
+    except VfiodError as err:
+        raise CtlError(str(err), err.exit_code, err.dbus_name) from None
 
 
-async def _drivers_now(client: VfiodClient) -> dict[str, DeviceInfo]:
+async def _drivers_now(client: VfiodClient) -> dict[str, DeviceProperties]:
     """Every function's name, driver and state now (one Status() call)."""
-    return {row[0]: DeviceInfo.from_status_row(row) for row in await client.status_rows()}
+    return {row[0]: DeviceProperties.from_status_row(row) for row in await client.status_rows()}
 
 
 async def cmd_bind(client: VfiodClient, args: argparse.Namespace) -> int:
@@ -185,8 +177,8 @@ async def cmd_unbind(client: VfiodClient, args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _print_moved(device: str, moved: list[str], before: dict[str, DeviceInfo],
-                 after: dict[str, DeviceInfo], nothing: str) -> None:
+def _print_moved(device: str, moved: list[str], before: dict[str, DeviceProperties],
+                 after: dict[str, DeviceProperties], nothing: str) -> None:
     if not moved:
         current = after.get(device)
         driver = f" (driver {current.driver or 'none'})" if current is not None else ""

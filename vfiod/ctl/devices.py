@@ -1,6 +1,6 @@
 """Device records on the client side, built from org.vfiod1.Device properties.
 
-``DeviceInfo`` has exactly the fields of vfiod.records.DeviceStatus (the record the
+``DeviceProperties`` has exactly the fields of vfiod.records.DeviceStatus (the record the
 daemon builds its properties from) without importing pydantic: vfioctl must start fast.
 A test keeps the two field lists equal.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from vfiod.model import is_bridge_class
 
-#: org.vfiod1.Device property -> DeviceInfo field (DESIGN.md's list, in its order).
+#: org.vfiod1.Device property -> DeviceProperties field (DESIGN.md's list, in its order).
 PROPERTY_FIELDS: dict[str, str] = {
     "Address": "address",
     "VendorId": "vendor_id",
@@ -35,8 +35,8 @@ PROPERTY_FIELDS: dict[str, str] = {
 }
 
 @dataclass
-class DeviceInfo:
-    """One PCI function as vfiod reports it (the fields of DeviceStatus)."""
+class DeviceProperties:
+    """vfioctl's copy of one org.vfiod1.Device object (the fields of DeviceStatus)."""
 
     address: str
     vendor_id: int = 0
@@ -64,7 +64,7 @@ class DeviceInfo:
         return f"{self.vendor_id:04x}:{self.device_id:04x}"
 
     @classmethod
-    def from_properties(cls, props: dict[str, Any]) -> DeviceInfo:
+    def from_properties(cls, props: dict[str, Any]) -> DeviceProperties:
         """Build from a Device object's properties (values already unwrapped)."""
         info = cls(address=str(props.get("Address", "")))
         info.update(props)
@@ -73,7 +73,7 @@ class DeviceInfo:
         return info
 
     @classmethod
-    def from_status_row(cls, row: tuple[Any, ...]) -> DeviceInfo:
+    def from_status_row(cls, row: tuple[Any, ...]) -> DeviceProperties:
         """Build from a Manager.Status() row (address, ids, name, driver, state, group,
         holder): the fields a row carries, the rest left at their defaults."""
         address, ids, name, driver, state, group, holder = row
@@ -109,8 +109,8 @@ class DeviceInfo:
         return data
 
 
-#: DeviceInfo's record fields, in order (what ``status --json`` prints per device).
-JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DeviceInfo) if f.name != "extra")
+#: DeviceProperties's record fields, in order (what ``status --json`` prints per device).
+JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DeviceProperties) if f.name != "extra")
 
 
 def _hex(text: str) -> int:
@@ -118,16 +118,6 @@ def _hex(text: str) -> int:
         return int(text, 16)
     except ValueError:
         return 0
-
-
-def address_from_path(path: str) -> str | None:
-    """``/org/vfiod1/device/pci_0000_06_00_0`` -> ``0000:06:00.0``; None for others."""
-    tail = path.rsplit("/", 1)[-1]
-    parts = tail.split("_")
-    if len(parts) != 5 or parts[0] != "pci":
-        return None
-    _, domain, bus, slot, function = parts
-    return f"{domain}:{bus}:{slot}.{function}"
 
 
 def unwrap(value: Any) -> Any:

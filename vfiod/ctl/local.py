@@ -17,13 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.ctl import exitcodes
 from vfiod.ctl.exitcodes import CtlError
 from vfiod.errors import HostWriteError, ModuleLoadError
+from vfiod.host import paths
 from vfiod.host.base import Host
 from vfiod.host.real import RealHost
 
-DEFAULT_CONFIG = "/etc/vfiod/vfiod.toml"
 
 
 class ReadOnlyHost(RealHost):
@@ -36,7 +37,7 @@ class ReadOnlyHost(RealHost):
         raise ModuleLoadError(f"vfioctl reads the host only; not loading {name_or_modalias}")
 
     def vfio_hot_reset(self, address: str) -> list[str]:
-        raise HostWriteError("/dev/vfio", "hot reset", errno.EROFS, address)
+        raise HostWriteError(paths.VFIO_DIR, "hot reset", errno.EROFS, address)
 
 
 @contextmanager
@@ -61,7 +62,7 @@ def load(path: str | None) -> Any:
     """vfiod's config (an absent file is an empty one); ConfigError exits 2."""
     from vfiod.config import load_config
 
-    return load_config(path or os.environ.get("VFIOD_CONFIG") or DEFAULT_CONFIG)
+    return load_config(path or os.environ.get("VFIOD_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
 def run(args: argparse.Namespace) -> int:

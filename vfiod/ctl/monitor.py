@@ -21,7 +21,8 @@ from vfiod.ctl import exitcodes, output
 from vfiod.ctl.client import (BUS_NAME, DBUS_NAME, DEVICE_IFACE, MANAGER_IFACE,
                               MANAGER_PATH, OBJECT_MANAGER_IFACE, PROPERTIES_IFACE,
                               VfiodClient)
-from vfiod.ctl.devices import PROPERTY_FIELDS, DeviceInfo, address_from_path, unwrap
+from vfiod.contract import address_from_path
+from vfiod.ctl.devices import PROPERTY_FIELDS, DeviceProperties, unwrap
 from vfiod.ctl.exitcodes import CtlError
 
 MATCH_RULES = (
@@ -46,7 +47,7 @@ class Monitor:
 
     def __init__(self, json_mode: bool, write: Any = None) -> None:
         self.json_mode = json_mode
-        self.devices: dict[str, DeviceInfo] = {}
+        self.devices: dict[str, DeviceProperties] = {}
         self._write = write or _write_line
         #: Set when vfiod (re)appears on the bus: the caller refetches every device.
         self.needs_refresh = False
@@ -71,7 +72,7 @@ class Monitor:
         elif iface == OBJECT_MANAGER_IFACE and member == "InterfacesAdded":
             props = unwrap(msg.body[1]).get(DEVICE_IFACE)
             if props is not None:
-                self._added(DeviceInfo.from_properties(props))
+                self._added(DeviceProperties.from_properties(props))
         elif iface == OBJECT_MANAGER_IFACE and member == "InterfacesRemoved":
             if DEVICE_IFACE in msg.body[1]:
                 self._removed(address_from_path(msg.body[0]) or msg.body[0])
@@ -79,7 +80,7 @@ class Monitor:
             self._owner_changed(msg.body[2])
 
     def _device_changed(self, address: str, state: str, driver: str) -> None:
-        dev = self.devices.setdefault(address, DeviceInfo(address))
+        dev = self.devices.setdefault(address, DeviceProperties(address))
         changes = dev.update({"Driver": driver, "State": state})
         self.emit({"event": "DeviceChanged", "address": address, "state": state,
                    "driver": driver},
@@ -91,7 +92,7 @@ class Monitor:
         address = address_from_path(path)
         if address is None:
             return
-        dev = self.devices.setdefault(address, DeviceInfo(address))
+        dev = self.devices.setdefault(address, DeviceProperties(address))
         changes = dev.update(changed)
         fields = {PROPERTY_FIELDS.get(k, k): v for k, v in changed.items()}
         self.emit({"event": "PropertiesChanged", "address": address, "changed": fields,
@@ -99,7 +100,7 @@ class Monitor:
                   output.monitor_line(_clock(), address, dev.name, changes)
                   if changes else None)
 
-    def _added(self, dev: DeviceInfo) -> None:
+    def _added(self, dev: DeviceProperties) -> None:
         self.devices[dev.address] = dev
         self.emit({"event": "DeviceAdded", "device": dev.to_json()},
                   f"{_clock()}  {dev.address}  {dev.name}  added (driver "

@@ -1,6 +1,6 @@
 """How vfioctl shows devices and changes: aligned tables for people, JSON for scripts.
 
-Pure functions of DeviceInfo records: no D-Bus, no I/O, so the unit tests check the
+Pure functions of DeviceProperties records: no D-Bus, no I/O, so the unit tests check the
 exact text.
 """
 
@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from vfiod.ctl.devices import DeviceInfo
+from vfiod.ctl.devices import DeviceProperties
 
 VFIO = "vfio-pci"
 NONE = "-"
@@ -21,7 +21,7 @@ _GAP = "  "
 _INDENT = "  "
 
 
-def notes_of(dev: DeviceInfo) -> str:
+def notes_of(dev: DeviceProperties) -> str:
     """What a user should notice about a device: a bridge, the boot VGA, what the host
     needs it for, trouble."""
     notes = []
@@ -38,12 +38,12 @@ def notes_of(dev: DeviceInfo) -> str:
     return ", ".join(notes)
 
 
-def group_key(dev: DeviceInfo) -> tuple[int, int]:
+def group_key(dev: DeviceProperties) -> tuple[int, int]:
     """Sort key: groups in numeric order, devices without a group last."""
     return (1, 0) if dev.iommu_group < 0 else (0, dev.iommu_group)
 
 
-def group_header(group: int, members: Sequence[DeviceInfo]) -> str:
+def group_header(group: int, members: Sequence[DeviceProperties]) -> str:
     """``IOMMU group 31`` and, when it matters, what its endpoints' drivers mean."""
     if group < 0:
         return "no IOMMU group (cannot be passed through)"
@@ -91,7 +91,7 @@ def _fit_widths(widths: list[int], width: int) -> list[int]:
     return widths
 
 
-def status_table(devices: Iterable[DeviceInfo], width: int | None = None) -> str:
+def status_table(devices: Iterable[DeviceProperties], width: int | None = None) -> str:
     """Every device in an aligned table under one header per IOMMU group.
 
     *width*: the terminal's width; no line is longer, names, holders and notes are
@@ -123,7 +123,7 @@ def status_table(devices: Iterable[DeviceInfo], width: int | None = None) -> str
     return "\n".join(out) + "\n"
 
 
-def summary_line(devices: Sequence[DeviceInfo]) -> str:
+def summary_line(devices: Sequence[DeviceProperties]) -> str:
     """``14 devices: 2 on vfio-pci (1 in a guest), 1 unbound, 0 in error``."""
     on_vfio = sum(1 for d in devices if d.driver == VFIO)
     guest = sum(1 for d in devices if d.state == "guest")
@@ -171,7 +171,7 @@ def _shown(name: str, value: Any) -> str:
     return str(value)
 
 
-def device_detail(dev: DeviceInfo, group: Sequence[DeviceInfo] = ()) -> str:
+def device_detail(dev: DeviceProperties, group: Sequence[DeviceProperties] = ()) -> str:
     """Every property of one device, one per line, then its IOMMU group's members."""
     lines = [f"{dev.address}  {dev.name or dev.ids}"]
     pairs = [(label, _shown(name, dev.ids if name == "ids" else getattr(dev, name)))
@@ -191,26 +191,26 @@ def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def status_json(devices: Iterable[DeviceInfo]) -> str:
+def status_json(devices: Iterable[DeviceProperties]) -> str:
     """A JSON list of DeviceStatus-shaped objects, sorted by address."""
     return json.dumps([d.to_json() for d in sorted(devices, key=lambda d: d.address)],
                       indent=2, ensure_ascii=False) + "\n"
 
 
-def device_json(dev: DeviceInfo) -> str:
+def device_json(dev: DeviceProperties) -> str:
     """One DeviceStatus-shaped object."""
     return json.dumps(dev.to_json(), indent=2, ensure_ascii=False) + "\n"
 
 
-def moved_lines(addresses: Sequence[str], before: Mapping[str, DeviceInfo],
-                after: Mapping[str, DeviceInfo], width: int | None = None) -> list[str]:
+def moved_lines(addresses: Sequence[str], before: Mapping[str, DeviceProperties],
+                after: Mapping[str, DeviceProperties], width: int | None = None) -> list[str]:
     """``0000:06:00.0  NVIDIA ... [GeForce GTX 1080 Ti]  nvidia -> vfio-pci``, aligned.
 
     *width*: the terminal's; names are ellipsized so that each line fits (None: whole).
     """
     if not addresses:
         return []
-    names = {a: (after.get(a) or before.get(a) or DeviceInfo(a)).name for a in addresses}
+    names = {a: (after.get(a) or before.get(a) or DeviceProperties(a)).name for a in addresses}
     moves = {}
     for a in addresses:
         old = before.get(a)

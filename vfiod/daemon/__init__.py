@@ -5,6 +5,6 @@ per IOMMU group, reactions to the host, stop), service (the D-Bus objects), bus 
 connection, with dbus-fast's ObjectManager signals and write buffering corrected, and
 GetManagedObjects/PropertiesChanged answered from the objects' own values), view (the
 exported objects kept in step with the engine), auth (who may call what), watch
-(uevents and /dev/vfio holders), notify (sd_notify), log (journald or stderr), heap
-(garbage collection around start-up).
+(uevents and /dev/vfio holders), notify (sd_notify), log (journald or stderr),
+gc_freeze (garbage collection around start-up).
 """

@@ -22,9 +22,9 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.constants import MessageFlag
 from dbus_fast.service import ServiceInterface
 
+from vfiod.contract import MANAGER_PATH
 from vfiod.daemon.log import log
 
-MANAGER_PATH = "/org/vfiod1"
 OBJECT_MANAGER_INTERFACE = "org.freedesktop.DBus.ObjectManager"
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 MANAGED_OBJECTS_SIGNATURE = "a{oa{sa{sv}}}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from dbus_fast import BusType
 
+from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.daemon.log import log, setup_logging
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 #: embedding vfiod's main, such as a test's launcher, brings its own).
 HostOpener = Callable[[argparse.Namespace], "Host"]
 
-DEFAULT_CONFIG = "/etc/vfiod/vfiod.toml"
 DEFAULT_STATE_DIR = "/var/lib/vfiod"
 
 
@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The daemon's options."""
     parser = argparse.ArgumentParser(
         prog="vfiod", description="VFIO passthrough manager: the D-Bus daemon (org.vfiod1).")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH",
-                        help=f"config file (default {DEFAULT_CONFIG}; absent means empty)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, metavar="PATH",
+                        help=f"config file (default {DEFAULT_CONFIG_PATH}; absent means empty)")
     parser.add_argument("--simulate", metavar="PROFILE",
                         help="manage a simulated host (seed-x99, seed-x99-noiommu, scale) "
                              "instead of this machine")

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import signal
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,21 @@ from typing import Any
 from dbus_fast import BusType, NameFlag, RequestNameReply
 
 from vfiod.config import Config, ConfigError, load_config
-from vfiod.daemon import heap
+from vfiod.daemon import gc_freeze
 from vfiod.daemon.auth import Authorizer
-from vfiod.daemon.bus import MANAGER_PATH, ObjectManagerBus
+from vfiod.contract import BUS_NAME, MANAGER_PATH
+from vfiod.daemon.bus import ObjectManagerBus
 from vfiod.daemon.log import fields, log
 from vfiod.daemon.notify import Notifier, status_line
-from vfiod.daemon.service import BUS_NAME, DeviceInterface, ManagerInterface
+from vfiod.daemon.service import DeviceInterface, ManagerInterface
 from vfiod.daemon.view import DeviceView, Snapshot
 from vfiod.daemon.watch import Changes, HolderWatcher, UeventWatcher
 from vfiod.engine import Engine
 from vfiod.errors import Failed, VfiodError
-from vfiod.records import DeviceStatus, State
+from vfiod.records import DeviceStatus
 
 #: How long running operations may go on after SIGTERM before they are abandoned
-#: (a restarted daemon's recover() then finishes them).
+#: (a restarted daemon's recover() then rolls them back).
 STOP_GRACE = 15.0
 
 
@@ -79,7 +81,7 @@ class Daemon:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         # Start-up builds what the daemon keeps for its life: no collections meanwhile.
-        with heap.building_long_lived_state():
+        with gc_freeze.building_long_lived_state():
             await self._build()
         assert self.bus is not None
         self.bus.announce = True  # from now on objects come and go with signals
@@ -157,7 +159,7 @@ class Daemon:
             _, pending = await asyncio.wait(self._running, timeout=STOP_GRACE)
             if pending:
                 log.warning("abandoning %d operation(s) still blocked in the kernel; the next "
-                            "start finishes or rolls them back", len(pending))
+                            "start rolls them back", len(pending))
         self.uevents.stop()
         self.holders.stop()
         for task in list(self._background):
@@ -182,10 +184,11 @@ class Daemon:
         """The last published status of every function (empty before start)."""
         return self.view.statuses if self.view is not None else []
 
-    async def republish(self) -> None:
-        """Bring the exported objects in step with the engine (once they exist)."""
+    async def republish(self, addresses: Iterable[str] | None = None) -> None:
+        """Bring the exported objects in step with the engine (once they exist): these
+        functions' objects, or every one."""
         if self.view is not None:
-            await self.view.sync()
+            await self.view.sync(addresses)
 
     # -- operations -------------------------------------------------------------------
     async def authorize(self) -> None:
@@ -216,43 +219,27 @@ class Daemon:
 
     async def _operate_locked(self, op: str, address: str, group: bool, force: bool) -> Any:
         loop = asyncio.get_running_loop()
-        affected = await asyncio.to_thread(self._affected, op, address, group)
+        affected = await asyncio.to_thread(self.engine.affected, op, address, group)
         await asyncio.to_thread(self.engine.mark_busy, affected)
-        await self.republish()
+        await self.republish(affected)
         extra = fields(address, op)
         log.info("%s %s%s%s: started", op, address, "" if group or op == "reset" else
                  " (this function only)", " (forced)" if force else "", extra=extra)
         began = time.monotonic()
         try:
             result = await loop.run_in_executor(
-                self.executor, functools.partial(self._engine_call, op, address, group, force))
+                self.executor, functools.partial(self.engine.run, op, address, group=group,
+                                                 force=force))
         except VfiodError as err:
             log.warning("%s %s failed: %s", op, address, err, extra=extra)
             raise
         finally:
             await asyncio.to_thread(self.engine.clear_busy, affected)
-            await self.republish()
+            await self.republish(affected)
         took = time.monotonic() - began
         shown = result if isinstance(result, str) else ", ".join(result) or "nothing to move"
         log.info("%s %s: done in %.2f s: %s", op, address, took, shown, extra=extra)
         return result
-
-    def _engine_call(self, op: str, address: str, group: bool, force: bool) -> Any:
-        if op == "bind":
-            return self.engine.bind(address, group=group, force=force)
-        if op == "unbind":
-            return self.engine.unbind(address, group=group)
-        if op == "reset":
-            return self.engine.reset(address, force=force)
-        raise ValueError(f"unknown operation {op}")
-
-    def _affected(self, op: str, address: str, group: bool) -> list[str]:
-        """The functions an operation may move: the endpoints of the group, or one."""
-        if op == "reset" or not group:
-            return [address]
-        devices = self.engine.devices()
-        return [a for a in self.engine.members(address)
-                if a in devices and not devices[a].is_bridge] or [address]
 
     def _spawn(self, coro: Any, name: str) -> None:
         """Run an internal operation in the background, logging its failure."""
@@ -302,12 +289,11 @@ class Daemon:
             if changes.rescan:
                 self.engine.rescan()
             else:
-                for address in sorted(changes.refresh):
-                    self.engine.refresh(address)
-            return [a for a in sorted(changes.added) if self._wants_vfio(a)]
+                self.engine.reread(changes.refresh)
+            return [a for a in sorted(changes.added) if self.engine.wants_vfio(a)]
 
         claims = await asyncio.to_thread(reread)
-        await self.republish()
+        await self.republish(None if changes.rescan else changes.refresh)
         for address in claims:
             if self._stopping:
                 break
@@ -315,28 +301,13 @@ class Daemon:
                      address, extra=fields(address, "bind"))
             self._spawn(self.operate("bind", address), f"claim {address}")
 
-    def _snapshot(self) -> Snapshot:
-        """Every function's status and its config-file name (on a worker thread)."""
-        statuses = self.engine.status()
-        config = self.engine.config
-        names: dict[str, str] = {}
-        if config is not None and any(e.name for e in config.devices):
-            for address, dev in self.engine.devices().items():
-                entry = config.entry_for(dev)
-                if entry is not None and entry.name:
-                    names[address] = entry.name
-        return statuses, names
-
-    def _wants_vfio(self, address: str) -> bool:
-        config = self.engine.config
-        dev = self.engine.devices().get(address)
-        if config is None or dev is None or dev.on_vfio or dev.is_bridge:
-            return False
-        entry = config.entry_for(dev)
-        return entry is not None and entry.boot == "vfio"
+    def _snapshot(self, addresses: set[str] | None) -> Snapshot:
+        """These functions' (or every function's) status and config-file names (on a
+        worker thread)."""
+        return self.engine.status(addresses), self.engine.config_names(addresses)
 
     def _holder_pids(self) -> list[int]:
-        return [s.holder_pid for s in self.statuses if s.holder_pid and s.state is State.GUEST]
+        return self.engine.holder_pids()
 
     async def _holders_changed(self) -> None:
         """A /dev/vfio node was opened or closed, or a holder died: recheck, then release."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, Protocol, TypeVar
 
 from dbus_fast import Variant
 from dbus_fast import introspection as intr
@@ -19,19 +19,34 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import dbus_method, dbus_property, dbus_signal
 
 import vfiod
-from vfiod.address import dbus_object_suffix
-from vfiod.daemon.bus import MANAGER_PATH, PropertiesInterface
+from vfiod.contract import DEVICE_INTERFACE, MANAGER_INTERFACE, device_path
+from vfiod.daemon.bus import PropertiesInterface
 from vfiod.daemon.log import fields, log
 from vfiod.errors import InvalidArgument, VfiodError
 from vfiod.records import DeviceStatus
 
-if TYPE_CHECKING:
-    from vfiod.daemon.runtime import Daemon
 
-BUS_NAME = "org.vfiod1"
-MANAGER_INTERFACE = "org.vfiod1.Manager"
-DEVICE_INTERFACE = "org.vfiod1.Device"
-DEVICE_PATH_PREFIX = MANAGER_PATH + "/device/"
+
+class Operations(Protocol):
+    """What the D-Bus objects ask of the daemon (vfiod.daemon.runtime.Daemon has it)."""
+
+    iommu_enabled: bool
+    simulated: bool
+
+    @property
+    def statuses(self) -> list[DeviceStatus]:
+        """The last published status of every function."""
+
+    async def authorize(self) -> None:
+        """Return when the current caller may manage devices; AccessDenied if not."""
+
+    async def operate(self, op: str, device: str, *, group: bool = True,
+                      force: bool = False) -> Any:
+        """Run bind, unbind or reset; return what the engine returns."""
+
+    async def reload_config(self) -> Any:
+        """Reread the config file."""
+
 FAILED = "org.vfiod1.Error.Failed"
 EMITS_CHANGED = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 DEVICE_CHANGED_SIGNATURE = "sss"
@@ -50,11 +65,6 @@ _TYPE_NAMES = {"b": "a boolean (b)"}
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-
-
-def device_path(address: str) -> str:
-    """``0000:06:00.0`` -> ``/org/vfiod1/device/pci_0000_06_00_0``."""
-    return DEVICE_PATH_PREFIX + dbus_object_suffix(address)
 
 
 def _shown(text: str) -> str:
@@ -141,7 +151,7 @@ class ManagerInterface(_DescribedInterface):
                  "Status": ("devices",), "DeviceChanged": ("address", "state", "driver")}
     const_properties = frozenset({"Version", "IommuEnabled", "Simulated"})
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Operations) -> None:
         super().__init__(MANAGER_INTERFACE)
         self.daemon = daemon
 
@@ -237,7 +247,7 @@ class DeviceInterface(_DescribedInterface):
     arg_names = {"Bind": ("moved",), "Unbind": ("moved",), "Reset": ("method",)}
     const_properties = frozenset({"Address", "VendorId", "DeviceId", "Class", "IsBridge"})
 
-    def __init__(self, daemon: Daemon, status: DeviceStatus, config_name: str = "") -> None:
+    def __init__(self, daemon: Operations, status: DeviceStatus, config_name: str = "") -> None:
         super().__init__(DEVICE_INTERFACE)
         self.daemon = daemon
         self.address = status.address

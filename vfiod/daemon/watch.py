@@ -8,22 +8,21 @@ that does the work on worker threads.
   simulated kernel's pipe under --simulate). PCI add/remove ask for a rescan;
   bind/unbind/change/move and events of a function's children ask for a refresh of
   that function; a lost-events error (ENOBUFS) asks for a rescan.
-- HolderWatcher: inotify on /dev/vfio (a guest opening or closing a group node) plus
-  a pidfd per holder process (it may die without closing cleanly); without inotify,
-  a poll every 5 s.
+- HolderWatcher: host.open_holder_events() (a guest opening or closing a group node,
+  a holder process exiting); without inotify, a poll every 5 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from vfiod.daemon.log import log
 from vfiod.discovery import pci_ancestor
 from vfiod.host.base import EventSource, Host, UEvent
+from vfiod.host.holders import HolderEventSource
 
 POLL_INTERVAL = 5.0
 #: Events of one burst (a group moving) are handled together.
@@ -52,7 +51,7 @@ class Changes:
     def note(self, event: UEvent) -> None:
         """Record what one uevent asks for."""
         if event.subsystem == "pci":
-            address = event.pci_address or os.path.basename(event.devpath)
+            address = event.pci_address or event.devpath.rsplit("/", 1)[-1]
             if event.action in ("add", "remove"):
                 self.rescan = True
                 if event.action == "add":
@@ -157,7 +156,11 @@ class UeventWatcher:
 
 
 class HolderWatcher:
-    """Calls *handler* when a process may have opened or closed a /dev/vfio group node."""
+    """Calls *handler* when a process may have opened or closed a /dev/vfio group node.
+
+    The host's holder event source says when (a group node opened or closed, a holder
+    exited); without inotify the watcher rechecks every POLL_INTERVAL seconds.
+    """
 
     def __init__(self, host: Host, handler: Callable[[], Awaitable[None]],
                  holder_pids: Callable[[], Iterable[int]]) -> None:
@@ -165,41 +168,26 @@ class HolderWatcher:
         self.handler = handler
         self.holder_pids = holder_pids
         self._coalescer = _Coalescer("holders", self._run)
-        self._inotify: object | None = None
-        self._dev_wd: int | None = None
-        self._vfio_wd: int | None = None
-        self._pidfds: dict[int, int] = {}
+        self.source: HolderEventSource | None = None
         self._poll: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        """Watch /dev/vfio with inotify (or poll), and the current holders' pidfds."""
+        """Watch the host's holder events (or poll), and the current holders' exits."""
         loop = asyncio.get_running_loop()
-        try:
-            from inotify_simple import INotify, flags
-
-            self._flags = flags
-            self._inotify = inotify = INotify()
-            # /dev/vfio appears when vfio loads: watch /dev for it.
-            self._dev_wd = inotify.add_watch(self.host.path("/dev"),
-                                             flags.CREATE | flags.ONLYDIR)
-            self._watch_vfio_dir()
-            loop.add_reader(inotify.fileno(), self._inotify_readable)
-        except (ImportError, OSError) as exc:
+        self.source = self.host.open_holder_events()
+        loop.add_reader(self.source.fileno(), self._readable)
+        if self.source.polling:
             log.warning("cannot watch /dev/vfio with inotify (%s); polling every %g s",
-                        exc, POLL_INTERVAL)
-            self._inotify = None
+                        self.source.why_polling, POLL_INTERVAL)
             self._schedule_poll()
         self.watch_pids(self.holder_pids())
 
     def stop(self) -> None:
-        """Stop watching; close inotify and every pidfd."""
-        loop = asyncio.get_running_loop()
-        if self._inotify is not None:
-            loop.remove_reader(self._inotify.fileno())  # type: ignore[attr-defined]
-            self._inotify.close()  # type: ignore[attr-defined]
-            self._inotify = None
-        for pid in list(self._pidfds):
-            self._forget_pid(pid)
+        """Stop watching; close the event source."""
+        if self.source is not None:
+            asyncio.get_running_loop().remove_reader(self.source.fileno())
+            self.source.close()
+            self.source = None
         if self._poll is not None:
             self._poll.cancel()
         self._coalescer.cancel()
@@ -209,53 +197,13 @@ class HolderWatcher:
         self._coalescer.kick()
 
     def watch_pids(self, pids: Iterable[int]) -> None:
-        """Watch these holder processes' exits through pidfds."""
-        loop = asyncio.get_running_loop()
-        for pid in set(pids) - set(self._pidfds):
-            if pid <= 0:
-                continue
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:  # ESRCH: gone already; the next check notices
-                self.kick()
-                continue
-            self._pidfds[pid] = fd
-            loop.add_reader(fd, self._pid_exited, pid)
+        """Watch these holder processes' exits."""
+        if self.source is not None and self.source.watch_pids(list(pids)):
+            self.kick()  # gone already: the next check notices
 
-    def _pid_exited(self, pid: int) -> None:
-        self._forget_pid(pid)
-        self.kick()
-
-    def _forget_pid(self, pid: int) -> None:
-        fd = self._pidfds.pop(pid, None)
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
-
-    def _watch_vfio_dir(self) -> None:
-        assert self._inotify is not None
-        f = self._flags
-        try:
-            self._vfio_wd = self._inotify.add_watch(  # type: ignore[attr-defined]
-                self.host.path("/dev/vfio"),
-                f.OPEN | f.CLOSE_WRITE | f.CLOSE_NOWRITE | f.CREATE | f.DELETE | f.ONLYDIR)
-        except OSError:
-            self._vfio_wd = None  # not there yet
-
-    def _inotify_readable(self) -> None:
-        assert self._inotify is not None
-        interesting = False
-        for event in self._inotify.read(timeout=0):  # type: ignore[attr-defined]
-            if event.wd == self._dev_wd:
-                if event.name == "vfio":
-                    self._watch_vfio_dir()
-                    interesting = True
-            elif event.wd == self._vfio_wd:
-                if event.mask & self._flags.IGNORED:
-                    self._vfio_wd = None  # /dev/vfio went away (vfio unloaded)
-                elif event.name.isdigit():  # a group node, not "vfio" or "devices"
-                    interesting = True
-        if interesting:
+    def _readable(self) -> None:
+        assert self.source is not None
+        if self.source.receive():
             self.kick()
 
     def _schedule_poll(self) -> None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfiod.errors import HostWriteError, HostWriteTimeout
+from vfiod.host import paths
+from vfiod.host.holders import HolderEventSource
 
 #: Default time a control-file write may take (unbind can block while a guest runs).
 DEFAULT_WRITE_TIMEOUT = 10.0
@@ -86,10 +88,10 @@ class Host(abc.ABC):
         # Plain string prefix: path() runs for every file read, pathlib is slow there.
         self._prefix = "" if str(self.root) == "/" else str(self.root)
         # Where processes are listed when looking for holders: the host's /proc.
-        self.proc_dir = Path(self.path("/proc"))
+        self.proc_dir = Path(self.real_path(paths.PROC))
 
     # -- paths -------------------------------------------------------------------------
-    def path(self, host_path: str) -> str:
+    def real_path(self, host_path: str) -> str:
         """The real filesystem path of a host-absolute path."""
         if not host_path.startswith("/"):
             raise ValueError(f"host paths are absolute: {host_path!r}")
@@ -111,7 +113,7 @@ class Host(abc.ABC):
     def read_text(self, path: str) -> str | None:
         """The contents of a file, stripped of its trailing newline; None when absent."""
         try:
-            with open(self.path(path), encoding="utf-8", errors="replace") as f:
+            with open(self.real_path(path), encoding="utf-8", errors="replace") as f:
                 return f.read().rstrip("\n")
         except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
             return None
@@ -122,7 +124,7 @@ class Host(abc.ABC):
     def read_bytes(self, path: str, size: int = -1) -> bytes | None:
         """Up to *size* bytes of a binary file (PCI config space); None when absent."""
         try:
-            with open(self.path(path), "rb") as f:
+            with open(self.real_path(path), "rb") as f:
                 return f.read(size)
         except OSError:
             return None
@@ -140,14 +142,14 @@ class Host(abc.ABC):
     def listdir(self, path: str) -> list[str]:
         """Sorted entries of a directory; empty when it does not exist."""
         try:
-            return sorted(os.listdir(self.path(path)))
+            return sorted(os.listdir(self.real_path(path)))
         except OSError:
             return []
 
     def readlink(self, path: str) -> str | None:
         """The target of a symbolic link as stored; None when it is no link."""
         try:
-            return os.readlink(self.path(path))
+            return os.readlink(self.real_path(path))
         except OSError:
             return None
 
@@ -158,14 +160,14 @@ class Host(abc.ABC):
 
     def resolve(self, path: str) -> str | None:
         """The host-absolute canonical path (links followed); None when it is absent."""
-        real = self.path(path)
+        real = self.real_path(path)
         if not os.path.lexists(real):
             return None
         return self.host_path(os.path.realpath(real))
 
     def exists(self, path: str) -> bool:
         """True when the path exists (links followed)."""
-        return os.path.exists(self.path(path))
+        return os.path.exists(self.real_path(path))
 
     # -- processes --------------------------------------------------------------------
     def pids(self) -> list[int]:
@@ -191,7 +193,7 @@ class Host(abc.ABC):
         """
         wanted: dict[str, str] = {}
         for p in paths:
-            wanted[os.path.realpath(self.path(p))] = p
+            wanted[os.path.realpath(self.real_path(p))] = p
         found: dict[str, list[Process]] = {}
         if not wanted:
             return found
@@ -206,7 +208,7 @@ class Host(abc.ABC):
 
     def holders_under(self, prefix: str) -> dict[str, list[Process]]:
         """Open files below a host directory (``/dev/vfio``), by host path."""
-        real_prefix = os.path.realpath(self.path(prefix)) + "/"
+        real_prefix = os.path.realpath(self.real_path(prefix)) + "/"
         found: dict[str, list[Process]] = {}
         for pid in self.pids():
             for target in self._fd_targets(pid):
@@ -293,13 +295,12 @@ class Host(abc.ABC):
     def open_events(self) -> EventSource:
         """Start receiving uevents for PCI devices and everything below them."""
 
+    def open_holder_events(self) -> HolderEventSource:
+        """Start receiving holder events: /dev/vfio nodes opened and closed, holders exiting."""
+        return HolderEventSource(self.real_path(paths.DEV), self.real_path(paths.VFIO_DIR))
+
     def close(self) -> None:
         """Release what the host holds (the simulated kernel's threads and children)."""
-
-
-def module_dir_name(name: str) -> str:
-    """Module names use ``_`` in /sys/module; drivers often use ``-`` (vfio-pci)."""
-    return name.replace("-", "_")
 
 
 def write_once(real_path: str | os.PathLike[str], value: str) -> None:

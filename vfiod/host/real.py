@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import subprocess
 
 from vfiod.errors import HostWriteError, ModuleLoadError
-from vfiod.host import vfio
-from vfiod.host.base import EventSource, Host, UEvent, module_dir_name, write_once
+from vfiod.host import paths, vfio
+from vfiod.host.base import EventSource, Host, UEvent, write_once
 
 MODPROBE_TIMEOUT = 30.0
 
@@ -20,14 +19,14 @@ class RealHost(Host):
     simulated = False
 
     def _write(self, path: str, value: str) -> None:
-        write_once(self.path(path), value)
+        write_once(self.real_path(path), value)
 
     def vfio_hot_reset(self, address: str) -> list[str]:
-        group = self.link_name(f"/sys/bus/pci/devices/{address}/iommu_group")
+        group = self.link_name(paths.device_file(address, "iommu_group"))
         if group is None or not group.isdigit():
-            raise HostWriteError("/dev/vfio", "hot reset", errno.ENODEV, address)
+            raise HostWriteError(paths.VFIO_DIR, "hot reset", errno.ENODEV, address)
         try:
-            return vfio.hot_reset(self.path("/dev/vfio"), int(group), address)
+            return vfio.hot_reset(self.real_path(paths.VFIO_DIR), int(group), address)
         except vfio.VfioError as exc:
             raise HostWriteError(exc.node, "hot reset", exc.errno or errno.EIO, address) from None
 
@@ -45,30 +44,20 @@ class RealHost(Host):
             raise ModuleLoadError(f"modprobe {name_or_modalias} failed: {why[0]}")
 
     def module_loaded(self, name: str) -> bool:
-        return self.exists(f"/sys/module/{module_dir_name(name)}")
+        return self.exists(paths.module_dir(name))
 
     def open_events(self) -> EventSource:
-        return UdevEventSource()
+        return UdevEventSource(udevd_running(self))
 
 
-def udevd_running(proc: str = "/proc") -> bool:
-    """True when systemd-udevd runs now.
+def udevd_running(host: Host) -> bool:
+    """True when systemd-udevd runs now on *host* (its /proc, under its root).
 
     Its control socket is no proof: udevd leaves it behind when it exits, and systemd's
     socket unit keeps it while udevd is stopped; the udev monitor then receives nothing.
     """
-    try:
-        pids = [p for p in os.listdir(proc) if p.isdigit()]
-    except OSError:
-        return False
-    for pid in pids:
-        try:
-            with open(f"{proc}/{pid}/comm", encoding="utf-8") as f:
-                if f.read().strip() in ("systemd-udevd", "udevd"):
-                    return True
-        except OSError:
-            continue
-    return False
+    return any(host.read_text(paths.process_file(pid, "comm")) in ("systemd-udevd", "udevd")
+               for pid in host.pids())
 
 
 class UdevEventSource(EventSource):
@@ -78,11 +67,11 @@ class UdevEventSource(EventSource):
     kernel's netlink group is used then (observed in the QEMU guest).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, udevd: bool) -> None:
         import pyudev  # imported here: the simulated host and vfioctl never need it
 
         self._context = pyudev.Context()
-        source = "udev" if udevd_running() else "kernel"
+        source = "udev" if udevd else "kernel"
         self._monitor = pyudev.Monitor.from_netlink(self._context, source=source)
         self.source = source
         self._monitor.start()

@@ -18,11 +18,11 @@ from vfiod.sim.events import EventHub, SimEventSource
 from vfiod.sim.faults import Faults, SimulatedCrash
 from vfiod.sim.holder import Holder, spawn_holder
 from vfiod.sim.kernel import Kernel
-from vfiod.sim.pciids import load_subset
+from vfiod.sim.pci_ids_subset import load_subset
 from vfiod.sim.profiles import PROFILES
 from vfiod.sim.render import PRIVATE_DEVICE_FD_DIR
 from vfiod.sim.spec import Profile
-from vfiod.sim.state import STATE_FILE, load
+from vfiod.sim.machine_state import STATE_FILE, load
 from vfiod.sim.watcher import ExternalWriteWatcher
 
 LOCK_FILE = ".sim-lock"
@@ -147,7 +147,7 @@ class SimHost(Host):
 
     # -- Host -------------------------------------------------------------------------
     def _write(self, path: str, value: str) -> None:
-        resolved = self.host_path(os.path.realpath(self.path(path))) or path
+        resolved = self.host_path(os.path.realpath(self.real_path(path))) or path
         verdict = self.faults.check(path, resolved)
         if verdict.crash_before:
             raise SimulatedCrash(f"killed before writing {value.strip()!r} to {path}")

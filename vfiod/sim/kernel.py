@@ -30,7 +30,7 @@ from vfiod.sim import render
 from vfiod.sim.events import EventHub
 from vfiod.sim.parse import c_string, first_word, kstrtoul, sscanf_hex, sysfs_streq
 from vfiod.sim.spec import RESET_METHOD_NAMES, VFIO_DRIVER, Profile, modalias
-from vfiod.sim.state import DeviceState, MachineState, save
+from vfiod.sim.machine_state import DeviceState, MachineState, save
 from vfiod.sim.tree import Control, Node, Tree
 
 #: How often a blocked unbind looks for the holder of the device fd.

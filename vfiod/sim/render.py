@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import posixpath
 import struct
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from vfiod.sim.spec import VFIO_DRIVER, DeviceSpec, Disk, UsbInput
+from vfiod.sim.spec import VFIO_DRIVER, DeviceSpec, Disk, ModuleSpec, Profile, UsbInput
+from vfiod.sim.machine_state import DeviceState
 from vfiod.sim.tree import DIR, Control, Node, dev, link, relative_link, text
 
-if TYPE_CHECKING:
-    from vfiod.sim.kernel import Kernel
+
+class Kernel(Protocol):
+    """What the layout reads of the simulated kernel (vfiod.sim.kernel.Kernel has it)."""
+
+    profile: Profile
+    specs: dict[str, DeviceSpec]
+    modules: dict[str, ModuleSpec]
+    driver_module: dict[str, str]
+    states: dict[str, DeviceState]
+    loaded: list[str]
+    drivers: list[str]
+    vtcon: dict[str, int]
+
+    def sysfs_dir(self, address: str) -> str: ...
+    def bridge_buses(self, address: str) -> tuple[int, int, int] | None: ...
+    def multifunction(self, address: str) -> bool: ...
+    def virtfns(self, address: str) -> list[str]: ...
+    def group_members(self, group: int) -> list[str]: ...
+    def vfio_members(self, group: int) -> list[str]: ...
+    def children_active(self, address: str) -> bool: ...
+    def module_users(self, name: str) -> list[str]: ...
 
 WO = 0o200  # write-only attributes (bind, unbind, reset, ...)
 RW = 0o644

@@ -65,14 +65,14 @@ def test_group_node_appears_on_bind_with_mode_0600_and_disappears_on_unbind(
     assert not host.exists(node)
     pci.bind_to_vfio(host, layout.NIC)
     assert pci.wait_until(lambda: host.exists(node))
-    mode = os.stat(host.path(node)).st_mode
+    mode = os.stat(host.real_path(node)).st_mode
     assert stat.S_ISCHR(mode) and stat.S_IMODE(mode) == 0o600
     pci.return_to_host(host, layout.NIC)
     assert pci.wait_until(lambda: not host.exists(node))
 
 
 def test_container_node_exists_once_vfio_is_loaded(host: RealHost, vfio_loaded: None) -> None:
-    assert stat.S_ISCHR(os.stat(host.path("/dev/vfio/vfio")).st_mode)
+    assert stat.S_ISCHR(os.stat(host.real_path("/dev/vfio/vfio")).st_mode)
 
 
 def test_group_node_stays_until_the_last_function_of_the_group_leaves(

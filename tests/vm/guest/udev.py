@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from vfiod.host.real import udevd_running
+from vfiod.host.real import RealHost, udevd_running
 
 from ..marker import GUEST_MARKER, in_test_guest
 from .pci import wait_until
@@ -43,10 +43,10 @@ def stop() -> None:
     assert wait_until(lambda: not alive(), timeout=10), "systemd-udevd did not exit"
     if os.path.lexists(CONTROL):
         os.unlink(CONTROL)
-    assert not udevd_running()
+    assert not udevd_running(RealHost())
 
 
 def start() -> None:
     """Start udevd (it daemonizes) and wait for its control socket."""
     subprocess.run([UDEVD, "--daemon"], check=True, timeout=60)
-    assert wait_until(udevd_running, timeout=10), "systemd-udevd did not start"
+    assert wait_until(lambda: udevd_running(RealHost()), timeout=10), "systemd-udevd did not start"

@@ -39,7 +39,7 @@ class Transaction(BaseModel):
 _DRIVERS = TypeAdapter(dict[str, str])
 
 
-class StateStore:
+class Journal:
     """The daemon's persistent state directory."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vfiod.daemon.heap import building_long_lived_state, collect_frozen
+from vfiod.daemon.gc_freeze import building_long_lived_state, collect_frozen
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 Names come from the machine's /usr/share/misc/pci.ids when it exists, else from the
 copy shipped in vfiod/sim/data (made from Debian's pci.ids by ``python -m
-vfiod.sim.pciids``), so a simulated machine names its devices like lspci does.
+vfiod.sim.pci_ids_subset``), so a simulated machine names its devices like lspci does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the simulated kernel remembers, and how it survives the process that ran it.
 
 After every change the kernel writes ``ROOT/.sim-state.json`` atomically (temporary
-file, fsync, rename): a SimHost killed with SIGKILL leaves the last consistent state,
+file, rename): a SimHost killed with SIGKILL leaves the last consistent state,
 and a new SimHost on the same root reads it back instead of rebuilding the machine.
 Device states are stored as differences from the state the machine booted in (which
 the profile determines), so the file stays small on the scale profile.
@@ -12,10 +12,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vfiod.atomicfile import atomic_write
 
 STATE_FILE = ".sim-state.json"
 STATE_VERSION = 1
@@ -97,15 +98,9 @@ def state_path(root: Path) -> Path:
 def save(root: Path, text: str) -> None:
     """Replace the state file atomically (a reader sees the old or the new one)."""
     path = state_path(root)
-    tmp = path.with_name(path.name + ".tmp")
-    # No fsync: the state must survive the process being killed, not the machine
+    # Not durable: the state must survive the process being killed, not the machine
     # crashing, and the page cache outlives a killed process.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write(path, text, 0o644, durable=False)
 
 
 def load(root: Path) -> MachineState | None:

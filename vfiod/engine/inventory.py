@@ -1,0 +1,313 @@
+"""What the host has: every PCI function, who holds it, what the host uses it for.
+
+The inventory reads (through discovery and the guards) and remembers; it never writes
+to the host. Operations hand it the set of addresses they touched and, when they
+scanned /proc for holders already, that scan (``Holders``), so nothing is read twice.
+It also keeps what clients see besides the kernel's facts: which functions are busy
+(an operation runs on them) and the last error of each.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+
+from vfiod.discovery import Scanner, iommu_enabled
+from vfiod.errors import NoSuchDevice
+from vfiod.guards import find_usages, node_paths
+from vfiod.host import paths
+from vfiod.host.base import Host, Process
+from vfiod.journal import Journal
+from vfiod.model import PciDevice
+from vfiod.records import DeviceStatus, State
+
+#: Who holds which host path open (one /proc scan), by host path.
+Holders = dict[str, list[Process]]
+
+
+class Inventory:
+    """The host's PCI functions as last read, with their holders and usages."""
+
+    def __init__(self, host: Host, journal: Journal) -> None:
+        self.host = host
+        self.journal = journal
+        self.scanner = Scanner(host)
+        self._lock = threading.RLock()
+        self._devices: dict[str, PciDevice] = {}
+        self._scanned = False
+        self._busy: set[str] = set()
+        self._errors: dict[str, str] = {}
+        self._group_holders: dict[int, list[Process]] = {}
+        self._host_holders: dict[str, list[Process]] = {}
+        self._used_by: dict[str, str] = {}
+        self._released: set[int] = set()
+
+    # -- reading ----------------------------------------------------------------------
+    @property
+    def iommu_enabled(self) -> bool:
+        """True when the kernel has IOMMU groups."""
+        return iommu_enabled(self.host)
+
+    def rescan(self) -> None:
+        """Re-read every PCI function, every holder and every usage from the host."""
+        devices = self.scanner.scan()
+        with self._lock:
+            self._devices = devices
+            self._scanned = True
+        on_host = [d for d in devices.values() if d.driver and not d.on_vfio]
+        # One /proc scan for the guests' group nodes and every node the host uses.
+        found = self._replace_holders(devices, extra=[
+            p for d in on_host for nodes in node_paths(self.host, d).values() for p in nodes])
+        self._update_usages(devices.values(), found, replace=True)
+
+    def reread(self, addresses: Iterable[str], holders: Holders | None = None
+               ) -> dict[str, PciDevice]:
+        """Re-read these functions (forgetting gone ones); return the fresh ones.
+
+        With *holders* (a scan that covered these functions' group nodes and host
+        nodes), their holders and usages are brought up to date from it too.
+        """
+        addresses = list(addresses)
+        fresh = self.scanner.read(addresses)
+        with self._lock:
+            self._scanned_once()
+            for a in addresses:
+                if a in fresh:
+                    self._devices[a] = fresh[a]
+                else:
+                    self._devices.pop(a, None)
+                    self._errors.pop(a, None)
+                    self._host_holders.pop(a, None)
+                    self._used_by.pop(a, None)
+        if holders is not None:
+            self._update_holders(fresh.values(), holders)
+            self._update_usages(fresh.values(), holders)
+        return fresh
+
+    def fresh(self, address: str) -> tuple[PciDevice, list[PciDevice]]:
+        """Re-read a function and every member of its IOMMU group (one read of all)."""
+        group = self.host.link_name(paths.device_file(address, "iommu_group"))
+        members = self.scanner.group_members(int(group)) if group and group.isdigit() else []
+        if address not in members:
+            members.append(address)
+        fresh = self.reread(members)
+        dev = fresh.get(address)
+        if dev is None:
+            raise NoSuchDevice(f"{address}: no such PCI device")
+        if dev.iommu_group is None:
+            return dev, [dev]
+        return dev, [fresh[a] for a in sorted(fresh)]
+
+    def devices(self) -> dict[str, PciDevice]:
+        """The current snapshot, by address (a copy)."""
+        with self._lock:
+            self._scanned_once()
+            return dict(self._devices)
+
+    def device(self, address: str) -> PciDevice | None:
+        """One function as last read, or None."""
+        with self._lock:
+            self._scanned_once()
+            return self._devices.get(address)
+
+    def exists(self, address: str) -> bool:
+        """True when the host has this function now (hot-added ones included)."""
+        return self.host.exists(paths.device_dir(address))
+
+    def members(self, address: str) -> list[str]:
+        """Every function in the device's IOMMU group (itself when it has none)."""
+        with self._lock:
+            self._scanned_once()
+            dev = self._devices.get(address)
+            if dev is None or dev.iommu_group is None:
+                return [address]
+            return sorted(a for a, d in self._devices.items()
+                          if d.iommu_group == dev.iommu_group)
+
+    def _scanned_once(self) -> None:
+        if not self._scanned:
+            self.rescan()
+
+    # -- holders ----------------------------------------------------------------------
+    def scan_holders(self, nodes: Iterable[str]) -> Holders:
+        """Who holds these host nodes open (one /proc scan), except vfiod itself (a VFIO
+        hot reset holds the group fds for a moment; that is no guest)."""
+        me = os.getpid()
+        found: Holders = {}
+        for path, procs in self.host.holders(nodes).items():
+            others = [p for p in procs if p.pid != me]
+            if others:
+                found[path] = others
+        return found
+
+    def nodes_of(self, devices: Iterable[PciDevice]) -> list[str]:
+        """Every node through which these functions are held: their groups' VFIO nodes,
+        their VFIO device nodes, and the host's nodes of them (DRM, sound)."""
+        nodes: list[str] = []
+        groups = set()
+        for dev in devices:
+            if dev.iommu_group is not None and dev.iommu_group not in groups:
+                groups.add(dev.iommu_group)
+                nodes.append(paths.group_node(dev.iommu_group))
+            nodes += [paths.vfio_device_node(n)
+                      for n in self.host.listdir(paths.device_file(dev.address, "vfio-dev"))]
+            for lst in node_paths(self.host, dev).values():
+                nodes += lst
+        return nodes
+
+    def rescan_holders_of(self, addresses: Iterable[str]) -> None:
+        """Re-check who holds these functions (one /proc scan), as last read."""
+        with self._lock:
+            devices = [self._devices[a] for a in addresses if a in self._devices]
+        holders = self.scan_holders(self.nodes_of(devices))
+        self._update_holders(devices, holders)
+        self._update_usages(devices, holders)
+
+    def rescan_holders(self) -> None:
+        """Re-check who holds every group node and every host DRM node (one /proc scan)."""
+        self._replace_holders(self.devices())
+
+    def _replace_holders(self, devices: dict[str, PciDevice], extra: Iterable[str] = ()
+                         ) -> Holders:
+        """Scan holders of every group node, host DRM node and *extra*; keep the first two."""
+        groups = {d.iommu_group for d in devices.values()
+                  if d.on_vfio and d.iommu_group is not None}
+        host_nodes = {d.address: node_paths(self.host, d)["drm"] for d in devices.values()
+                      if d.children.drm or d.children.nvidia_minor is not None}
+        nodes = [paths.group_node(g) for g in groups]
+        nodes += [p for lst in host_nodes.values() for p in lst]
+        found = self.scan_holders([*nodes, *extra])
+        with self._lock:
+            before = {g for g, procs in self._group_holders.items() if procs}
+            self._group_holders = {g: found[paths.group_node(g)] for g in groups
+                                   if found.get(paths.group_node(g))}
+            now = set(self._group_holders)
+            self._released |= before - now
+            self._released -= now
+            self._host_holders = {
+                a: list({p.pid: p for n in lst for p in found.get(n, [])}.values())
+                for a, lst in host_nodes.items()}
+        return found
+
+    def _update_holders(self, devices: Iterable[PciDevice], found: Holders) -> None:
+        """Bring the holders of these functions (and their groups) up to date from a scan."""
+        with self._lock:
+            for dev in devices:
+                if dev.on_vfio and dev.iommu_group is not None:
+                    g = dev.iommu_group
+                    procs = found.get(paths.group_node(g), [])
+                    if procs:
+                        self._released.discard(g)
+                        self._group_holders[g] = procs
+                    elif self._group_holders.pop(g, None):
+                        self._released.add(g)
+                drm = node_paths(self.host, dev)["drm"]
+                if drm:
+                    self._host_holders[dev.address] = list(
+                        {p.pid: p for n in drm for p in found.get(n, [])}.values())
+                else:
+                    self._host_holders.pop(dev.address, None)
+
+    def _update_usages(self, devices: Iterable[PciDevice], holders: Holders, *,
+                       replace: bool = False) -> None:
+        """What the host uses each of these functions for (the guards' findings)."""
+        devices = list(devices)
+        on_host = [d for d in devices if d.driver and not d.on_vfio]
+        found: dict[str, list[str]] = {}
+        if on_host:
+            for usage in find_usages(self.host, on_host, holders):
+                found.setdefault(usage.address, []).append(usage.reason)
+        with self._lock:
+            if replace:
+                self._used_by = {}
+            for dev in devices:
+                self._used_by.pop(dev.address, None)
+            self._used_by.update({a: "; ".join(reasons) for a, reasons in found.items()})
+
+    def take_released(self) -> set[int]:
+        """The groups guests let go of since the last call (each reported once)."""
+        with self._lock:
+            released, self._released = self._released, set()
+        return released
+
+    def holder_pids(self) -> list[int]:
+        """Every process that holds a group node now."""
+        with self._lock:
+            return sorted({p.pid for procs in self._group_holders.values() for p in procs})
+
+    # -- what clients see besides the kernel's facts ---------------------------------------
+    def mark_busy(self, addresses: Iterable[str]) -> None:
+        """Show these devices as busy while an operation runs on them."""
+        with self._lock:
+            self._busy.update(addresses)
+
+    def clear_busy(self, addresses: Iterable[str]) -> None:
+        """The operation on these devices is over."""
+        with self._lock:
+            self._busy.difference_update(addresses)
+
+    def record_error(self, addresses: Iterable[str], message: str) -> None:
+        """The last operation on these devices failed: show it until one succeeds."""
+        with self._lock:
+            for a in addresses:
+                self._errors[a] = message
+
+    def clear_errors(self, addresses: Iterable[str]) -> None:
+        """An operation on these devices succeeded."""
+        with self._lock:
+            for a in addresses:
+                self._errors.pop(a, None)
+
+    # -- status -----------------------------------------------------------------------
+    def device_status(self, address: str) -> DeviceStatus:
+        """Everything vfiod tells about one function."""
+        dev = self.device(address)
+        if dev is None:
+            raise NoSuchDevice(f"{address}: no such PCI device")
+        return self._status(dev)
+
+    def status(self, addresses: Iterable[str] | None = None) -> list[DeviceStatus]:
+        """Every function (or these, when they exist), sorted by address."""
+        with self._lock:
+            self._scanned_once()
+            devices = self._devices
+            if addresses is None:
+                chosen = sorted(devices.items())
+            else:
+                chosen = sorted((a, devices[a]) for a in set(addresses) if a in devices)
+        return [self._status(d) for _, d in chosen]
+
+    def _status(self, dev: PciDevice) -> DeviceStatus:
+        with self._lock:
+            busy = dev.address in self._busy
+            error = self._errors.get(dev.address, "")
+            used_by = self._used_by.get(dev.address, "") if not dev.on_vfio else ""
+            if dev.on_vfio and dev.iommu_group is not None:
+                holders = self._group_holders.get(dev.iommu_group, [])
+            else:
+                holders = self._host_holders.get(dev.address, [])
+        if not dev.healthy and not error:
+            error = "config space reads all ones: the device is dead until a bus reset"
+        if busy:
+            state = State.BUSY
+        elif error:
+            state = State.ERROR
+        elif dev.driver is None:
+            state = State.UNBOUND
+        elif dev.on_vfio:
+            state = State.GUEST if holders else State.VFIO
+        else:
+            state = State.HOST
+        return DeviceStatus(
+            address=dev.address, vendor_id=dev.vendor, device_id=dev.device, name=dev.name,
+            class_code=dev.class_code, driver=dev.driver or "",
+            host_driver=self.journal.host_driver(dev.address)
+            or (dev.driver if dev.driver and not dev.on_vfio else "") or "",
+            state=state,
+            iommu_group=dev.iommu_group if dev.iommu_group is not None else -1,
+            holder=", ".join(str(p) for p in holders),
+            holder_pid=holders[0].pid if holders else 0,
+            reset_methods=list(dev.reset_methods), healthy=dev.healthy,
+            boot_vga=dev.boot_vga, is_bridge=dev.is_bridge, error=error,
+            used_by=used_by)

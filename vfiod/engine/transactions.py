@@ -1,0 +1,280 @@
+"""What changes the host: bind and unbind as transactions over an IOMMU group, and recovery.
+
+Every operation plans over the device's group (endpoints move together, bridges stay),
+checks the guards, journals where every member was, applies with driver_override +
+unbind + drivers_probe, verifies each member's ``driver`` link, and on any failure puts
+every member back. A process killed mid-way leaves its transaction in the journal;
+``recover()`` at the next start rolls those back (it never finishes them).
+
+Each operation scans /proc for holders once, before it writes, and hands that scan and
+the addresses it touched to the inventory afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from vfiod.engine.inventory import Holders, Inventory
+from vfiod.engine.writes import Writer
+from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError, InUse,
+                          InvalidArgument, ModuleLoadError, VfiodError)
+from vfiod.guards import check_usages
+from vfiod.host import paths
+from vfiod.journal import Journal, MemberRecord, Transaction
+from vfiod.model import VFIO_DRIVER, PciDevice, is_vfio_driver
+
+log = logging.getLogger("vfiod.engine")
+
+IOMMU_OFF_HELP = (
+    "the IOMMU is off: enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup and "
+    "boot with intel_iommu=on (Intel; AMD enables it by default), then check with "
+    "`vfioctl doctor`")
+
+
+def public_error(exc: Exception, note: str) -> VfiodError:
+    """The error a client sees for a failed transaction: its public class, with a note."""
+    public = next((c for c in type(exc).__mro__ if c in ALL_ERRORS), Failed)
+    return public(f"{exc} ({note})")
+
+
+def group_key(dev: PciDevice | None, address: str) -> str:
+    """The key operations are serialised on: the IOMMU group, else the device."""
+    if dev is not None and dev.iommu_group is not None:
+        return f"group-{dev.iommu_group}"
+    return address
+
+
+def check_not_held(inventory: Inventory, dev: PciDevice, action: str,
+                   holders: Holders) -> None:
+    """Refuse while a process holds the group node or a member's VFIO device node.
+
+    Writing ``unbind`` then would block in the kernel until the guest exits.
+    *holders* is a scan that covered the group's nodes (Inventory.nodes_of).
+    """
+    if dev.iommu_group is None:
+        return
+    nodes = [paths.group_node(dev.iommu_group)]
+    for member in inventory.scanner.group_members(dev.iommu_group):
+        nodes += [paths.vfio_device_node(n) for n in
+                  inventory.host.listdir(paths.device_file(member, "vfio-dev"))]
+    if any(holders.get(node) for node in nodes):
+        who = ", ".join(f"{p} through {node}" for node in nodes for p in holders.get(node, []))
+        raise InUse(f"{dev.address}: refusing to {action}: IOMMU group {dev.iommu_group} "
+                    f"is in use by {who}")
+
+
+class Transactions:
+    """Moves IOMMU groups between vfio-pci and host drivers, all or nothing."""
+
+    def __init__(self, inventory: Inventory, journal: Journal, writer: Writer) -> None:
+        self.inventory = inventory
+        self.host = inventory.host
+        self.journal = journal
+        self.writer = writer
+
+    # -- bind / unbind ----------------------------------------------------------------
+    def bind(self, address: str, *, group: bool = True, force: bool = False) -> list[str]:
+        """Put a function (and by default every endpoint of its IOMMU group) on vfio-pci.
+
+        *address* is resolved already. Returns the addresses that moved. Raises InUse
+        when a guard refuses (``force`` overrides the soft ones), GroupNotViable for a
+        device without a group or a partial group, Failed (after rolling back) when a
+        step fails.
+        """
+        dev, members = self.inventory.fresh(address)
+        if dev.iommu_group is None:
+            raise GroupNotViable(f"{address}: has no IOMMU group: {IOMMU_OFF_HELP}")
+        if dev.is_bridge:
+            raise InvalidArgument(f"{address}: is a PCI bridge; bridges stay on their driver "
+                                  "and never need binding")
+        endpoints = [m for m in members if m.is_endpoint]
+        if group:
+            targets = [m for m in endpoints if not m.on_vfio]
+        else:
+            targets = [] if dev.on_vfio else [dev]
+            blocking = [m for m in endpoints if m.address != address and m.driver
+                        and not m.on_vfio and m.driver != "pci-stub"]
+            if targets and blocking:
+                names = ", ".join(f"{m.address} ({m.driver})" for m in blocking)
+                raise GroupNotViable(
+                    f"{address}: IOMMU group {dev.iommu_group} would not be viable: {names} "
+                    "would stay on host drivers; bind the whole group instead")
+        if not targets:
+            return []
+        # The one /proc scan of a bind: the guards' nodes and the group's node.
+        holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
+        check_usages(self.host, targets, force=force, action="bind it to vfio-pci",
+                     holders=holders)
+        self._ensure_vfio_module()
+        self.journal.remember_host_drivers(
+            {m.address: m.driver for m in targets if m.driver and not m.on_vfio})
+        return self._transaction("bind", f"group-{dev.iommu_group}", targets,
+                                 self._move_to_vfio, holders)
+
+    def unbind(self, address: str, *, group: bool = True) -> list[str]:
+        """Return a function (and by default its group) from vfio-pci to its host driver.
+
+        The host driver is the one recorded when vfiod bound it; without a record, the
+        kernel's best match (its module loaded by modalias when needed). Raises InUse,
+        naming the process, while a guest holds the group: unbind is never written then.
+        """
+        dev, members = self.inventory.fresh(address)
+        if group:
+            targets = [m for m in members if m.is_endpoint and m.on_vfio]
+        else:
+            targets = [dev] if dev.on_vfio else []
+        if not targets:
+            return []
+        holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
+        check_not_held(self.inventory, dev, "unbind it", holders)
+        return self._transaction("unbind", group_key(dev, address), targets,
+                                 self._move_to_host, None)
+
+    def _transaction(self, operation: str, key: str, targets: list[PciDevice],
+                     step: Callable[[PciDevice], None], holders: Holders | None) -> list[str]:
+        """Run *step* on every target under a journalled transaction.
+
+        *holders*: the scan taken before, still true afterwards (a bind: the members'
+        group node); None when the move made new nodes whose holders are unknown (a
+        return to host drivers), so they are scanned once afterwards.
+        """
+        txn = Transaction(key=key, operation=operation, members=[
+            MemberRecord(address=m.address, driver=m.driver, driver_override=m.driver_override)
+            for m in targets])
+        touched = [m.address for m in targets]
+        self.journal.begin(txn)
+        moved: list[str] = []
+        try:
+            for member in targets:
+                step(member)
+                moved.append(member.address)
+        except Exception as exc:  # a BaseException (a kill) leaves the journal for recover()
+            problems = self.roll_back(txn)
+            if not problems:
+                self.journal.end(key)
+            self.inventory.record_error(touched, str(exc))
+            self._reread(touched, None)  # back on host drivers: their nodes are new
+            if problems:
+                raise Failed(f"{exc}; rolling back also failed: {'; '.join(problems)}") from None
+            raise public_error(exc, "every device was put back where it was") from None
+        self.journal.end(key)
+        self.inventory.clear_errors(moved)
+        self._reread(touched, holders)
+        return moved
+
+    def _reread(self, touched: list[str], holders: Holders | None) -> None:
+        """Bring the inventory up to date for what a transaction touched."""
+        if holders is None:
+            self.inventory.reread(touched)
+            self.inventory.rescan_holders_of(touched)
+        else:
+            self.inventory.reread(touched, holders)
+
+    # -- the steps --------------------------------------------------------------------
+    def _move_to_vfio(self, dev: PciDevice) -> None:
+        a, write = dev.address, self.writer.write
+        write(paths.device_file(a, "driver_override"), VFIO_DRIVER, a)
+        if self.writer.driver(a):
+            write(paths.device_file(a, "driver/unbind"), a, a)
+        write(paths.drivers_probe(), a, a)
+        now = self.writer.driver(a)
+        if now != VFIO_DRIVER:
+            # drivers_probe succeeds even when nothing binds: the link is the truth.
+            raise Failed(f"{a}: vfio-pci did not bind it (driver now: {now or 'none'})")
+
+    def _move_to_host(self, dev: PciDevice) -> None:
+        a, write = dev.address, self.writer.write
+        want = self.journal.host_driver(a)
+        write(paths.device_file(a, "driver_override"), "\n", a)
+        if self.writer.driver(a):
+            write(paths.device_file(a, "driver/unbind"), a, a)
+        got = self._probe_host_driver(a, want, dev.modalias)
+        if want and got != want:
+            raise Failed(f"{a}: its host driver {want} did not bind it "
+                         f"(driver now: {got or 'none'})")
+
+    def _probe_host_driver(self, a: str, want: str | None, modalias: str) -> str | None:
+        """Bind the recorded driver, else let the kernel choose; load modules as needed."""
+        driver, write = self.writer.driver, self.writer.write
+        if want and not self.host.exists(paths.driver_dir(want)) and modalias:
+            self._load_quietly(modalias)  # loading binds the device by itself
+        if want and not driver(a) and self.host.exists(paths.driver_dir(want)):
+            try:
+                write(paths.driver_file(want, "bind"), a, a)
+            except HostWriteError as exc:
+                log.info("%s: direct bind to %s failed (%s); asking the kernel", a, want, exc)
+        if not driver(a):
+            write(paths.drivers_probe(), a, a)
+        if not driver(a) and modalias:
+            self._load_quietly(modalias)
+            if not driver(a):
+                write(paths.drivers_probe(), a, a)
+        return driver(a)
+
+    def _load_quietly(self, name: str) -> None:
+        try:
+            self.host.load_module(name)
+        except ModuleLoadError as exc:
+            log.info("%s", exc)
+
+    def _ensure_vfio_module(self) -> None:
+        if not self.host.exists(paths.driver_dir(VFIO_DRIVER)):
+            self.host.load_module(VFIO_DRIVER)
+            if not self.host.exists(paths.driver_dir(VFIO_DRIVER)):
+                raise Failed("vfio-pci is not available: modprobe vfio-pci loaded no driver")
+
+    # -- rollback and recovery --------------------------------------------------------
+    def roll_back(self, txn: Transaction) -> list[str]:
+        """Put every member back where the transaction found it; return what failed."""
+        problems = []
+        for record in reversed(txn.members):
+            try:
+                self._restore(record)
+            except VfiodError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def _restore(self, record: MemberRecord) -> None:
+        a, write = record.address, self.writer.write
+        if not self.host.exists(paths.device_dir(a)):
+            return  # removed meanwhile: nothing to put back
+        current = self.writer.driver(a)
+        override = self.host.read_text(paths.device_file(a, "driver_override"))
+        override = None if override in ("(null)", "") else override
+        if current == record.driver and override == record.driver_override:
+            return
+        write(paths.device_file(a, "driver_override"), record.driver_override or "\n", a)
+        if current == record.driver:
+            return
+        if current:
+            write(paths.device_file(a, "driver/unbind"), a, a)
+        if record.driver is None:
+            return
+        if is_vfio_driver(record.driver):
+            self._ensure_vfio_module()
+        modalias = self.host.read_text(paths.device_file(a, "modalias")) or ""
+        got = self._probe_host_driver(a, record.driver, modalias)
+        if got != record.driver:
+            raise Failed(f"{a}: could not put it back on {record.driver} "
+                         f"(driver now: {got or 'none'})")
+
+    def recover(self) -> list[str]:
+        """Roll back the transactions a killed process left unfinished; return who moved.
+
+        Recovery only rolls back: every member goes back where the journal says it
+        was, never forward to where the operation was taking it.
+        """
+        touched: list[str] = []
+        for txn in self.journal.unfinished():
+            log.warning("recovering an unfinished %s of %s", txn.operation, txn.key)
+            problems = self.roll_back(txn)
+            touched += [m.address for m in txn.members]
+            if problems:
+                self.inventory.record_error([m.address for m in txn.members],
+                                            "; ".join(problems))
+                log.error("recovery of %s incomplete: %s", txn.key, "; ".join(problems))
+            else:
+                self.journal.end(txn.key)
+        self.inventory.rescan()
+        return touched

@@ -1,0 +1,127 @@
+"""Events about holders: /dev/vfio group nodes opened or closed, holder processes exiting.
+
+The uevent source (``Host.open_events()``) says when devices change; this one says when
+the processes that hold them may have changed, so the daemon knows when to recheck who
+holds a group without polling /proc. It is one epoll descriptor for an event loop,
+over an inotify watch on /dev/vfio (and on /dev, for /dev/vfio appearing when vfio
+loads) and one pidfd per holder process (a guest may die without closing cleanly).
+Without inotify it still watches pidfds and says ``polling``: the caller then rechecks
+on a timer.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from dataclasses import dataclass
+
+from vfiod.host import paths
+
+
+@dataclass(frozen=True)
+class HolderEvent:
+    """Something that may have changed who holds a /dev/vfio node."""
+
+    kind: str  # "node": a group node opened, closed, made or removed; "exit": a holder died
+    pid: int = 0  # the holder that exited
+
+
+class HolderEventSource:
+    """Holder events from inotify on the host's /dev/vfio and pidfds of holder processes."""
+
+    def __init__(self, dev_dir: str, vfio_dir: str) -> None:
+        self._dev_dir = dev_dir
+        self._vfio_dir = vfio_dir
+        self._epoll = select.epoll()
+        self._pidfds: dict[int, int] = {}  # fd -> pid
+        self._inotify: object | None = None
+        self._dev_wd: int | None = None
+        self._vfio_wd: int | None = None
+        #: True when inotify is unavailable: the caller must recheck on a timer.
+        self.polling = False
+        #: Why polling is on ("" when it is not).
+        self.why_polling = ""
+        try:
+            from inotify_simple import INotify, flags
+
+            self._flags = flags
+            self._inotify = inotify = INotify()
+            self._dev_wd = inotify.add_watch(dev_dir, flags.CREATE | flags.ONLYDIR)
+            self._watch_vfio_dir()
+            self._epoll.register(inotify.fileno(), select.EPOLLIN)
+        except (ImportError, OSError) as exc:
+            if self._inotify is not None:
+                self._inotify.close()  # type: ignore[attr-defined]
+            self._inotify = None
+            self.polling = True
+            self.why_polling = str(exc)
+
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when events are waiting."""
+        return self._epoll.fileno()
+
+    def watch_pids(self, pids: set[int] | list[int]) -> list[int]:
+        """Watch these holder processes' exits; return those already gone (no pidfd)."""
+        gone = []
+        watched = set(self._pidfds.values())
+        for pid in set(pids) - watched:
+            if pid <= 0:
+                continue
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:  # ESRCH: gone already
+                gone.append(pid)
+                continue
+            self._pidfds[fd] = pid
+            self._epoll.register(fd, select.EPOLLIN)
+        return gone
+
+    def receive(self) -> list[HolderEvent]:
+        """Every event waiting now; never blocks."""
+        events: list[HolderEvent] = []
+        for fd, _ in self._epoll.poll(0):
+            if self._inotify is not None and fd == self._inotify.fileno():  # type: ignore[attr-defined]
+                if self._read_inotify():
+                    events.append(HolderEvent("node"))
+            elif fd in self._pidfds:
+                pid = self._pidfds.pop(fd)
+                self._epoll.unregister(fd)
+                os.close(fd)
+                events.append(HolderEvent("exit", pid))
+        return events
+
+    def close(self) -> None:
+        """Stop watching; close inotify, every pidfd and the epoll descriptor."""
+        for fd in list(self._pidfds):
+            os.close(fd)
+        self._pidfds.clear()
+        if self._inotify is not None:
+            self._inotify.close()  # type: ignore[attr-defined]
+            self._inotify = None
+        self._epoll.close()
+
+    def _watch_vfio_dir(self) -> None:
+        assert self._inotify is not None
+        f = self._flags
+        try:
+            self._vfio_wd = self._inotify.add_watch(  # type: ignore[attr-defined]
+                self._vfio_dir,
+                f.OPEN | f.CLOSE_WRITE | f.CLOSE_NOWRITE | f.CREATE | f.DELETE | f.ONLYDIR)
+        except OSError:
+            self._vfio_wd = None  # not there yet
+
+    def _read_inotify(self) -> bool:
+        assert self._inotify is not None
+        interesting = False
+        vfio_name = os.path.basename(paths.VFIO_DIR)
+        for event in self._inotify.read(timeout=0):  # type: ignore[attr-defined]
+            if event.wd == self._dev_wd:
+                if event.name == vfio_name:
+                    self._watch_vfio_dir()
+                    interesting = True
+            elif event.wd == self._vfio_wd:
+                if event.mask & self._flags.IGNORED:
+                    self._vfio_wd = None  # /dev/vfio went away (vfio unloaded)
+                elif event.name.isdigit():  # a group node, not "vfio" or "devices"
+                    interesting = True
+        return interesting

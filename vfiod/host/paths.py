@@ -1,0 +1,148 @@
+"""The map of the kernel's files: the one place a /sys, /proc or /dev path is spelt.
+
+Modelled on libvirt's ``virPCIFile()`` and ``virPCIDriverDir()``: callers say *what*
+they want (a device's ``driver_override``, a driver's folder, a group's node) and get
+the host-absolute path; a Host maps it under its root. Nothing outside vfiod/host/ and
+the simulated kernel (vfiod/sim/) spells these paths itself.
+"""
+
+from __future__ import annotations
+
+SYSFS = "/sys"
+PCI_BUS = "/sys/bus/pci"
+PCI_DEVICES = "/sys/bus/pci/devices"
+PCI_DRIVERS = "/sys/bus/pci/drivers"
+IOMMU_GROUPS = "/sys/kernel/iommu_groups"
+IOMMU_UNITS = "/sys/class/iommu"
+VTCONSOLES = "/sys/class/vtconsole"
+MODULES = "/sys/module"
+DEV = "/dev"
+VFIO_DIR = "/dev/vfio"
+SOUND_DIR = "/dev/snd"
+PROC = "/proc"
+MOUNTS = "/proc/mounts"
+SWAPS = "/proc/swaps"
+ROUTES = "/proc/net/route"
+IPV6_ROUTES = "/proc/net/ipv6_route"
+CMDLINE = "/proc/cmdline"
+CPUINFO = "/proc/cpuinfo"
+OSRELEASE = "/proc/sys/kernel/osrelease"
+#: Where modprobe reads its options, most specific first.
+MODPROBE_D = ("/etc/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d")
+#: Where distributions install pci.ids.
+PCI_IDS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
+
+
+# -- PCI functions and drivers ------------------------------------------------------------
+def device_dir(address: str) -> str:
+    """A PCI function's sysfs folder: ``/sys/bus/pci/devices/0000:06:00.0``."""
+    return f"{PCI_DEVICES}/{address}"
+
+
+def device_file(address: str, name: str) -> str:
+    """One of a PCI function's sysfs files (``driver_override``, ``driver/unbind``)."""
+    return f"{PCI_DEVICES}/{address}/{name}"
+
+
+def driver_dir(name: str) -> str:
+    """A PCI driver's folder: ``/sys/bus/pci/drivers/vfio-pci`` (present when loaded)."""
+    return f"{PCI_DRIVERS}/{name}"
+
+
+def driver_file(name: str, file: str) -> str:
+    """A PCI driver's control file (``bind``, ``new_id``)."""
+    return f"{PCI_DRIVERS}/{name}/{file}"
+
+
+def drivers_probe() -> str:
+    """The bus's ``drivers_probe``: asks the kernel to bind a function to its best match."""
+    return f"{PCI_BUS}/drivers_probe"
+
+
+def sysfs_relative(path: str) -> str:
+    """A canonical sysfs path without its ``/sys`` (``/devices/pci0000:00/...``)."""
+    return path.removeprefix(SYSFS)
+
+
+# -- IOMMU groups and VFIO --------------------------------------------------------------
+def group_members_dir(group: int | str) -> str:
+    """The folder listing an IOMMU group's functions."""
+    return f"{IOMMU_GROUPS}/{group}/devices"
+
+
+def group_node(group: int | str) -> str:
+    """A group's VFIO node: ``/dev/vfio/31`` (a guest holds it open)."""
+    return f"{VFIO_DIR}/{group}"
+
+
+def vfio_device_node(name: str) -> str:
+    """A VFIO cdev node (``/dev/vfio/devices/vfio0``, the iommufd interface)."""
+    return f"{VFIO_DIR}/devices/{name}"
+
+
+# -- what hangs below a function ----------------------------------------------------------
+def class_dir(klass: str) -> str:
+    """A device class's folder (``/sys/class/drm``)."""
+    return f"{SYSFS}/class/{klass}"
+
+
+def class_entry(klass: str, name: str, file: str | None = None) -> str:
+    """A class device (``/sys/class/net/enp0s25``) or one of its files."""
+    base = f"{SYSFS}/class/{klass}/{name}"
+    return f"{base}/{file}" if file else base
+
+
+def vtconsole_file(vt: str, file: str) -> str:
+    """A virtual console binding's file (``bind``, ``name``)."""
+    return f"{VTCONSOLES}/{vt}/{file}"
+
+
+def drm_node(name: str) -> str:
+    """A DRM node (``/dev/dri/card0``)."""
+    return f"{DEV}/dri/{name}"
+
+
+def nvidia_node(minor: int) -> str:
+    """The proprietary NVIDIA driver's node for one GPU."""
+    return f"{DEV}/nvidia{minor}"
+
+
+def sound_node(name: str) -> str:
+    """An ALSA node (``/dev/snd/pcmC1D3p``)."""
+    return f"{SOUND_DIR}/{name}"
+
+
+def block_node(name: str) -> str:
+    """A block device's node (``/dev/sda2``)."""
+    return f"{DEV}/{name}"
+
+
+def is_device_node(path: str) -> bool:
+    """True for a path under /dev (a mount source that names a block device)."""
+    return path.startswith(DEV + "/")
+
+
+def nvidia_information(address: str) -> str:
+    """The proprietary NVIDIA driver's description of one GPU (its device minor)."""
+    return f"{PROC}/driver/nvidia/gpus/{address}/information"
+
+
+def udev_data(address: str) -> str:
+    """What udevd stored about a PCI function (its hwdb name)."""
+    return f"/run/udev/data/+pci:{address}"
+
+
+# -- processes, modules, the kernel -----------------------------------------------------------
+def module_dir(name: str) -> str:
+    """A loaded (or built-in) module's folder; module names use ``_`` (vfio_pci)."""
+    return f"{MODULES}/{name.replace('-', '_')}"
+
+
+def modules_dir(release: str) -> str:
+    """The kernel's module tree (``/lib/modules/6.8.0``)."""
+    return f"/lib/modules/{release}"
+
+
+def process_file(pid: int | str, name: str) -> str:
+    """One of a process's /proc files (``comm``, ``fd``)."""
+    return f"{PROC}/{pid}/{name}"
