@@ -83,7 +83,7 @@ def installed_env(installed: Installed, tmp: Path) -> dict[str, str]:
 
 def test_installed_package_carries_its_data_files(installed: Installed, elsewhere: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "import vfiod.demo, vfiod.privatebus as b, vfiod.sim.pciids as i; "
+        [sys.executable, "-c", "import vfiod.demo, vfiod.privatebus as b, vfiod.sim.pci_ids_subset as i; "
          "print(vfiod.demo.__file__); print(b.PROJECT_POLICY); print(i.SHIPPED_PCI_IDS)"],
         env=installed_env(installed, elsewhere), cwd=elsewhere, capture_output=True,
         text=True, timeout=60)
