@@ -9,8 +9,10 @@ Plain synchronous code over the Host boundary, in three parts:
 - ``reset``: the kernel's reset methods and VFIO's hot reset.
 
 ``Engine`` composes them and resolves device arguments (addresses and config names)
-once, at the door. Callers serialise operations per ``group_key`` (the daemon runs
-them on worker threads, one group at a time) and may run different groups in parallel.
+once, at the door. Callers serialise operations on the keys ``lock_keys`` names (the
+group's; for a reset, every group on the device's bus), taking them in that order (the
+daemon runs them on worker threads, one group at a time), and may run operations on
+different groups in parallel. The engine itself holds no operation lock.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from vfiod.address import check_device_argument, is_address
 from vfiod.config import resolve_name
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.reset import Resetter
-from vfiod.engine.transactions import Transactions, group_key
+from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
 from vfiod.errors import NoSuchDevice
 from vfiod.host.base import DEFAULT_WRITE_TIMEOUT, Host
@@ -138,6 +140,17 @@ class Engine:
     def group_key(self, address: str) -> str:
         """The key operations are serialised on: the IOMMU group, else the device."""
         return group_key(self.inventory.device(address), address)
+
+    def lock_keys(self, op: str, address: str) -> list[str]:
+        """Every key an operation must hold, in the order to take them (lock_order).
+
+        Bind and unbind touch one group. A reset may become VFIO's hot reset, which
+        resets every function on the device's bus: it holds every group there.
+        """
+        keys = {self.group_key(address)}
+        if op == "reset":
+            keys.update(self.group_key(a) for a in self.resetter.bus_mates(address))
+        return sorted(keys, key=lock_order)
 
     # -- what the host has ------------------------------------------------------------
     def rescan(self) -> None:

@@ -45,6 +45,15 @@ def group_key(dev: PciDevice | None, address: str) -> str:
     return address
 
 
+def lock_order(key: str) -> tuple[int, int, str]:
+    """The one order in which operations take several group keys (no two can each wait
+    for a key the other holds): groups by number, then devices without a group."""
+    group = key.removeprefix("group-")
+    if group != key and group.isdigit():
+        return (0, int(group), "")
+    return (1, 0, key)
+
+
 def check_not_held(inventory: Inventory, dev: PciDevice, action: str,
                    holders: Holders) -> None:
     """Refuse while a process holds the group node or a member's VFIO device node.
