@@ -3,9 +3,6 @@ the hot reset is tried whenever the bus qualifies, and says what stands in its w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from vfiod.engine import Engine
@@ -23,17 +20,13 @@ SMBUS = "0000:00:1f.3"  # on the root bus, no reset method
 
 
 @pytest.fixture
-def host() -> Iterator[SimHost]:
-    sim = SimHost(profile="seed-x99-shared-bus")
-    try:
-        yield sim
-    finally:
-        sim.close()
+def host(shared_host: SimHost) -> SimHost:
+    return shared_host
 
 
 @pytest.fixture
-def engine(host: SimHost, tmp_path: Path) -> Engine:
-    return Engine(host, tmp_path / "state", write_timeout=5.0)
+def engine(shared_engine: Engine) -> Engine:
+    return shared_engine
 
 
 def _hot_resets(host: SimHost) -> list[tuple[str, str, int]]:
