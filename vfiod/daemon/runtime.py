@@ -111,6 +111,9 @@ class Daemon:
         if touched:
             log.warning("recovered %d device(s) an earlier vfiod left mid-operation: %s",
                         len(touched), ", ".join(touched))
+        # Only now is the machine known: a config it contradicts stops the start
+        # (ConfigError, with file:line).
+        await asyncio.to_thread(self.engine.check_config, self.engine.config)
         self.iommu_enabled = await asyncio.to_thread(lambda: self.engine.iommu_enabled)
 
         if self.bus_address is not None:
@@ -280,12 +283,13 @@ class Daemon:
             self.notifier.reloading()
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
+                # Checked against the machine too; a refused config changes nothing.
+                await asyncio.to_thread(self.engine.set_config, config)
             except ConfigError as err:
                 log.error("refusing the new configuration, keeping the running one: %s", err)
                 raise
             finally:
                 self.notifier.ready_again()
-            self.engine.set_config(config)
             log.info("configuration reloaded from %s: %d device entr%s", self.config_path,
                      len(config.devices), "y" if len(config.devices) == 1 else "ies")
         await self.republish()  # names may have changed

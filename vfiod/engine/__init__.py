@@ -17,12 +17,13 @@ different groups in parallel. The engine itself holds no operation lock.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vfiod.address import check_device_argument, is_address
-from vfiod.config import resolve_name
+from vfiod.config import boot_conflicts, check_boot_groups, resolve_name
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.reset import Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from vfiod.config import Config
 
 __all__ = ["Engine"]
+
+log = logging.getLogger("vfiod.engine")
 
 
 class Engine:
@@ -58,8 +61,16 @@ class Engine:
         """True when the kernel has IOMMU groups."""
         return self.inventory.iommu_enabled
 
+    def check_config(self, config: "Config | None") -> None:
+        """Refuse a config this machine contradicts (ConfigError with file:line): boot
+        values that conflict inside an IOMMU group."""
+        if config is not None:
+            check_boot_groups(config, self.inventory.devices().values())
+
     def set_config(self, config: "Config | None") -> None:
-        """Use a new config (names, on_release) from now on."""
+        """Use a new config (names, on_release) from now on, once check_config accepts
+        it; a refused one (ConfigError) leaves the old one in use."""
+        self.check_config(config)
         self.config = config
 
     def resolve(self, arg: str) -> str:
@@ -97,7 +108,16 @@ class Engine:
         if config is None or dev is None or dev.on_vfio or dev.is_bridge:
             return False
         entry = config.entry_for(dev)
-        return entry is not None and entry.boot == "vfio"
+        if entry is None or entry.boot != "vfio":
+            return False
+        # The group may have changed since the config was checked (a card moved).
+        members = [d for a in self.inventory.members(address)
+                   if (d := self.inventory.device(a)) is not None]
+        conflicts = boot_conflicts(config, members)
+        if conflicts:
+            log.error("%s: not claiming it: %s", address, conflicts[0].error(config))
+            return False
+        return True
 
     # -- operations -------------------------------------------------------------------
     def bind(self, device: str, *, group: bool = True, force: bool = False) -> list[str]:
