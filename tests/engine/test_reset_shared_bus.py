@@ -3,9 +3,12 @@ the hot reset is tried whenever the bus qualifies, and says what stands in its w
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from vfiod.engine import Engine
+from vfiod.engine.reset import hot_reset_obstacle
 from vfiod.engine.transactions import lock_order
 from vfiod.errors import InUse, ResetFailed
 from vfiod.records import State
@@ -121,3 +124,18 @@ def test_a_reset_on_the_root_bus_holds_only_its_group(engine: Engine) -> None:
 def test_keys_are_taken_by_group_number_then_devices_without_a_group() -> None:
     keys = ["0000:00:1f.3", "group-10", "group-9", "group-100"]
     assert sorted(keys, key=lock_order) == ["group-9", "group-10", "group-100", "0000:00:1f.3"]
+
+
+def test_a_bus_that_also_carries_a_bridge_is_not_hot_reset(engine: Engine) -> None:
+    devices = engine.devices()
+    port = dataclasses.replace(devices[PORT0], driver="vfio-pci")
+    bridge = dataclasses.replace(devices["0000:0c:00.0"], address="0000:0e:01.0")
+    obstacle = hot_reset_obstacle(port, {PORT0: port, bridge.address: bridge})
+    assert obstacle is not None
+    assert "would also reset everything below 0000:0e:01.0" in obstacle
+
+
+def test_a_bus_entirely_on_vfio_pci_qualifies(engine: Engine) -> None:
+    devices = engine.devices()
+    ports = {a: dataclasses.replace(devices[a], driver="vfio-pci") for a in (PORT0, PORT1)}
+    assert hot_reset_obstacle(ports[PORT0], ports) is None

@@ -45,7 +45,7 @@ def describe(dev: PciDevice) -> str:
 def hot_reset_obstacle(dev: PciDevice, on_bus: Mapping[str, PciDevice]) -> str | None:
     """Why VFIO's hot reset of *dev*'s bus cannot be tried now (naming the functions in the
     way and what to do), or None when the bus qualifies: every function on it ours (on
-    vfio-pci) and no bridge below it. Holders are checked separately (InUse)."""
+    vfio-pci) and none a bridge. Holders are checked separately (InUse)."""
     bus = bus_of(dev.address)
     what = f"a reset of the whole bus {bus} (VFIO's hot reset)"
     bridges = [d for d in on_bus.values() if d.is_bridge]
