@@ -27,6 +27,9 @@ from .helpers import Vfiod, knobs, sim_driver, wait_for
 GPU, AUDIO = "0000:06:00.0", "0000:06:00.1"
 CONFIG = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\n'
 BAD_CONFIG = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\nboot = "maybe"\n'
+#: Valid on its own; on the machine the GPU and its audio share IOMMU group 31.
+CONFLICTING_BOOT = ('[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\nboot = "vfio"\n\n'
+                    '[[device]]\nmatch = "0000:06:00.1"\nboot = "host"\n')
 
 
 def notifications(daemon: Vfiod) -> Notifications:
@@ -122,6 +125,27 @@ def test_reload_with_a_bad_config_is_invalid_argument_naming_file_and_line(
     result = daemon.call("Reload")
     assert result.returncode != 0
     assert f"{daemon.config}:4: device[0].boot" in result.stderr
+
+
+def test_reload_with_boot_values_conflicting_in_a_group_keeps_the_old_config(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None
+    daemon.config.write_text(CONFLICTING_BOOT.replace('"gpu"', '"new-gpu"'))
+    result = daemon.call("Reload")
+    assert result.returncode != 0
+    assert f"{daemon.config}:8: device[1].boot" in result.stderr
+    assert daemon.get_property(GPU, "ConfigName") == "gpu"  # the old config stays
+
+
+def test_boot_values_conflicting_in_a_group_at_start_are_refused_with_file_and_line(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFLICTING_BOOT)
+    with pytest.raises(PrivateBusError, match="exited with status 1"):
+        daemon.start()
+    log = daemon.log()
+    assert f"cannot start: {daemon.config}:8: device[1].boot" in log
+    assert "IOMMU group 31" in log and "Traceback" not in log
 
 
 def test_reload_takes_a_new_name_into_use(make_vfiod: Callable[..., Vfiod]) -> None:

@@ -45,6 +45,24 @@ def group_key(dev: PciDevice | None, address: str) -> str:
     return address
 
 
+def lock_order(key: str) -> tuple[int, int, str]:
+    """The one order in which operations take several group keys (no two can each wait
+    for a key the other holds): groups by number, then devices without a group."""
+    group = key.removeprefix("group-")
+    if group != key and group.isdigit():
+        return (0, int(group), "")
+    return (1, 0, key)
+
+
+def refuse_bridge(dev: PciDevice) -> None:
+    """Bind and Unbind name endpoints: a bridge stays on its driver, and its group's
+    endpoints move only when one of them is named."""
+    if dev.is_bridge:
+        raise InvalidArgument(f"{dev.address}: is a PCI bridge; bridges stay on their "
+                              "driver and are never bound or unbound: name a device of "
+                              "its IOMMU group instead")
+
+
 def check_not_held(inventory: Inventory, dev: PciDevice, action: str,
                    holders: Holders) -> None:
     """Refuse while a process holds the group node or a member's VFIO device node.
@@ -85,9 +103,7 @@ class Transactions:
         dev, members = self.inventory.fresh(address)
         if dev.iommu_group is None:
             raise GroupNotViable(f"{address}: has no IOMMU group: {IOMMU_OFF_HELP}")
-        if dev.is_bridge:
-            raise InvalidArgument(f"{address}: is a PCI bridge; bridges stay on their driver "
-                                  "and never need binding")
+        refuse_bridge(dev)
         endpoints = [m for m in members if m.is_endpoint]
         if group:
             targets = [m for m in endpoints if not m.on_vfio]
@@ -120,6 +136,7 @@ class Transactions:
         naming the process, while a guest holds the group: unbind is never written then.
         """
         dev, members = self.inventory.fresh(address)
+        refuse_bridge(dev)  # else it would stand for its whole group, as Bind refuses to
         if group:
             targets = [m for m in members if m.is_endpoint and m.on_vfio]
         else:
