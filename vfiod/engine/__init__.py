@@ -43,7 +43,7 @@ class Engine:
     def __init__(self, host: Host, state_dir: str | Path, config: "Config | None" = None,
                  write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> None:
         self.host = host
-        self.journal = Journal(state_dir)
+        self.journal = Journal(state_dir, host.boot_id())
         self.config = config
         self.inventory = Inventory(host, self.journal)
         writer = Writer(host, write_timeout)

@@ -169,6 +169,11 @@ class Host(abc.ABC):
         """True when the path exists (links followed)."""
         return os.path.exists(self.real_path(path))
 
+    def boot_id(self) -> str | None:
+        """The kernel's boot id (new at every boot), or None when it cannot be read."""
+        text = self.read_text(paths.BOOT_ID)
+        return text.strip() if text else None
+
     # -- processes --------------------------------------------------------------------
     def pids(self) -> list[int]:
         """Every process id the host's /proc lists."""

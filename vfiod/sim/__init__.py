@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vfiod.sim.faults import Faults, SimulatedCrash
     from vfiod.sim.holder import Holder, spawn_holder
-    from vfiod.sim.host import SimHost, SimRootBusy
+    from vfiod.sim.host import SimHost, SimRootBusy, reboot
     from vfiod.sim.profiles import PROFILES
 
 __all__ = ["PROFILES", "Faults", "Holder", "SimHost", "SimRootBusy", "SimulatedCrash",
-           "spawn_holder"]
+           "reboot", "spawn_holder"]
 
 _WHERE = {
     "PROFILES": "vfiod.sim.profiles",
@@ -37,6 +37,7 @@ _WHERE = {
     "spawn_holder": "vfiod.sim.holder",
     "SimHost": "vfiod.sim.host",
     "SimRootBusy": "vfiod.sim.host",
+    "reboot": "vfiod.sim.host",
 }
 
 
