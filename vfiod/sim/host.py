@@ -186,6 +186,12 @@ class SimHost(Host):
     def open_events(self) -> SimEventSource:
         return self._hub.open()
 
+    def driver_loadable(self, name: str) -> bool:
+        return self.kernel.driver_loadable(name)
+
+    def kernel_choice(self, modalias: str) -> str | None:
+        return self.kernel.kernel_choice(modalias)
+
     # -- the simulation's own tools ------------------------------------------------------
     def spawn_holder(self, paths: Sequence[str], comm: str = "qemu-system-x86",
                      device_fds: Sequence[str] = ()) -> Holder:

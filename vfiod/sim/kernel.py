@@ -835,6 +835,17 @@ class Kernel:
         m = self.modules.get(name)
         return m is not None and (m.builtin or name in self.loaded)
 
+    def driver_loadable(self, name: str) -> bool:
+        """True when a driver of this name is registered or a module provides it."""
+        return name in self.drivers or name in self.driver_module
+
+    def kernel_choice(self, modalias: str) -> str | None:
+        """The driver of the one module (not VFIO's) whose aliases match *modalias*."""
+        drivers = {self.modules[m].driver for p, m in self._aliases
+                   if p.match(modalias) and self.modules[m].driver
+                   and "vfio" not in m}
+        return drivers.pop() if len(drivers) == 1 else None
+
     def _resolve_module(self, what: str) -> list[str]:
         name = what.strip().replace("-", "_")
         if name in self.modules:
