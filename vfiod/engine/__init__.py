@@ -5,7 +5,8 @@ Plain synchronous code over the Host boundary, in three parts:
 - ``inventory``: every PCI function as last read, its holders and usages, what is
   busy and what failed; reads only.
 - ``transactions``: bind and unbind as journalled transactions over an IOMMU group,
-  and recovery of what a killed process left (it rolls back).
+  and recovery of what a killed process left (forward after the commit mark, back
+  before it; never a transaction of an earlier boot).
 - ``reset``: the kernel's reset methods and VFIO's hot reset.
 
 ``Engine`` composes them and resolves device arguments (addresses and config names)
@@ -132,8 +133,14 @@ class Engine:
         return [d.address for d in members if d is not None and not d.is_bridge] or [address]
 
     def recover(self) -> list[str]:
-        """Roll back what a killed process left unfinished; return who moved."""
+        """Finish (roll forward or back) what a killed process left in this boot; return
+        the addresses covered. What was set aside is in state_problems()."""
         return self.transactions.recover()
+
+    def state_problems(self) -> list[str]:
+        """What was wrong with the state directory's files: damaged ones moved aside,
+        transactions of an earlier boot discarded (each a sentence for the log)."""
+        return list(self.journal.problems)
 
     def group_key(self, address: str) -> str:
         """The key operations are serialised on: the IOMMU group, else the device."""
