@@ -8,6 +8,7 @@ anything.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 
 
@@ -20,13 +21,19 @@ class ModuleIndex:
     """What one kernel release's module tree lists."""
 
     def __init__(self, alias: str, dep: str, builtin: str) -> None:
-        self._aliases: list[tuple[re.Pattern[str], str]] = []
+        # PCI aliases by their vendor and device fields ("v000010DE", "d00001B06"; ""
+        # for a field with a wildcard): the file holds thousands, and only a device's
+        # own, its vendor's generic and the class-wide ones can match it. Patterns are
+        # compiled when first needed.
+        self._aliases: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._order: dict[tuple[str, str], int] = {}  # the file's order, for claimants()
         for line in alias.splitlines():
             parts = line.split()
-            # Only PCI aliases matter here; the file holds tens of thousands of others.
             if len(parts) == 3 and parts[0] == "alias" and parts[1].startswith("pci:"):
-                self._aliases.append((re.compile(fnmatch.translate(parts[1])),
-                                      module_name(parts[2])))
+                key = (_literal(parts[1][4:13]), _literal(parts[1][13:22]))
+                entry = (parts[1], module_name(parts[2]))
+                self._order.setdefault(entry, len(self._order))
+                self._aliases.setdefault(key, []).append(entry)
         self._claimants: dict[str, list[str]] = {}
         self._modules = set()
         for line in (dep + "\n" + builtin).splitlines():
@@ -45,8 +52,22 @@ class ModuleIndex:
         if cached is not None:
             return list(cached)
         found: list[str] = []
-        for pattern, module in self._aliases:
-            if module not in found and pattern.match(modalias):
+        vendor, device = modalias[4:13], modalias[13:22]
+        candidates = [entry for key in ((vendor, device), (vendor, ""), ("", device), ("", ""))
+                      for entry in self._aliases.get(key, [])]
+        for pattern, module in sorted(candidates, key=self._order.__getitem__):
+            if module not in found and _compiled(pattern).match(modalias):
                 found.append(module)
         self._claimants[modalias] = found  # devices of one model share a modalias
         return list(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """A modules.alias pattern as a regular expression (case matters, as for modprobe)."""
+    return re.compile(fnmatch.translate(pattern))
+
+
+def _literal(field: str) -> str:
+    """A 9-character alias field (``v000010DE``) when it has no wildcard, else ""."""
+    return field if len(field) == 9 and not set(field) & set("*?[") else ""
