@@ -286,3 +286,47 @@ def test_a_symbolic_link_in_the_state_directory_is_refused(host: SimHost,
     (state / f"txn-{GPU}.json").symlink_to(tmp_path / "elsewhere.json")
     with pytest.raises(UnsafeStateDir, match="not a regular file"):
         Engine(host, state)
+
+
+def test_a_rolled_forward_member_someone_moved_since_is_left_where_it_is(
+        host: SimHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state"
+    engine = Engine(host, state)
+    monkeypatch.setattr(engine.journal, "end", lambda txn: (_ for _ in ()).throw(
+        SimulatedCrash("killed after the commit mark")))
+    with pytest.raises(SimulatedCrash):
+        engine.bind(GPU)
+    # Before the restart, a user gives the audio function back to the host.
+    host.write_attr(f"/sys/bus/pci/devices/{AUDIO}/driver_override", "\n")
+    host.write_attr(f"/sys/bus/pci/devices/{AUDIO}/driver/unbind", AUDIO)
+    host.write_attr("/sys/bus/pci/drivers_probe", AUDIO)
+    writes = len(host.write_log)
+    caplog.set_level(logging.WARNING, logger="vfiod")
+    assert sorted(Engine(host, state).recover()) == GROUP
+    assert [driver_of(host, a) for a in GROUP] == ["vfio-pci", "snd_hda_intel"]
+    assert len(host.write_log) == writes
+    assert any(AUDIO in r.getMessage() and "left there" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_removing_a_finished_transaction_syncs_the_directory(
+        host: SimHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    engine = Engine(host, state)
+    events: list[str] = []
+    real_fsync, real_unlink = os.fsync, Path.unlink
+
+    def fsync(fd: int) -> None:
+        events.append(f"sync {os.readlink(f'/proc/self/fd/{fd}')}")
+        real_fsync(fd)
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        events.append(f"unlink {self}")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    engine.bind(GPU)
+    removed = events.index(f"unlink {state / f'txn-{GPU}.json'}")
+    assert events[removed + 1:] == [f"sync {state}"]
