@@ -131,11 +131,11 @@ class Inventory:
         """A recorded device the host bound by itself (a reboot, a modprobe, a user):
         what it bound is its host driver from now on."""
         records = self.journal.host_drivers()
-        seen = {d.address: d.driver for d in devices
-                if d.address in records and d.driver and not d.on_vfio
-                and d.driver != records[d.address]}
+        seen = {d.address: driver for d in devices
+                if (driver := d.driver) and d.address in records and not d.on_vfio
+                and driver != records[d.address]}
         if seen:
-            self.journal.remember_host_drivers(seen)  # type: ignore[arg-type]
+            self.journal.remember_host_drivers(seen)
 
     def host_driver(self, dev: PciDevice) -> str:
         """What Unbind would bind: the recorded driver when it is loaded or loadable,

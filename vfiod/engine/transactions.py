@@ -297,7 +297,7 @@ class Transactions:
             raise Failed(f"{a}: could not put it back on {record.driver} "
                          f"(driver now: {got or 'none'})")
 
-    def roll_forward(self, txn: Transaction) -> list[str]:
+    def roll_forward(self, txn: Transaction) -> None:
         """Finish a transaction whose commit mark shows every step done and verified.
 
         Nothing is written to the host: the members are where the operation took
@@ -310,7 +310,6 @@ class Transactions:
                             record.address, txn.operation, record.driver_after or "no driver",
                             now or "no driver")
         self._finish(txn)
-        return []
 
     def recover(self) -> list[str]:
         """Finish what a killed process left unfinished in this boot; return whom it covered.
@@ -323,10 +322,11 @@ class Transactions:
         touched: list[str] = []
         for txn in self.journal.unfinished():
             members = ", ".join(txn.addresses)
+            problems: list[str] = []
             if txn.committed:
                 log.warning("rolling forward a %s of %s: every step was done", txn.operation,
                             members)
-                problems = self.roll_forward(txn)
+                self.roll_forward(txn)
             else:
                 log.warning("rolling back an unfinished %s of %s", txn.operation, members)
                 problems = self.roll_back(txn)
