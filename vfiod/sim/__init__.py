@@ -10,6 +10,7 @@ Knobs for tests and applet developers: ``sim.faults`` (fail, delay, crash_before
 crash_after), ``sim.kernel.set_reset_outcome``, ``sim.kernel.kill_device``,
 ``sim.kernel.unplug`` / ``plug``, ``sim.spawn_holder`` (a guest or desktop process;
 ``spawn_holder(root, ...)`` works without a SimHost, against a daemon's --sim-root),
+``reboot(root)`` (the next SimHost on that root boots afresh, with a new boot id),
 and plain file writes to the tree (applied by a watcher; ``sim.sync_external()`` waits
 for them, ``sim.external_log`` says how each went).
 
