@@ -263,3 +263,26 @@ def test_sigterm_during_a_bind_lets_it_finish_then_exits_0(
     assert out.split() == ["as", "2", f'"{GPU}"', f'"{AUDIO}"']
     assert sim_driver(daemon.sim_root, GPU) == sim_driver(daemon.sim_root, AUDIO) == "vfio-pci"
     assert not list(daemon.state_dir.glob("txn-*.json"))
+
+
+def test_a_damaged_journal_at_start_is_set_aside_and_said(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod()
+    daemon.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (daemon.state_dir / f"txn-{GPU}.json").write_text("{ torn")
+    daemon.start()
+    log = daemon.log()
+    assert f"txn-{GPU}.json is damaged" in log
+    assert "1 file(s) of the state directory set aside or discarded at start" in log
+    assert len(list(daemon.state_dir.glob(f"txn-{GPU}.json.damaged-*"))) == 1
+    assert daemon.status()[GPU]["driver"] == "nvidia"
+
+
+def test_a_state_directory_others_can_write_is_refused_at_start(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod()
+    daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    daemon.state_dir.chmod(0o777)
+    with pytest.raises(PrivateBusError, match="exited with status 1"):
+        daemon.start()
+    assert "is writable by others (mode 0777)" in daemon.log()

@@ -60,6 +60,8 @@ class Daemon:
         self.notifier = Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vfiod-op")
         self.iommu_enabled = False
+        #: What was wrong with the state directory at start (Engine.state_problems).
+        self.state_problems: list[str] = []
         self.bus: ObjectManagerBus | None = None
         self.authorizer: Authorizer | None = None
         self.view: DeviceView | None = None  # exported at start
@@ -111,6 +113,11 @@ class Daemon:
         if touched:
             log.warning("recovered %d device(s) an earlier vfiod left mid-operation: %s",
                         len(touched), ", ".join(touched))
+        self.state_problems = self.engine.state_problems()
+        if self.state_problems:
+            # Each was logged where it was found; this says what it means for the user.
+            log.warning("%d file(s) of the state directory set aside or discarded at start "
+                        "(see above): no device was moved for them", len(self.state_problems))
         # Only now is the machine known: a config it contradicts stops the start
         # (ConfigError, with file:line).
         await asyncio.to_thread(self.engine.check_config, self.engine.config)

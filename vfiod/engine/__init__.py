@@ -5,7 +5,8 @@ Plain synchronous code over the Host boundary, in three parts:
 - ``inventory``: every PCI function as last read, its holders and usages, what is
   busy and what failed; reads only.
 - ``transactions``: bind and unbind as journalled transactions over an IOMMU group,
-  and recovery of what a killed process left (it rolls back).
+  and recovery of what a killed process left (forward after the commit mark, back
+  before it; never a transaction of an earlier boot).
 - ``reset``: the kernel's reset methods and VFIO's hot reset.
 
 ``Engine`` composes them and resolves device arguments (addresses and config names)
@@ -48,7 +49,7 @@ class Engine:
     def __init__(self, host: Host, state_dir: str | Path, config: "Config | None" = None,
                  write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> None:
         self.host = host
-        self.journal = Journal(state_dir)
+        self.journal = Journal(state_dir, host.boot_id())
         self.config = config
         self.inventory = Inventory(host, self.journal)
         writer = Writer(host, write_timeout)
@@ -154,8 +155,14 @@ class Engine:
         return [d.address for d in members if d is not None and not d.is_bridge] or [address]
 
     def recover(self) -> list[str]:
-        """Roll back what a killed process left unfinished; return who moved."""
+        """Finish (roll forward or back) what a killed process left in this boot; return
+        the addresses covered. What was set aside is in state_problems()."""
         return self.transactions.recover()
+
+    def state_problems(self) -> list[str]:
+        """What was wrong with the state directory's files: damaged ones moved aside,
+        transactions of an earlier boot discarded (each a sentence for the log)."""
+        return list(self.journal.problems)
 
     def group_key(self, address: str) -> str:
         """The key operations are serialised on: the IOMMU group, else the device."""
