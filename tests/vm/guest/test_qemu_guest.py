@@ -128,11 +128,13 @@ def reboots(vfiod: GuestVfiod, qemu: PassthroughQemu, addresses: list[str]) -> l
         qemu.system_reset(STEP_TIMEOUT)
         times.append(time.monotonic() - began)
         after = [qemu.resets(a) for a in addresses]
-        # Each function is reset, by one hot reset of its bus (the NIC has no FLR, the
+        # Each function is reset, by a hot reset of its bus (the NIC has no FLR, the
         # slot's functions share their bus): the kernel's VFIO_DEVICE_PCI_HOT_RESET.
+        # SeaBIOS may reset the machine once more itself on its way back up, so only
+        # "at least one more" holds.
         assert all(b > a for a, b in zip(before, after)), \
             f"QEMU did not reset {addresses} through VFIO: {qemu.output()[-2000:]}"
-        assert qemu.hot_resets() == hot_before + 1, qemu.output()[-2000:]
+        assert qemu.hot_resets() > hot_before, qemu.output()[-2000:]
         assert qemu.status() == "running"
         held_by(vfiod, addresses, qemu)
     assert complaints(vfiod.log()[logged:]) == []
