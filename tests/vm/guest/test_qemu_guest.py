@@ -249,3 +249,17 @@ def test_slot_guest_holds_both_functions_reboots_and_quits_back_to_their_drivers
     record("VGA+audio slot, on_release host", "start to guest", started)
     record("VGA+audio slot, on_release host", "system_reset", cycles)
     record("VGA+audio slot, on_release host", "quit to devices back", back)
+
+
+def test_slot_guest_killed_returns_both_functions_to_their_drivers(
+        host: RealHost, vfiod: GuestVfiod, workdir: Path) -> None:
+    configure(vfiod, {VGA: "host", HDA: "host"})
+    assert bound(vfiod, VGA, force=True) == SLOT
+    qemu = PassthroughQemu(SLOT, workdir)
+    try:
+        timed(vfiod, qemu.start, all_in(SLOT, "guest", ["vfio-pci", "vfio-pci"]))
+        back = timed(vfiod, qemu.kill, all_in(SLOT, "host", ["bochs-drm", "snd_hda_intel"]))
+    finally:
+        qemu.stop()
+    assert [pci.driver_of(host, a) for a in SLOT] == ["bochs-drm", "snd_hda_intel"]
+    record("VGA+audio slot, on_release host", "SIGKILL to devices back", back)
