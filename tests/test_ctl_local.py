@@ -120,14 +120,21 @@ def test_initramfs_install_writes_the_shim_under_destdir(
     assert out.splitlines()[-1].startswith("next: dracut")
 
 
-def test_libvirt_hook_install_writes_an_executable_hook(
+def test_libvirt_hook_install_writes_an_executable_hook_for_the_system_python(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["libvirt-hook", "install", "--destdir", str(tmp_path),
-                 "--python", "/usr/bin/python3"]) == exitcodes.OK
+    assert sys.executable != "/usr/bin/python3"  # vfioctl runs from the project's venv
+    assert main(["libvirt-hook", "install", "--destdir", str(tmp_path)]) == exitcodes.OK
     hook = tmp_path / "etc/libvirt/hooks/qemu.d/vfiod"
-    assert hook.read_text().startswith("#!/usr/bin/python3\n")
+    assert hook.read_text().startswith("#!/usr/bin/python3 -I\n")
     assert os.access(hook, os.X_OK)
     assert f"wrote {hook}" in capsys.readouterr().out
+
+
+def test_libvirt_hook_install_takes_another_interpreter_when_told(tmp_path: Path) -> None:
+    assert main(["libvirt-hook", "install", "--destdir", str(tmp_path),
+                 "--python", "/usr/local/bin/python3"]) == exitcodes.OK
+    hook = tmp_path / "etc/libvirt/hooks/qemu.d/vfiod"
+    assert hook.read_text().startswith("#!/usr/local/bin/python3 -I\n")
 
 
 def test_libvirt_hook_render_prints_the_script(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vfiod.libvirt_hook import HOOK_PATH, install_hook, render_hook
+from vfiod.libvirt_hook import HOOK_PATH, PROBE_TIMEOUT, install_hook, render_hook
 
 SEED_XML = (Path(__file__).resolve().parent / "data" / "seed-domain.xml").read_text()
 
@@ -44,9 +44,13 @@ FAKE_BUSCTL = textwrap.dedent('''\
         print(json.dumps({{"type": "as", "data": [moved]}}))
     elif words[0] == "call" and words[4] == "Unbind":
         print(json.dumps({{"type": "as", "data": [[words[6]]]}}))
-    elif words[0] == "get-property":
-        print(json.dumps({{"type": "s", "data": "vfio"}}))
+    elif words[0] == "call" and words[4] == "Get":
+        print(json.dumps({{"type": "v", "data": [{{"type": "s", "data": "vfio"}}]}}))
 ''')
+
+
+#: The hook's first call: is vfiod there and answering?
+PROBE = ("Get", "/org/vfiod1")
 
 
 @pytest.fixture
@@ -74,7 +78,8 @@ def verbs(calls: list[list[str]]) -> list[tuple[str, ...]]:
     out = []
     for call in calls:
         words = [w for w in call if not w.startswith("--")]
-        out.append((words[4], words[6]) if words[0] == "call" else (words[0], words[2]))
+        # Properties.Get by the object's path; Bind and Unbind by the address.
+        out.append((words[4], words[2]) if words[4] == "Get" else (words[4], words[6]))
     return out
 
 
@@ -88,15 +93,28 @@ def test_prepare_begin_binds_every_pci_hostdev_of_the_domain(hook: Path,
                                                             tmp_path: Path) -> None:
     proc, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-")
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [("Bind", a) for a in SEED_HOSTDEVS]
+    assert verbs(calls) == [PROBE] + [("Bind", a) for a in SEED_HOSTDEVS]
 
 
 def test_calls_go_to_vfiod_on_the_system_bus_with_a_timeout(hook: Path,
                                                            tmp_path: Path) -> None:
     _, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-")
-    assert calls[0] == ["--system", "--json=short", "--timeout=5", "call", "org.vfiod1",
+    assert calls[1] == ["--system", "--json=short", "--timeout=5", "call", "org.vfiod1",
                         "/org/vfiod1", "org.vfiod1.Manager", "Bind", "sa{sv}",
                         "0000:11:00.0", "0"]
+
+
+def test_vfiod_is_first_asked_a_cheap_question_with_a_short_timeout(
+        tmp_path: Path) -> None:
+    fake = tmp_path / "busctl"
+    fake.write_text(FAKE_BUSCTL.format(python=sys.executable))
+    fake.chmod(0o755)
+    hook = install_hook(tmp_path / "root", busctl=str(fake), timeout=20)
+    _, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-")
+    assert calls[0] == ["--system", "--json=short", f"--timeout={PROBE_TIMEOUT}",
+                        "call", "org.vfiod1", "/org/vfiod1", "org.freedesktop.DBus.Properties",
+                        "Get", "ss", "org.vfiod1.Manager", "Version"]
+    assert calls[1][2] == "--timeout=20"
 
 
 def test_each_bind_is_one_clear_log_line(hook: Path, tmp_path: Path) -> None:
@@ -115,10 +133,10 @@ def test_a_refused_device_stops_the_guest_and_returns_what_moved(hook: Path,
     assert proc.returncode == 1
     assert "not starting: vfiod cannot bind 0000:00:11.4: Call failed" in proc.stderr
     moved = ["0000:11:00.0", "0000:00:1b.0", "0000:06:00.0", "0000:06:00.1", "0000:00:11.0"]
-    assert verbs(calls) == ([("Bind", a) for a in SEED_HOSTDEVS]
+    assert verbs(calls) == ([PROBE] + [("Bind", a) for a in SEED_HOSTDEVS]
                             + [("Unbind", a) for a in reversed(moved)])
     # Only the functions this run moved go back, each alone (group = false).
-    assert calls[len(SEED_HOSTDEVS)][-7:] == ["Unbind", "sa{sv}", "0000:00:11.0", "1",
+    assert calls[1 + len(SEED_HOSTDEVS)][-7:] == ["Unbind", "sa{sv}", "0000:00:11.0", "1",
                                               "group", "b", "false"]
 
 
@@ -126,7 +144,7 @@ def test_release_end_asks_vfiod_for_each_devices_state_and_changes_nothing(
         hook: Path, tmp_path: Path) -> None:
     proc, calls = run_hook(hook, tmp_path, "Windows", "release", "end", "-")
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [("get-property", "/org/vfiod1/device/pci_" +
+    assert verbs(calls) == [PROBE] + [("Get", "/org/vfiod1/device/pci_" +
                              a.replace(":", "_").replace(".", "_")) for a in SEED_HOSTDEVS]
     assert "vfiod-hook: Windows: released 0000:06:00.0 (now vfio)" in proc.stderr
 

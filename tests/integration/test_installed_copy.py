@@ -132,3 +132,19 @@ def test_installed_demo_runs_to_completion_outside_the_checkout(
     assert proc.stdout.rstrip().endswith("demo: every step did what it shows")
     assert "Traceback" not in proc.stdout + proc.stderr
     assert list(elsewhere.iterdir()) == []  # the demo cleaned up after itself
+
+
+def test_installed_vfioctl_installs_a_libvirt_hook_for_the_system_python(
+        installed: Installed, elsewhere: Path) -> None:
+    # This install's INSTALL_PYTHON is the test venv's: the hook must not inherit it.
+    proc = subprocess.run([str(installed.bindir / "vfioctl"), "libvirt-hook", "install",
+                           "--destdir", str(elsewhere)],
+                          capture_output=True, text=True, timeout=60, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    hook = elsewhere / "etc/libvirt/hooks/qemu.d/vfiod"
+    assert hook.read_text().splitlines()[0] == "#!/usr/bin/python3 -I"
+    # It runs there, outside any virtualenv: an operation it ignores exits 0 at once.
+    ran = subprocess.run([str(hook), "Windows", "migrate", "begin", "-"], input="<domain/>",
+                         capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert (ran.returncode, ran.stderr) == (0, "")

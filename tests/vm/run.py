@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from . import qemu
+from .guest import timings
 from .cache import cache_dir, locked
 from .initramfs import ensure_initramfs, find_busybox
 from .kernel import Kernel, SetupError, cached_kernels, ensure_kernel
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     code = _exit_code(result, opts.vm_timeout)
     if code != 0:
         print(failure_report(result, run_dir))
+    for line in timings.lines(timings.read(results)):
+        print(f"vm: measured: {line}")
     print(_summary(code, result, setup_seconds), flush=True)
     if code == 0 and not opts.keep:
         shutil.rmtree(run_dir, ignore_errors=True)

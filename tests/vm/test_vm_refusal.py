@@ -39,7 +39,7 @@ def test_guest_suite_refuses_to_run_here() -> None:
     assert "passed" not in proc.stdout
 
 
-@pytest.mark.parametrize("module", ["pci", "vfio_api", "udev"])
+@pytest.mark.parametrize("module", ["pci", "vfio_api", "udev", "passthrough"])
 def test_guest_helper_module_refuses_to_import_here(module: str) -> None:
     with pytest.raises(RuntimeError, match="only in the test guest"):
         importlib.import_module(f"{__package__}.guest.{module}")

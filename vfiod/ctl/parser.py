@@ -160,8 +160,8 @@ def build_parser() -> CtlArgumentParser:
                                                "/etc/libvirt/hooks/qemu.d/vfiod")
     for p in (hrender, hinstall):
         p.add_argument("--python", metavar="PATH", default=None,
-                       help="the hook's interpreter (default: the one running vfioctl; "
-                            "the hook needs only the standard library)")
+                       help="the hook's interpreter, run with -I (default: the system's "
+                            "/usr/bin/python3; the hook needs only the standard library)")
     hinstall.add_argument("--destdir", metavar="DIR", default="/",
                           help="install under this root (default /)")
     return parser

@@ -54,6 +54,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = [item for item in items if item not in last] + last
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The times the QEMU guest tests measured, one line a scenario."""
+    from .timings import lines
+
+    measured = lines()
+    if measured:
+        terminalreporter.section("measured times")
+        for line in measured:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="module")
 def udevd_stopped() -> Iterator[None]:
     """udevd stopped for a module: RealHost's event source reads the kernel's netlink
