@@ -159,11 +159,16 @@ class Host(abc.ABC):
         return os.path.basename(target) if target else None
 
     def resolve(self, path: str) -> str | None:
-        """The host-absolute canonical path (links followed); None when it is absent."""
-        real = self.real_path(path)
-        if not os.path.lexists(real):
+        """The host-absolute canonical path (links followed); None when it is absent.
+
+        One strict walk, no exists-check first: a device that goes away while the
+        links are followed (a concurrent unbind removes /sys/class/drm/cardN) is gone,
+        not an error.
+        """
+        try:
+            return self.host_path(os.path.realpath(self.real_path(path), strict=True))
+        except OSError:
             return None
-        return self.host_path(os.path.realpath(real))
 
     def exists(self, path: str) -> bool:
         """True when the path exists (links followed)."""
@@ -193,7 +198,7 @@ class Host(abc.ABC):
         """
         wanted: dict[str, str] = {}
         for p in paths:
-            wanted[os.path.realpath(self.real_path(p))] = p
+            wanted[canonical(self.real_path(p))] = p
         found: dict[str, list[Process]] = {}
         if not wanted:
             return found
@@ -208,7 +213,7 @@ class Host(abc.ABC):
 
     def holders_under(self, prefix: str) -> dict[str, list[Process]]:
         """Open files below a host directory (``/dev/vfio``), by host path."""
-        real_prefix = os.path.realpath(self.real_path(prefix)) + "/"
+        real_prefix = canonical(self.real_path(prefix)) + "/"
         found: dict[str, list[Process]] = {}
         for pid in self.pids():
             for target in self._fd_targets(pid):
@@ -301,6 +306,18 @@ class Host(abc.ABC):
 
     def close(self) -> None:
         """Release what the host holds (the simulated kernel's threads and children)."""
+
+
+def canonical(real_path: str) -> str:
+    """*real_path* with links followed as far as they exist (a non-strict realpath).
+
+    os.path.realpath raises FileNotFoundError when a link it found is removed before
+    it reads it; a path whose links vanish mid-walk is taken as it was spelt.
+    """
+    try:
+        return os.path.realpath(real_path)
+    except OSError:
+        return os.path.abspath(real_path)
 
 
 def write_once(real_path: str | os.PathLike[str], value: str) -> None:
