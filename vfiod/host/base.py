@@ -22,6 +22,7 @@ from pathlib import Path
 from vfiod.errors import HostWriteError, HostWriteTimeout
 from vfiod.host import paths
 from vfiod.host.holders import HolderEventSource
+from vfiod.printable import printable
 
 #: Default time a control-file write may take (unbind can block while a guest runs).
 DEFAULT_WRITE_TIMEOUT = 10.0
@@ -185,10 +186,11 @@ class Host(abc.ABC):
     def process(self, pid: int) -> Process:
         """The process with this pid, named by its comm."""
         try:
-            comm = (self.proc_dir / str(pid) / "comm").read_text().strip()
+            comm = (self.proc_dir / str(pid) / "comm").read_text(errors="replace").strip()
         except OSError:
             comm = "?"
-        return Process(pid, comm)
+        # Any process may name itself anything, escape sequences included.
+        return Process(pid, printable(comm))
 
     def holders(self, paths: Iterable[str]) -> dict[str, list[Process]]:
         """Which processes hold each of these host paths open.
