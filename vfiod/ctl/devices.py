@@ -95,6 +95,8 @@ class DeviceProperties:
                     changes.append((prop, self.extra.get(prop), value))
                 self.extra[prop] = value
                 continue
+            if not _of_type(value, FIELD_TYPES[name]):
+                continue  # not what vfiod sends for it: keep what was known
             if name == "reset_methods":
                 value = list(value)
             old = getattr(self, name)
@@ -110,6 +112,19 @@ class DeviceProperties:
         data = asdict(self)
         del data["extra"]
         return data
+
+
+#: The Python type of each field's values (a D-Bus property of another type is ignored).
+FIELD_TYPES: dict[str, type] = {
+    f.name: (list if f.name == "reset_methods" else str if f.name == "address"
+             else type(f.default))
+    for f in fields(DeviceProperties) if f.name != "extra"}
+
+
+def _of_type(value: Any, kind: type) -> bool:
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return type(value) is kind  # noqa: E721 (a bool is no int here, nor an int a bool)
 
 
 #: DeviceProperties's record fields, in order (what ``status --json`` prints per device).
