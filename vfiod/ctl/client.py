@@ -79,11 +79,14 @@ class VfiodClient:
         except Exception as exc:  # e.g. no session bus address in the environment
             raise CtlError(f"cannot reach vfiod on {where}: {_reason(exc)}",
                            exitcodes.UNREACHABLE) from None
+        limit = timeout or QUERY_TIMEOUT
         try:
-            await asyncio.wait_for(bus.connect(), timeout or QUERY_TIMEOUT)
+            await asyncio.wait_for(bus.connect(), limit)
         except asyncio.TimeoutError:
-            raise CtlError(f"cannot reach vfiod on {where}: the bus did not answer "
-                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+            # The socket is there and took the connection: nothing says vfiod is down.
+            given = " (--timeout)" if timeout else ""
+            raise CtlError(f"timed out: {where} did not complete the connection within "
+                           f"{limit:g} s{given}", exitcodes.TIMEOUT) from None
         except Exception as exc:  # any failure to connect means the same to a user
             shown = "" if address else f"{_address_of(session)}: "
             raise CtlError(f"cannot reach vfiod on {where}: {shown}{_reason(exc)} "
