@@ -131,7 +131,11 @@ def cmd_initramfs(args: argparse.Namespace) -> int:
     with open_host(args.simulate) as host:
         devices = scan(host)
         if args.action == "render":
-            sys.stdout.write(initramfs.render_shim(config, devices))
+            # The preview says what install would refuse, in the script and on stderr.
+            warnings = initramfs.preview_warnings(host, config, devices)
+            sys.stdout.write(initramfs.render_shim(config, devices, warnings))
+            for warning in warnings:
+                sys.stderr.write(f"vfioctl: warning: {warning}\n")
             return exitcodes.OK
         result = initramfs.install_shim(config, host, root=args.destdir, tool=args.tool,
                                         devices=devices)
