@@ -24,6 +24,7 @@ from vfiod.daemon.auth import reply_expected
 from vfiod.daemon.bus import PropertiesInterface
 from vfiod.daemon.log import fields, log
 from vfiod.errors import InvalidArgument, VfiodError
+from vfiod.printable import printable
 from vfiod.records import DeviceStatus
 
 
@@ -92,8 +93,9 @@ def parse_options(options: Mapping[str, Variant], accepted: Mapping[str, str],
 
 
 def one_line(text: str) -> str:
-    """Error messages cross the bus as one line."""
-    return " ".join(text.split())
+    """Error messages cross the bus as one printable line (they may quote a mount
+    point or a process name: anything)."""
+    return printable(" ".join(text.split()))
 
 
 def dbus_errors(method: str) -> Callable[[Callable[_P, Awaitable[_R]]],
