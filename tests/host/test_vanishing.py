@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def vanish_when_read(monkeypatch: pytest.MonkeyPatch, real_path: str) -> list[st
     removed: list[str] = []
     readlink = os.readlink
 
-    def racing_readlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def racing_readlink(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> str:
         if os.fspath(path) == real_path and not removed:
             os.unlink(real_path)
             removed.append(real_path)
