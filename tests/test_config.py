@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vfiod.config import (MAX_CONFIG_BYTES, Config, ConfigError, DeviceEntry, load_config,
-                          parse_config, resolve_name)
+from vfiod.config import (MAX_CONFIG_BYTES, Config, ConfigError, DeviceEntry,
+                          boot_conflicts, check_boot_groups, load_config, parse_config,
+                          resolve_name)
 from vfiod.errors import InvalidArgument, NoSuchDevice
 from vfiod.model import PciDevice
 
@@ -350,3 +351,79 @@ def test_entries_are_frozen() -> None:
     with pytest.raises(Exception):
         entry.boot = "host"  # type: ignore[misc]
     assert isinstance(entry, DeviceEntry)
+
+
+# -- against the machine: boot values inside one IOMMU group ----------------------------
+
+GROUP_31 = [device("0000:06:00.0", "10de:1b06", 31), device("0000:06:00.1", "10de:10ef", 31)]
+CONFLICT = """\
+[[device]]
+match = "0000:06:00.0"
+name = "gpu"
+boot = "vfio"
+
+[[device]]
+match = "10de:10ef"
+name = "gpu-audio"
+boot = "host"
+"""
+
+
+def boot_error(text: str, devices: list[PciDevice]) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_boot_groups(parse_config(text, "vfiod.toml"), devices)
+    return str(info.value)
+
+
+def test_boot_vfio_and_boot_host_in_one_group_is_an_error_at_the_host_line() -> None:
+    message = boot_error(CONFLICT, GROUP_31)
+    assert message.startswith('vfiod.toml:9: device[1].boot: "host" for gpu-audio '
+                              "(0000:06:00.1) conflicts with boot = \"vfio\" of device[0] "
+                              "(gpu, 0000:06:00.0, line 4)")
+    assert "IOMMU group 31" in message
+
+
+def test_the_conflict_error_is_an_invalid_argument_with_its_line_and_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        check_boot_groups(parse_config(CONFLICT, "vfiod.toml"), GROUP_31)
+    assert (info.value.line, info.value.field) == (9, "device[1].boot")
+    assert isinstance(info.value, InvalidArgument)
+
+
+def test_an_entry_without_boot_follows_its_group() -> None:
+    text = CONFLICT.replace('boot = "host"\n', "")
+    check_boot_groups(parse_config(text), GROUP_31)
+    assert boot_conflicts(parse_config(text), GROUP_31) == []
+
+
+def test_the_same_boot_on_every_member_is_no_conflict() -> None:
+    text = CONFLICT.replace('boot = "host"', 'boot = "vfio"')
+    assert boot_conflicts(parse_config(text), GROUP_31) == []
+
+
+def test_boot_values_in_different_groups_never_conflict() -> None:
+    apart = [device("0000:06:00.0", "10de:1b06", 31), device("0000:06:00.1", "10de:10ef", 32)]
+    assert boot_conflicts(parse_config(CONFLICT), apart) == []
+
+
+def test_without_iommu_groups_nothing_conflicts() -> None:
+    no_iommu = [device("0000:06:00.0", "10de:1b06"), device("0000:06:00.1", "10de:10ef")]
+    assert boot_conflicts(parse_config(CONFLICT), no_iommu) == []
+
+
+def test_every_conflicting_group_is_reported_in_group_order() -> None:
+    text = CONFLICT + '\n[[device]]\nmatch = "0000:09:00.0"\nboot = "host"\n' \
+                      '\n[[device]]\nmatch = "0000:09:00.1"\nboot = "vfio"\n'
+    machine = [*GROUP_31, device("0000:09:00.0", "10de:1b06", 32),
+               device("0000:09:00.1", "10de:10ef", 32)]
+    conflicts = boot_conflicts(parse_config(text), machine)
+    assert [(c.group, c.vfio[2].address, c.host[2].address) for c in conflicts] == [
+        (31, "0000:06:00.0", "0000:06:00.1"), (32, "0000:09:00.1", "0000:09:00.0")]
+
+
+def test_parsing_remembers_the_line_of_each_key_and_table() -> None:
+    config = parse_config(CONFLICT)
+    assert config.line_of(1, "boot") == 9
+    assert config.line_of(1) == 6
+    assert config.line_of(1, "on_release") == 6  # not written: its table's line
+    assert config.line_of(5) is None

@@ -225,3 +225,21 @@ def test_the_doctor_never_writes(seed: SimHost) -> None:
 def test_checks_serialise_to_json(seed: SimHost) -> None:
     row = run_checks(seed, None)[0].model_dump()
     assert set(row) == {"id", "status", "summary", "fix"}
+
+
+def test_boot_values_conflicting_in_one_group_fail_with_file_and_line(seed: SimHost) -> None:
+    audio_home = '[[device]]\nmatch = "0000:06:00.1"\nname = "gpu-audio"\nboot = "host"\n'
+    checks = by_id(run_checks(seed, config(GPU, audio_home)))
+    conflict = checks["boot:group31"]
+    assert conflict.status == "fail"
+    assert conflict.summary.startswith("/etc/vfiod/vfiod.toml:9: device[1].boot:")
+    assert "0000:06:00.1" in conflict.summary and "0000:06:00.0" in conflict.summary
+    assert "line 4 and line 9" in conflict.fix
+    assert worst(checks.values()) == "fail"
+
+
+def test_an_entry_without_boot_in_a_claimed_group_is_no_conflict(seed: SimHost) -> None:
+    audio_named = '[[device]]\nmatch = "0000:06:00.1"\nname = "gpu-audio"\n'
+    checks = by_id(run_checks(seed, config(GPU, audio_named)))
+    assert checks["boot"].status == "ok"
+    assert not any(c.startswith("boot:group") for c in checks)

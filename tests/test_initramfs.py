@@ -165,6 +165,14 @@ def test_render_refuses_an_absent_address(seed: SimHost) -> None:
         render_shim(config('[[device]]\nmatch = "42:00.0"\nboot = "vfio"\n'), scan(seed))
 
 
+def test_render_refuses_boot_host_on_a_member_of_a_claimed_group(seed: SimHost) -> None:
+    audio_home = '[[device]]\nmatch = "0000:06:00.1"\nboot = "host"\n'
+    with pytest.raises(ShimError) as info:
+        render_shim(config(GPU, audio_home), scan(seed))
+    assert str(info.value).startswith(
+        '/etc/vfiod/vfiod.toml:8: device[1].boot: "host" for 0000:06:00.1 conflicts')
+
+
 def test_entries_with_boot_host_are_not_in_the_shim(seed: SimHost) -> None:
     cfg = config('[[device]]\nmatch = "06:00.0"\n')
     assert plan_shim(cfg, scan(seed)) == []

@@ -4,7 +4,8 @@ A file is an array of ``[[device]]`` tables (DESIGN.md). A bad file is refused a
 whole with a :class:`ConfigError` whose message points at the file, the line and the
 field at fault (``vfiod.toml:7: device[1].boot: ...``); indices count ``[[device]]``
 tables from 0, as in the array they make. An empty or absent file is a valid, empty
-config.
+config. What only the machine can tell (which functions share an IOMMU group) is
+checked against it by ``check_boot_groups``, with the same file:line errors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,6 +110,12 @@ class DeviceEntry(BaseModel):
         """How messages name the entry: its name, else its match."""
         return self.name or self.match
 
+    @property
+    def boot_given(self) -> bool:
+        """True when the file says ``boot`` for this entry (an entry without it follows
+        its IOMMU group; ``boot = "host"`` written out is a wish that can conflict)."""
+        return "boot" in self.model_fields_set
+
     def matches(self, dev: PciDevice) -> bool:
         """True when *dev* is the device this entry describes."""
         return self.matches_function(dev.address, dev.vendor, dev.device)
@@ -147,6 +155,21 @@ class Config(BaseModel):
     devices: list[DeviceEntry] = []
     #: The file it came from ("" when built in code).
     path: str = ""
+    #: Where each entry is in the file, as devices: {"": its [[device]] line, key: the
+    #: line of that key}; empty when built in code. For errors found later, against the
+    #: machine (check_boot_groups).
+    lines: tuple[dict[str, int], ...] = ()
+
+    def line_of(self, index: int, key: str = "") -> int | None:
+        """The line of entry *index*'s *key* (its table's line without one), or None."""
+        if index >= len(self.lines):
+            return None
+        found = self.lines[index]
+        return found.get(key, found.get(""))
+
+    def index_of(self, entry: DeviceEntry) -> int:
+        """The position of *entry* (one of this config's own) in the file."""
+        return next(i for i, e in enumerate(self.devices) if e is entry)
 
     @staticmethod
     def match(entry: DeviceEntry, dev: PciDevice) -> bool:
@@ -283,7 +306,13 @@ def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
         entries.append(_validate_entry(table, index, filename, locator))
 
     _check_unique(entries, filename, locator)
-    return Config(devices=entries, path=filename)
+    lines = []
+    for index, table in enumerate(tables):
+        where = {key: line for key in table if (line := locator.key(index, key)) is not None}
+        if (header := locator.table(index)) is not None:
+            where[""] = header
+        lines.append(where)
+    return Config(devices=entries, path=filename, lines=tuple(lines))
 
 
 def _line_nested_too_deep(text: str) -> int | None:
@@ -378,6 +407,61 @@ def _check_unique(entries: list[DeviceEntry], filename: str, locator: _Locator) 
             raise ConfigError(filename, locator.key(index, "match"), f"device[{index}].match",
                               f"{entry.match} is already matched by device[{matches[entry.match]}]")
         matches[entry.match] = index
+
+
+# -- against the machine ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BootConflict:
+    """Two functions of one IOMMU group whose entries disagree on ``boot``.
+
+    A group moves to vfio-pci as a whole (a partly claimed group is not viable), so
+    ``boot = "vfio"`` on one member would take the other along against its
+    ``boot = "host"``.
+    """
+
+    group: int
+    vfio: tuple[int, DeviceEntry, PciDevice]  # (entry index, entry, function)
+    host: tuple[int, DeviceEntry, PciDevice]
+
+    def error(self, config: Config) -> ConfigError:
+        """The config error, at the line of the ``boot = "host"`` that would be overruled."""
+        vi, ventry, vdev = self.vfio
+        hi, hentry, hdev = self.host
+        vline = config.line_of(vi, "boot")
+        vfio_side = [x for x in (ventry.name, vdev.address) if x]
+        if vline is not None:
+            vfio_side.append(f"line {vline}")
+        host_side = f"{hentry.name} ({hdev.address})" if hentry.name else hdev.address
+        return ConfigError(
+            config.path or "the config", config.line_of(hi, "boot"), f"device[{hi}].boot",
+            f"\"host\" for {host_side} conflicts with boot = \"vfio\" of device[{vi}] "
+            f"({', '.join(vfio_side)}): they share IOMMU group {self.group}, which goes to "
+            "vfio-pci as a whole; give both the same boot value")
+
+
+def boot_conflicts(config: Config, devices: Iterable[PciDevice]) -> list[BootConflict]:
+    """Every IOMMU group where one function's entry says ``boot = "vfio"`` and another's
+    says ``boot = "host"`` (written out; an entry without ``boot`` follows its group),
+    by group number; bridges stay with the host and never conflict."""
+    wishes: dict[int, dict[str, list[tuple[int, DeviceEntry, PciDevice]]]] = {}
+    for dev in sorted(devices, key=lambda d: d.address):
+        entry = config.entry_for(dev)
+        if entry is None or dev.iommu_group is None or dev.is_bridge or not entry.boot_given:
+            continue
+        wish = (config.index_of(entry), entry, dev)
+        wishes.setdefault(dev.iommu_group, {}).setdefault(entry.boot, []).append(wish)
+    return [BootConflict(group, by_boot["vfio"][0], by_boot["host"][0])
+            for group, by_boot in sorted(wishes.items())
+            if "vfio" in by_boot and "host" in by_boot]
+
+
+def check_boot_groups(config: Config, devices: Iterable[PciDevice]) -> None:
+    """Refuse a config whose ``boot`` values conflict inside an IOMMU group on this
+    machine: ConfigError with the file and line of the first conflict."""
+    conflicts = boot_conflicts(config, devices)
+    if conflicts:
+        raise conflicts[0].error(config)
 
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from vfiod.config import Config, DeviceEntry
+from vfiod.config import Config, DeviceEntry, boot_conflicts
 from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.discovery import scan
 from vfiod.host import paths
@@ -318,6 +318,26 @@ def check_group(facts: _Facts, config: Config, entry: DeviceEntry,
     return None
 
 
+def check_boot_conflicts(facts: _Facts, config: Config) -> list[Check]:
+    """No IOMMU group has one member with boot = "vfio" and another with boot = "host":
+    the group goes to vfio-pci as a whole, so one of the two wishes would be overruled
+    (vfiod refuses such a config at start and reload)."""
+    conflicts = boot_conflicts(config, facts.devices.values())
+    out = []
+    for conflict in conflicts:
+        where = config.path or DEFAULT_CONFIG_PATH
+        vline, hline = (config.line_of(i, "boot") for i in (conflict.vfio[0],
+                                                             conflict.host[0]))
+        lines = " and ".join(f"line {n}" for n in (vline, hline) if n is not None)
+        out.append(_fail(f"boot:group{conflict.group}", str(conflict.error(config)),
+                         f"give {conflict.vfio[1].label} and {conflict.host[1].label} the "
+                         f"same boot value in {where}" + (f" ({lines})" if lines else "")
+                         + ", or drop boot from one to let it follow the group"))
+    if not out and config.boot_entries():
+        out.append(_ok("boot", "no IOMMU group mixes boot = \"vfio\" and boot = \"host\""))
+    return out
+
+
 def check_boot_vga(facts: _Facts, passing: Iterable[PciDevice]) -> Check:
     """The boot VGA among the devices to pass needs the framebuffer let go, and a ROM."""
     vga = [d for d in passing if d.boot_vga]
@@ -441,6 +461,7 @@ def run_checks(host: Host, config: Config | None) -> list[Check]:
                     for mate in facts.group_members(dev.iommu_group):
                         if mate.is_endpoint:
                             passing.setdefault(mate.address, mate)
+        checks += check_boot_conflicts(facts, config)
     checks.append(check_boot_vga(facts, passing.values()))
     checks += check_vendor_reset(facts, passing.values())
     checks += check_driver_overrides(facts)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfiod.atomicfile import atomic_write
-from vfiod.config import Config, DeviceEntry
+from vfiod.config import Config, DeviceEntry, boot_conflicts
 from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.errors import Failed
 from vfiod.host.base import Host
@@ -125,9 +125,13 @@ def plan_shim(config: Config,
     """Every function the shim claims, sorted by IOMMU group and address.
 
     Each boot = "vfio" entry brings the other endpoints of its IOMMU group along (a
-    partly claimed group is not viable); bridges stay with the host.
+    partly claimed group is not viable); bridges stay with the host. A group member
+    whose entry says boot = "host" is a conflict: ShimError with the file and line.
     """
     by_address = _device_map(devices)
+    conflicts = boot_conflicts(config, by_address.values())
+    if conflicts:  # the group would take the boot = "host" member along
+        raise ShimError(str(conflicts[0].error(config)))
     planned: dict[str, ShimDevice] = {}
     for entry in config.boot_entries():
         for dev in resolve_entry(config, entry, by_address):

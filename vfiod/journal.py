@@ -1,99 +1,269 @@
 """State that must survive a daemon crash, kept as small JSON files written atomically.
 
 - ``host-drivers.json``: the host driver each device had before vfiod bound it to
-  vfio-pci, so that Unbind can return it even after a restart or a reboot.
-- ``txn-<group>.json``: the transaction in progress on one IOMMU group: every member's
-  driver and driver_override before it began. Written before the first step, so it is
-  on disk before every step; removed when the transaction is done. A file found at
-  start means a process died mid-way, and recovery puts every member back.
+  vfio-pci: a preference for Unbind, kept up to date with what the host actually binds.
+- ``txn-<address>.json``: the transaction in progress on a set of functions, named by
+  its lowest member address (transactions that run at once never share a member, and
+  an address survives the group renumbering a reboot or a rescan may bring). It holds
+  the boot it belongs to and every member's driver and driver_override before it
+  began; it is on disk before the first step. After the last step's verification a
+  commit mark is written (the members' drivers afterwards); then the file is removed.
+
+Nothing read back is trusted: every record passes the validators of vfiod.validated
+before any path is built from it. A file that does not is moved aside
+(``txn-....json.damaged-<time>``) and reported, never deleted or read as empty. A
+transaction from an earlier boot is logged and discarded: the machine it described
+is gone (the early-boot shim may have set it up anew since).
+
+The directory is refused unless it and everything in it belong to the daemon's user
+and nobody else may write there (what it holds decides which devices get written).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+import stat
 import threading
+import time
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from vfiod.atomicfile import atomic_write
+from vfiod.errors import Failed
+from vfiod.validated import BootId, DriverName, Override, PciAddress
+
+log = logging.getLogger("vfiod.journal")
+
+HOST_DRIVERS = "host-drivers.json"
+TXN_PREFIX = "txn-"
+TXN_SUFFIX = ".json"
+DAMAGED = ".damaged-"
+
+
+class UnsafeStateDir(Failed):
+    """The state directory (or a file in it) could be changed by someone else."""
 
 
 class MemberRecord(BaseModel):
-    """One device's place before a transaction touched it."""
+    """One device's place before a transaction touched it (and after, once committed)."""
 
-    address: str
-    driver: str | None
-    driver_override: str | None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: PciAddress
+    driver: DriverName | None
+    driver_override: Override
+    #: Where the operation left it, written with the commit mark.
+    driver_after: DriverName | None = None
 
 
 class Transaction(BaseModel):
-    """An operation in progress on one IOMMU group."""
+    """An operation in progress on a set of functions (an IOMMU group or one function)."""
 
-    key: str  # "group-31"
-    operation: str  # "bind" | "unbind"
-    members: list[MemberRecord]
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    boot_id: BootId
+    operation: Literal["bind", "unbind"]
+    members: list[MemberRecord] = Field(min_length=1)
+    #: True once every step was done and verified: recovery rolls forward, not back.
+    committed: bool = False
+
+    @property
+    def key(self) -> str:
+        """The lowest member address: what names the transaction's file."""
+        return min(m.address for m in self.members)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every member's address, in the transaction's order."""
+        return [m.address for m in self.members]
 
 
-_DRIVERS = TypeAdapter(dict[str, str])
+_DRIVERS = TypeAdapter(dict[PciAddress, DriverName])
+
+
+def check_state_dir(directory: Path) -> None:
+    """Refuse a state directory, or an entry in it, that another user could have written.
+
+    It must be a real directory (no symbolic link) owned by the daemon's user and
+    writable by nobody else; every entry a regular file with the same properties.
+    Raises UnsafeStateDir saying what is wrong and how to fix it.
+    """
+    me = os.geteuid()
+
+    def check(path: Path, want_dir: bool) -> None:
+        st = os.lstat(path)
+        kind = "directory" if want_dir else "regular file"
+        if want_dir and not stat.S_ISDIR(st.st_mode) or \
+                not want_dir and not stat.S_ISREG(st.st_mode):
+            raise UnsafeStateDir(f"state directory {directory}: {path} is not a {kind} "
+                                 "(a symbolic link or a device?): remove it")
+        if st.st_uid != me:
+            raise UnsafeStateDir(f"state directory {directory}: {path} is owned by uid "
+                                 f"{st.st_uid}, not by vfiod's user (uid {me}): "
+                                 f"chown {me} {path}")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UnsafeStateDir(f"state directory {directory}: {path} is writable by "
+                                 f"others (mode {stat.S_IMODE(st.st_mode):04o}): "
+                                 f"chmod go-w {path}")
+
+    check(directory, True)
+    for entry in sorted(os.listdir(directory)):
+        check(directory / entry, False)
 
 
 class Journal:
-    """The daemon's persistent state directory."""
+    """The daemon's persistent state directory, bound to the boot it runs in.
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    *boot_id*: the kernel's boot id now (Host.boot_id()); None when it could not be
+    read: transactions are then refused (begin) and left in place (unfinished).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], boot_id: str | None) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_state_dir(self.dir)
+        self.boot_id = boot_id
         self._lock = threading.Lock()
-        self._drivers_path = self.dir / "host-drivers.json"
+        #: What was wrong with the state found on disk (damaged files moved aside,
+        #: transactions of an earlier boot discarded), for the daemon to say.
+        self.problems: list[str] = []
+        self._drivers_path = self.dir / HOST_DRIVERS
         self._drivers: dict[str, str] = self._load_drivers()
 
+    # -- host drivers -----------------------------------------------------------------
     def _load_drivers(self) -> dict[str, str]:
         try:
-            return _DRIVERS.validate_json(self._drivers_path.read_bytes())
+            data = self._drivers_path.read_bytes()
         except FileNotFoundError:
             return {}
-        except ValueError:
-            # A damaged file must not stop the daemon; it only loses preferences.
+        try:
+            return _DRIVERS.validate_json(data)
+        except ValidationError as exc:
+            self._set_aside(self._drivers_path, _first_error(exc),
+                            "the host drivers devices came from are forgotten; Unbind "
+                            "lets the kernel choose")
             return {}
 
-    # -- host drivers -----------------------------------------------------------------
     def host_driver(self, address: str) -> str | None:
-        """The driver *address* had before vfiod last bound it to vfio-pci."""
+        """The host driver recorded for *address* (where Unbind prefers to return it)."""
         with self._lock:
             return self._drivers.get(address)
 
-    def remember_host_drivers(self, drivers: dict[str, str]) -> None:
-        """Record where devices came from, before they leave (one atomic write)."""
+    def host_drivers(self) -> dict[str, str]:
+        """Every record, by address (a copy)."""
         with self._lock:
-            changed = {a: d for a, d in drivers.items() if self._drivers.get(a) != d}
+            return dict(self._drivers)
+
+    def remember_host_drivers(self, drivers: dict[str, str]) -> None:
+        """Record where devices came from or went back to (one atomic write when any
+        record changes). Every value is validated first."""
+        checked = _DRIVERS.validate_python(drivers)
+        with self._lock:
+            changed = {a: d for a, d in checked.items() if self._drivers.get(a) != d}
             if not changed:
                 return
             self._drivers.update(changed)
-            atomic_write(self._drivers_path, json.dumps(self._drivers, indent=1, sort_keys=True))
+            atomic_write(self._drivers_path, _DRIVERS.dump_json(
+                dict(sorted(self._drivers.items())), indent=1).decode())
 
     # -- transactions -----------------------------------------------------------------
+    def new(self, operation: Literal["bind", "unbind"],
+            members: list[MemberRecord]) -> Transaction:
+        """A transaction of this boot (not yet on disk); Failed when the boot id is unknown."""
+        if self.boot_id is None:
+            raise Failed("the kernel's boot id could not be read: refusing to change "
+                         "devices without a journal bound to this boot")
+        return Transaction(boot_id=self.boot_id, operation=operation, members=members)
+
     def _txn_path(self, key: str) -> Path:
-        return self.dir / f"txn-{key}.json"
+        # The key went through PciAddress: it is one harmless file name.
+        return self.dir / f"{TXN_PREFIX}{key}{TXN_SUFFIX}"
 
     def begin(self, txn: Transaction) -> None:
         """Persist a transaction before its first step."""
         atomic_write(self._txn_path(txn.key), txn.model_dump_json(indent=1))
 
-    def end(self, key: str) -> None:
-        """Forget a finished (or rolled back) transaction."""
-        try:
-            self._txn_path(key).unlink()
-        except FileNotFoundError:
-            pass
+    def commit(self, txn: Transaction, after: dict[str, str | None]) -> Transaction:
+        """Mark every step done and verified, with where each member ended (*after*)."""
+        done = txn.model_copy(update={"committed": True, "members": [
+            m.model_copy(update={"driver_after": after.get(m.address)}) for m in txn.members]})
+        done = Transaction.model_validate(done.model_dump())  # the validators, once more
+        atomic_write(self._txn_path(done.key), done.model_dump_json(indent=1))
+        return done
+
+    def end(self, txn: Transaction) -> None:
+        """Forget a finished (or rolled back) transaction, durably."""
+        self._unlink(self._txn_path(txn.key))
 
     def unfinished(self) -> list[Transaction]:
-        """Transactions a killed process left behind."""
+        """This boot's transactions a killed process left behind.
+
+        A damaged file is moved aside and reported; a transaction of an earlier boot
+        is logged and discarded. With the boot id unknown nothing is returned and
+        nothing removed.
+        """
         out = []
-        for path in sorted(self.dir.glob("txn-*.json")):
+        for path in sorted(self.dir.glob(f"{TXN_PREFIX}*{TXN_SUFFIX}")):
             try:
-                out.append(Transaction.model_validate_json(path.read_bytes()))
-            except ValueError:
-                path.unlink(missing_ok=True)  # a torn write cannot happen; junk can
+                txn = Transaction.model_validate_json(path.read_bytes())
+            except ValidationError as exc:
+                self._set_aside(path, _first_error(exc), "not replayed")
+                continue
+            if path.name != self._txn_path(txn.key).name:
+                self._set_aside(path, f"its name does not match its members "
+                                f"({', '.join(txn.addresses)})", "not replayed")
+                continue
+            if self.boot_id is None:
+                self._report(f"{path.name}: the kernel's boot id could not be read, so the "
+                             "transaction's boot is unknown: left in place, not replayed")
+                continue
+            if txn.boot_id != self.boot_id:
+                self._report(f"{path.name}: an unfinished {txn.operation} of "
+                             f"{', '.join(txn.addresses)} from an earlier boot "
+                             f"({txn.boot_id}): discarded, not replayed")
+                self._unlink(path)
+                continue
+            out.append(txn)
         return out
+
+    # -- files ------------------------------------------------------------------------
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        self._sync_dir()  # the removal too must survive a power cut
+
+    def _set_aside(self, path: Path, why: str, consequence: str) -> None:
+        """Move a damaged file out of the way, keeping it for a human to read."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = path.with_name(f"{path.name}{DAMAGED}{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}{DAMAGED}{stamp}.{n}")
+        os.replace(path, target)
+        self._sync_dir()
+        self._report(f"{path.name} is damaged ({why}): moved aside to {target.name}; "
+                     f"{consequence}")
+
+    def _report(self, message: str) -> None:
+        log.warning("state directory %s: %s", self.dir, message)
+        self.problems.append(message)
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first validation error, short: where it is and what is wrong."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "the file"
+    return f"{where}: {err.get('msg', 'invalid')}"

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 VFIO_DRIVER = "vfio-pci"
 
 # PCI class codes (the top 16 bits of the 24-bit class).
+CLASS_BRIDGE_HOST = 0x0600
 CLASS_BRIDGE_PCI = 0x0604
 
-#: Bridges' 16-bit classes: PCI-to-PCI, CardBus, semi-transparent PCI-to-PCI.
-BRIDGE_CLASSES = (CLASS_BRIDGE_PCI, 0x0607, 0x0609)
+#: Bridges' 16-bit classes: host, PCI-to-PCI, CardBus, semi-transparent PCI-to-PCI. An
+#: ISA bridge (0x0601, the LPC) is not one: it is an endpoint that moves with its group.
+BRIDGE_CLASSES = (CLASS_BRIDGE_HOST, CLASS_BRIDGE_PCI, 0x0607, 0x0609)
 
 
 def is_bridge_class(class_code: int) -> bool:

@@ -25,3 +25,20 @@ def host() -> Iterator[SimHost]:
 def engine(host: SimHost, tmp_path: Path) -> Engine:
     """An engine over the simulated host with its own state directory."""
     return Engine(host, tmp_path / "state", write_timeout=5.0)
+
+
+@pytest.fixture
+def shared_host() -> Iterator[SimHost]:
+    """seed-x99-shared-bus: the workstation plus buses that several functions or groups
+    share (a PCI bus behind a PCIe-to-PCI bridge, a dual-port NIC)."""
+    sim = SimHost(profile="seed-x99-shared-bus")
+    try:
+        yield sim
+    finally:
+        sim.close()
+
+
+@pytest.fixture
+def shared_engine(shared_host: SimHost, tmp_path: Path) -> Engine:
+    """An engine over seed-x99-shared-bus with its own state directory."""
+    return Engine(shared_host, tmp_path / "state", write_timeout=5.0)

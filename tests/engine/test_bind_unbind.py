@@ -85,6 +85,16 @@ def test_bridges_stay_on_their_driver(engine: Engine) -> None:
         engine.bind(bridges[0])
 
 
+def test_the_host_bridge_is_a_bridge_and_is_never_bound(engine: Engine,
+                                                       host: SimHost) -> None:
+    host_bridge = "0000:00:00.0"  # class 0x060000, alone in IOMMU group 0
+    assert engine.device_status(host_bridge).is_bridge
+    with pytest.raises(InvalidArgument, match="bridge"):
+        engine.bind(host_bridge)
+    assert driver_of(host, host_bridge) is None
+    assert not any(path.endswith("driver_override") for path, _, _ in host.write_log)
+
+
 def test_unbind_returns_the_recorded_driver_after_a_restart(
         engine: Engine, host: SimHost, tmp_path) -> None:
     engine.bind(GPU)

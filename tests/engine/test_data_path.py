@@ -40,13 +40,19 @@ def test_a_bind_still_sees_the_guards_holders(engine: Engine, host: SimHost,
     assert calls == Counter(holders=1, pids=1)
 
 
-def test_rereading_several_functions_indexes_their_children_once(
-        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine.devices()
+def _count_index_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time the /sys/class child index is built."""
     built: list[int] = []
     index = discovery.index_children
     monkeypatch.setattr(discovery, "index_children",
                         lambda host: built.append(1) or index(host))
+    return built
+
+
+def test_rereading_several_functions_indexes_their_children_once(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine.devices()
+    built = _count_index_builds(monkeypatch)
     engine.reread([GPU, "0000:06:00.1", "0000:09:00.0"])
     assert len(built) == 1
 
@@ -54,10 +60,7 @@ def test_rereading_several_functions_indexes_their_children_once(
 def test_a_bind_indexes_children_once_before_and_once_after(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     engine.devices()
-    built: list[int] = []
-    index = discovery.index_children
-    monkeypatch.setattr(discovery, "index_children",
-                        lambda host: built.append(1) or index(host))
+    built = _count_index_builds(monkeypatch)
     engine.bind(GPU)
     assert len(built) == 2
 

@@ -7,7 +7,6 @@ import errno
 import pytest
 
 from vfiod.engine import Engine
-from vfiod.engine.reset import SLOT_HINT
 from vfiod.errors import HostWriteError, InUse, ResetFailed
 from vfiod.records import State
 from vfiod.sim import SimHost
@@ -51,13 +50,16 @@ def test_gpu_bus_reset_fails_while_its_audio_function_shares_the_bus_on_its_host
     assert not any(value == "hot reset" for _, value, _ in host.write_log)
 
 
-def test_gpu_reset_with_its_audio_on_its_host_driver_hints_at_binding_the_slot(
+def test_gpu_reset_with_its_audio_on_its_host_driver_names_the_audio_and_its_driver(
         engine: Engine) -> None:
     engine.bind(GPU)
     engine.unbind(GPU_AUDIO, group=False)
     with pytest.raises(ResetFailed) as failure:
         engine.reset(GPU)
-    assert SLOT_HINT in str(failure.value)
+    message = str(failure.value)
+    assert ("0000:06:00.1 (NVIDIA Corporation GP102 HDMI Audio Controller, snd_hda_intel)"
+            in message)
+    assert "vfioctl bind 0000:06:00.1" in message
     assert engine.device_status(GPU).state is State.ERROR
 
 

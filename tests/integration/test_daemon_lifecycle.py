@@ -27,6 +27,9 @@ from .helpers import Vfiod, knobs, sim_driver, wait_for
 GPU, AUDIO = "0000:06:00.0", "0000:06:00.1"
 CONFIG = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\n'
 BAD_CONFIG = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\nboot = "maybe"\n'
+#: Valid on its own; on the machine the GPU and its audio share IOMMU group 31.
+CONFLICTING_BOOT = ('[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\nboot = "vfio"\n\n'
+                    '[[device]]\nmatch = "0000:06:00.1"\nboot = "host"\n')
 
 
 def notifications(daemon: Vfiod) -> Notifications:
@@ -147,6 +150,27 @@ def test_reload_of_a_fifo_config_is_refused_at_once(make_vfiod: Callable[..., Vf
     assert result.returncode != 0
     assert f"{daemon.config}: is a FIFO, not a regular file" in result.stderr
     assert daemon.get_property(GPU, "ConfigName") == "gpu"
+
+
+def test_reload_with_boot_values_conflicting_in_a_group_keeps_the_old_config(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None
+    daemon.config.write_text(CONFLICTING_BOOT.replace('"gpu"', '"new-gpu"'))
+    result = daemon.call("Reload")
+    assert result.returncode != 0
+    assert f"{daemon.config}:8: device[1].boot" in result.stderr
+    assert daemon.get_property(GPU, "ConfigName") == "gpu"  # the old config stays
+
+
+def test_boot_values_conflicting_in_a_group_at_start_are_refused_with_file_and_line(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFLICTING_BOOT)
+    with pytest.raises(PrivateBusError, match="exited with status 1"):
+        daemon.start()
+    log = daemon.log()
+    assert f"cannot start: {daemon.config}:8: device[1].boot" in log
+    assert "IOMMU group 31" in log and "Traceback" not in log
 
 
 def test_reload_takes_a_new_name_into_use(make_vfiod: Callable[..., Vfiod]) -> None:
@@ -273,3 +297,26 @@ def test_sigterm_during_a_bind_lets_it_finish_then_exits_0(
     assert out.split() == ["as", "2", f'"{GPU}"', f'"{AUDIO}"']
     assert sim_driver(daemon.sim_root, GPU) == sim_driver(daemon.sim_root, AUDIO) == "vfio-pci"
     assert not list(daemon.state_dir.glob("txn-*.json"))
+
+
+def test_a_damaged_journal_at_start_is_set_aside_and_said(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod()
+    daemon.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (daemon.state_dir / f"txn-{GPU}.json").write_text("{ torn")
+    daemon.start()
+    log = daemon.log()
+    assert f"txn-{GPU}.json is damaged" in log
+    assert "1 file(s) of the state directory set aside or discarded at start" in log
+    assert len(list(daemon.state_dir.glob(f"txn-{GPU}.json.damaged-*"))) == 1
+    assert daemon.status()[GPU]["driver"] == "nvidia"
+
+
+def test_a_state_directory_others_can_write_is_refused_at_start(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod()
+    daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    daemon.state_dir.chmod(0o777)
+    with pytest.raises(PrivateBusError, match="exited with status 1"):
+        daemon.start()
+    assert "is writable by others (mode 0777)" in daemon.log()

@@ -16,7 +16,7 @@ import pytest
 from simtest import GPU, dev, driver_of, to_vfio, wait_for
 
 from vfiod.errors import HostWriteTimeout
-from vfiod.sim import SimHost, SimRootBusy, spawn_holder
+from vfiod.sim import SimHost, SimRootBusy, reboot, spawn_holder
 from vfiod.sim.host import scratch_dir
 from vfiod.sim.machine_state import STATE_FILE
 
@@ -167,3 +167,23 @@ def test_temporary_machine_of_a_killed_process_is_swept_by_the_next_one() -> Non
     with SimHost(desktop=False) as live:
         assert not left.exists()
         assert live.root.exists()
+
+
+def test_the_boot_id_is_stable_on_reattach_and_new_after_a_reboot(root: Path) -> None:
+    with SimHost(root=root, desktop=False) as first:
+        boot = first.read_text("/proc/sys/kernel/random/boot_id")
+        first.load_module("vfio-pci")
+    assert boot is not None and len(boot) == 36
+    with SimHost(root=root, desktop=False) as second:
+        assert second.boot_id() == boot
+    reboot(root)
+    with SimHost(root=root, desktop=False) as rebooted:
+        assert not rebooted.reattached
+        assert rebooted.boot_id() not in (None, boot)
+        assert not rebooted.module_loaded("vfio_pci")  # what the kernel held is gone
+
+
+def test_a_machine_in_use_cannot_be_rebooted(root: Path) -> None:
+    with SimHost(root=root, desktop=False):
+        with pytest.raises(SimRootBusy):
+            reboot(root)

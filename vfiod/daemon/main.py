@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, metavar="PATH",
                         help=f"config file (default {DEFAULT_CONFIG_PATH}; absent means empty)")
     parser.add_argument("--simulate", metavar="PROFILE",
-                        help="manage a simulated host (seed-x99, seed-x99-noiommu, scale) "
+                        help="manage a simulated host (seed-x99, seed-x99-noiommu, "
+                             "seed-x99-shared-bus, scale, test-guest) "
                              "instead of this machine")
     parser.add_argument("--sim-root", metavar="DIR",
                         help="keep the simulated machine's tree in DIR (re-attach when it "

@@ -2,8 +2,9 @@
 
 Start: recover what a killed process left, scan, export the objects, watch, own the
 name, then tell systemd READY=1. Operations run on worker threads, one at a time per
-IOMMU group (``engine.group_key``), different groups in parallel; the devices they
-touch show as ``busy`` meanwhile. Stop (SIGTERM): refuse new operations, let running
+IOMMU group, different groups in parallel; a reset holds every group on its device's
+bus (``engine.lock_keys``: VFIO's hot reset resets them all). The devices they touch
+show as ``busy`` meanwhile. Stop (SIGTERM): refuse new operations, let running
 ones finish for a while, release the name, exit 0.
 """
 
@@ -14,7 +15,7 @@ import contextlib
 import functools
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class Daemon:
         self.notifier = Notifier()
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vfiod-op")
         self.iommu_enabled = False
+        #: What was wrong with the state directory at start (Engine.state_problems).
+        self.state_problems: list[str] = []
         self.bus: ObjectManagerBus | None = None
         self.authorizer: Authorizer | None = None
         self.view: DeviceView | None = None  # exported at start
@@ -110,6 +113,14 @@ class Daemon:
         if touched:
             log.warning("recovered %d device(s) an earlier vfiod left mid-operation: %s",
                         len(touched), ", ".join(touched))
+        self.state_problems = self.engine.state_problems()
+        if self.state_problems:
+            # Each was logged where it was found; this says what it means for the user.
+            log.warning("%d file(s) of the state directory set aside or discarded at start "
+                        "(see above): no device was moved for them", len(self.state_problems))
+        # Only now is the machine known: a config it contradicts stops the start
+        # (ConfigError, with file:line).
+        await asyncio.to_thread(self.engine.check_config, self.engine.config)
         self.iommu_enabled = await asyncio.to_thread(lambda: self.engine.iommu_enabled)
 
         if self.bus_address is not None:
@@ -209,13 +220,30 @@ class Daemon:
         self._running.add(task)
         try:
             address = await asyncio.to_thread(self.engine.resolve, device)
-            key = await asyncio.to_thread(self.engine.group_key, address)
-            async with self._locks.setdefault(key, asyncio.Lock()):
+            async with self._hold_groups(op, address):
                 if self._stopping:  # asked to stop while waiting for the group
                     raise Failed("vfiod is stopping; try again when it is back")
                 return await self._operate_locked(op, address, group, force)
         finally:
             self._running.discard(task)
+
+    @contextlib.asynccontextmanager
+    async def _hold_groups(self, op: str, address: str) -> AsyncIterator[None]:
+        """Hold the lock of every group the operation touches (``engine.lock_keys``).
+
+        The locks are taken one by one in the engine's one order, so two operations
+        that need overlapping sets never each wait for the other. A bus that gained a
+        group while we waited (a hot-add) makes us let go and take the new set.
+        """
+        while True:
+            keys = await asyncio.to_thread(self.engine.lock_keys, op, address)
+            async with contextlib.AsyncExitStack() as held:
+                for key in keys:
+                    await held.enter_async_context(self._locks.setdefault(key, asyncio.Lock()))
+                now = await asyncio.to_thread(self.engine.lock_keys, op, address)
+                if set(now) <= set(keys):
+                    yield
+                    return
 
     async def _operate_locked(self, op: str, address: str, group: bool, force: bool) -> Any:
         loop = asyncio.get_running_loop()
@@ -262,12 +290,13 @@ class Daemon:
             self.notifier.reloading()
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
+                # Checked against the machine too; a refused config changes nothing.
+                await asyncio.to_thread(self.engine.set_config, config)
             except ConfigError as err:
                 log.error("refusing the new configuration, keeping the running one: %s", err)
                 raise
             finally:
                 self.notifier.ready_again()
-            self.engine.set_config(config)
             log.info("configuration reloaded from %s: %d device entr%s", self.config_path,
                      len(config.devices), "y" if len(config.devices) == 1 else "ies")
         await self.republish()  # names may have changed

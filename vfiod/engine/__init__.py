@@ -5,25 +5,29 @@ Plain synchronous code over the Host boundary, in three parts:
 - ``inventory``: every PCI function as last read, its holders and usages, what is
   busy and what failed; reads only.
 - ``transactions``: bind and unbind as journalled transactions over an IOMMU group,
-  and recovery of what a killed process left (it rolls back).
+  and recovery of what a killed process left (forward after the commit mark, back
+  before it; never a transaction of an earlier boot).
 - ``reset``: the kernel's reset methods and VFIO's hot reset.
 
 ``Engine`` composes them and resolves device arguments (addresses and config names)
-once, at the door. Callers serialise operations per ``group_key`` (the daemon runs
-them on worker threads, one group at a time) and may run different groups in parallel.
+once, at the door. Callers serialise operations on the keys ``lock_keys`` names (the
+group's; for a reset, every group on the device's bus), taking them in that order (the
+daemon runs them on worker threads, one group at a time), and may run operations on
+different groups in parallel. The engine itself holds no operation lock.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vfiod.address import check_device_argument, is_address
-from vfiod.config import resolve_name
+from vfiod.config import boot_conflicts, check_boot_groups, resolve_name
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.reset import Resetter
-from vfiod.engine.transactions import Transactions, group_key
+from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
 from vfiod.errors import NoSuchDevice
 from vfiod.host.base import DEFAULT_WRITE_TIMEOUT, Host
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine"]
 
+log = logging.getLogger("vfiod.engine")
+
 
 class Engine:
     """What vfiod knows and does about the host's PCI functions."""
@@ -43,7 +49,7 @@ class Engine:
     def __init__(self, host: Host, state_dir: str | Path, config: "Config | None" = None,
                  write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> None:
         self.host = host
-        self.journal = Journal(state_dir)
+        self.journal = Journal(state_dir, host.boot_id())
         self.config = config
         self.inventory = Inventory(host, self.journal)
         writer = Writer(host, write_timeout)
@@ -56,8 +62,16 @@ class Engine:
         """True when the kernel has IOMMU groups."""
         return self.inventory.iommu_enabled
 
+    def check_config(self, config: "Config | None") -> None:
+        """Refuse a config this machine contradicts (ConfigError with file:line): boot
+        values that conflict inside an IOMMU group."""
+        if config is not None:
+            check_boot_groups(config, self.inventory.devices().values())
+
     def set_config(self, config: "Config | None") -> None:
-        """Use a new config (names, on_release) from now on."""
+        """Use a new config (names, on_release) from now on, once check_config accepts
+        it; a refused one (ConfigError) leaves the old one in use."""
+        self.check_config(config)
         self.config = config
 
     def resolve(self, arg: str) -> str:
@@ -95,7 +109,16 @@ class Engine:
         if config is None or dev is None or dev.on_vfio or dev.is_bridge:
             return False
         entry = config.entry_for(dev)
-        return entry is not None and entry.boot == "vfio"
+        if entry is None or entry.boot != "vfio":
+            return False
+        # The group may have changed since the config was checked (a card moved).
+        members = [d for a in self.inventory.members(address)
+                   if (d := self.inventory.device(a)) is not None]
+        conflicts = boot_conflicts(config, members)
+        if conflicts:
+            log.error("%s: not claiming it: %s", address, conflicts[0].error(config))
+            return False
+        return True
 
     # -- operations -------------------------------------------------------------------
     def bind(self, device: str, *, group: bool = True, force: bool = False) -> list[str]:
@@ -132,12 +155,29 @@ class Engine:
         return [d.address for d in members if d is not None and not d.is_bridge] or [address]
 
     def recover(self) -> list[str]:
-        """Roll back what a killed process left unfinished; return who moved."""
+        """Finish (roll forward or back) what a killed process left in this boot; return
+        the addresses covered. What was set aside is in state_problems()."""
         return self.transactions.recover()
+
+    def state_problems(self) -> list[str]:
+        """What was wrong with the state directory's files: damaged ones moved aside,
+        transactions of an earlier boot discarded (each a sentence for the log)."""
+        return list(self.journal.problems)
 
     def group_key(self, address: str) -> str:
         """The key operations are serialised on: the IOMMU group, else the device."""
         return group_key(self.inventory.device(address), address)
+
+    def lock_keys(self, op: str, address: str) -> list[str]:
+        """Every key an operation must hold, in the order to take them (lock_order).
+
+        Bind and unbind touch one group. A reset may become VFIO's hot reset, which
+        resets every function on the device's bus: it holds every group there.
+        """
+        keys = {self.group_key(address)}
+        if op == "reset":
+            keys.update(self.group_key(a) for a in self.resetter.bus_mates(address))
+        return sorted(keys, key=lock_order)
 
     # -- what the host has ------------------------------------------------------------
     def rescan(self) -> None:

@@ -55,6 +55,7 @@ class Inventory:
         with self._lock:
             self._devices = devices
             self._scanned = True
+        self._observe_host_drivers(devices.values())
         on_host = [d for d in devices.values() if d.driver and not d.on_vfio]
         # One /proc scan for the guests' group nodes and every node the host uses.
         found = self._replace_holders(devices, extra=[
@@ -80,6 +81,7 @@ class Inventory:
                     self._errors.pop(a, None)
                     self._host_holders.pop(a, None)
                     self._used_by.pop(a, None)
+        self._observe_host_drivers(fresh.values())
         if holders is not None:
             self._update_holders(fresh.values(), holders)
             self._update_usages(fresh.values(), holders)
@@ -124,6 +126,27 @@ class Inventory:
                 return [address]
             return sorted(a for a, d in self._devices.items()
                           if d.iommu_group == dev.iommu_group)
+
+    def _observe_host_drivers(self, devices: Iterable[PciDevice]) -> None:
+        """A recorded device the host bound by itself (a reboot, a modprobe, a user):
+        what it bound is its host driver from now on."""
+        records = self.journal.host_drivers()
+        seen = {d.address: driver for d in devices
+                if (driver := d.driver) and d.address in records and not d.on_vfio
+                and driver != records[d.address]}
+        if seen:
+            self.journal.remember_host_drivers(seen)
+
+    def host_driver(self, dev: PciDevice) -> str:
+        """What Unbind would bind: the recorded driver when it is loaded or loadable,
+        else the kernel's choice by modalias when known, else "" (a device on a host
+        driver: that driver)."""
+        if dev.driver and not dev.on_vfio:
+            return dev.driver
+        recorded = self.journal.host_driver(dev.address)
+        if recorded and self.host.driver_loadable(recorded):
+            return recorded
+        return self.host.kernel_choice(dev.modalias) or ""
 
     def _scanned_once(self) -> None:
         if not self._scanned:
@@ -302,8 +325,7 @@ class Inventory:
         return DeviceStatus(
             address=dev.address, vendor_id=dev.vendor, device_id=dev.device, name=dev.name,
             class_code=dev.class_code, driver=dev.driver or "",
-            host_driver=self.journal.host_driver(dev.address)
-            or (dev.driver if dev.driver and not dev.on_vfio else "") or "",
+            host_driver=self.host_driver(dev),
             state=state,
             iommu_group=dev.iommu_group if dev.iommu_group is not None else -1,
             holder=", ".join(str(p) for p in holders),

@@ -1,13 +1,18 @@
 """Reset: the kernel's reset methods, best first, then VFIO's hot reset of the whole bus.
 
 A method that errs or leaves the device dead (config space all ones) is followed by
-the next. Refused while a guest holds the group, or while the host uses the device.
+the next. A function without a method of its own (the second function on a shared
+bus) goes straight to the hot reset. The hot reset is tried whenever the bus
+qualifies: every function on it on vfio-pci and free; otherwise the failure names the
+functions in the way. Refused while a guest holds the group (or any group on the bus,
+for the hot reset), or while the host uses the device.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import logging
+from collections.abc import Mapping
 
 from vfiod.address import bus_of
 from vfiod.engine.inventory import Inventory
@@ -20,8 +25,6 @@ from vfiod.model import PciDevice
 
 log = logging.getLogger("vfiod.engine")
 
-SLOT_HINT = "bind the whole slot (the GPU and its audio) to vfio-pci to reset it together"
-
 
 def _reset_failure(method: str, err: int) -> str:
     """``bus: ENOTTY (another function shares the bus)``: one method's failure, explained."""
@@ -33,6 +36,42 @@ def _reset_failure(method: str, err: int) -> str:
     return f"{method}: {name}"
 
 
+def describe(dev: PciDevice) -> str:
+    """``0000:06:00.1 (NVIDIA ... HDMI Audio Controller, snd_hda_intel)``."""
+    what = ", ".join(x for x in (dev.name, dev.driver or "no driver") if x)
+    return f"{dev.address} ({what})"
+
+
+def hot_reset_obstacle(dev: PciDevice, on_bus: Mapping[str, PciDevice]) -> str | None:
+    """Why VFIO's hot reset of *dev*'s bus cannot be tried now (naming the functions in the
+    way and what to do), or None when the bus qualifies: every function on it ours (on
+    vfio-pci) and none a bridge. Holders are checked separately (InUse)."""
+    bus = bus_of(dev.address)
+    what = f"a reset of the whole bus {bus} (VFIO's hot reset)"
+    bridges = [d for d in on_bus.values() if d.is_bridge]
+    if bridges:
+        return (f"{what} would also reset everything below "
+                + ", ".join(describe(b) for b in bridges) + "; vfiod does not try it")
+    away = [d for d in on_bus.values() if not d.on_vfio]
+    if not away:
+        return None
+    carries = [describe(d) for d in on_bus.values()]
+    # One bind per IOMMU group: binding a function moves its whole group.
+    first_of_group: dict[int | str, str] = {}
+    for d in away:
+        first_of_group.setdefault(d.iommu_group if d.iommu_group is not None else d.address,
+                                  d.address)
+    bind = ", ".join(f"vfioctl bind {a}" for a in first_of_group.values())
+    return (f"{what} needs every function on it on vfio-pci; the bus carries "
+            f"{_and(carries)}: put {_and([d.address for d in away])} on vfio-pci first "
+            f"({bind}) to reset the bus together")
+
+
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 class Resetter:
     """Resets PCI functions and checks that they came back."""
 
@@ -42,22 +81,41 @@ class Resetter:
         self.writer = writer
 
     def reset(self, address: str, *, force: bool = False) -> str:
-        """Reset a function (resolved already); return the method that worked."""
+        """Reset a function (resolved already); return the method that worked.
+
+        Its own methods first, best first; then, when they fail or it has none, VFIO's
+        hot reset of its whole bus if the bus qualifies. The caller holds the locks of
+        every group on the bus (Engine.lock_keys), as the hot reset resets them all.
+        """
         dev, members = self.inventory.fresh(address)
         holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
         check_not_held(self.inventory, dev, "reset it", holders)
         if dev.driver and not dev.on_vfio:
             check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
-        if not dev.reset_methods:
-            raise ResetFailed(f"{address}: the kernel offers no reset method for this device")
-        write = self.writer.write
+        failures: list[str] = []
+        worked = self._own_methods(dev, failures) if dev.reset_methods else None
+        if worked is None:
+            worked = self._hot_reset(dev, failures)
+        if worked is None:
+            if dev.reset_methods:
+                message = f"{address}: no reset method worked: " + "; ".join(failures)
+            else:
+                message = "; ".join([f"{address}: the kernel offers no reset method of its "
+                                     "own for it", *failures])
+            self.inventory.record_error([address], message)
+            raise ResetFailed(message)
+        self.inventory.clear_errors([address])
+        return worked
+
+    def _own_methods(self, dev: PciDevice, failures: list[str]) -> str | None:
+        """Try the function's own methods, best first; the one that worked, or None with
+        why each failed added to *failures*."""
+        address, write = dev.address, self.writer.write
         # One listed method is already the selection: writing reset_method would make
         # the kernel probe it again (and refuse bus with EINVAL while a sibling function
         # shares the bus), and writing "default" afterwards would probe it away for good.
         selectable = len(dev.reset_methods) > 1
         selected = False
-        failures: list[str] = []
-        worked: str | None = None
         try:
             for method in dev.reset_methods:
                 try:
@@ -69,10 +127,10 @@ class Resetter:
                     failures.append(_reset_failure(method, exc.errno))
                     continue
                 if self.config_alive(address):
-                    worked = method
-                    break
+                    return method
                 failures.append(f"{method}: the device did not come back "
                                 "(config space reads all ones)")
+            return None
         finally:
             if selected:  # a refused selection leaves the kernel's selection as it was
                 try:
@@ -80,31 +138,45 @@ class Resetter:
                 except VfiodError as exc:
                     log.warning("%s: could not restore reset_method: %s", address, exc)
             self.inventory.reread([address])
-        if worked is None:
-            worked = self._hot_reset(dev, failures)
-        if worked is None:
-            message = f"{address}: no reset method worked: " + "; ".join(failures)
-            self.inventory.record_error([address], message)
-            raise ResetFailed(message)
-        self.inventory.clear_errors([address])
-        return worked
+
+    def bus_mates(self, address: str) -> list[str]:
+        """The functions a hot reset through *address* would reset (itself included), as
+        last read; empty when it has none (a root bus, or alone on its bus)."""
+        devices = self.inventory.devices()
+        dev = devices.get(address)
+        if dev is None or dev.parent is None:
+            return []  # no bridge above a root bus: nothing resets it as a whole
+        bus = bus_of(address)
+        mates = sorted(a for a in devices if bus_of(a) == bus)
+        return mates if len(mates) > 1 else []
 
     def _hot_reset(self, dev: PciDevice, failures: list[str]) -> str | None:
-        """Reset the device's whole bus through VFIO when the kernel refused it alone.
+        """Reset the device's whole bus through VFIO when its own methods cannot.
 
-        A GPU's bus reset fails per function while its HDMI audio shares the bus; VFIO's
-        hot reset resets every function of the bus, given all their groups, so it needs
-        all of them on vfio-pci and free. Returns "bus" when it worked; otherwise adds
-        why to *failures* (with what to do about it) and returns None.
+        A function's own bus reset fails while another shares its bus (a GPU and its
+        HDMI audio), and the second function on such a bus has no reset of its own at
+        all (a NIC on a PCI bus behind a PCIe-to-PCI bridge). VFIO's hot reset resets
+        every function of the bus, given all their groups, so it needs all of them on
+        vfio-pci and free. Returns "bus" when it worked; otherwise adds why to
+        *failures* (naming the functions in the way and what to do) and returns None.
         """
         address = dev.address
         bus = bus_of(address)
+        if dev.parent is None:
+            if not dev.reset_methods:
+                failures.append(f"it sits on the root bus {bus}, which has no bridge above "
+                                "it to reset")
+            return None
         on_bus = self.inventory.reread(
-            [a for a in self.inventory.devices() if bus_of(a) == bus])
+            [a for a in self.inventory.devices() if bus_of(a) == bus] + [address])
         if len(on_bus) < 2:
+            if not dev.reset_methods:
+                failures.append(f"it is alone on bus {bus} and the kernel offers no bus "
+                                "reset for it")
             return None  # alone on its bus: the kernel's own bus reset was the whole story
-        if not all(d.on_vfio for d in on_bus.values()):
-            failures.append(SLOT_HINT)
+        obstacle = hot_reset_obstacle(dev, on_bus)
+        if obstacle is not None:
+            failures.append(obstacle)
             return None
         others: dict[int, PciDevice] = {}
         for d in on_bus.values():
@@ -114,7 +186,7 @@ class Resetter:
             holders = self.inventory.scan_holders(self.inventory.nodes_of(others.values()))
             for group in sorted(others):
                 check_not_held(self.inventory, others[group],
-                               f"reset {address} (they share a bus)", holders)
+                               f"reset {address} (they share bus {bus})", holders)
         try:
             reset = self.host.vfio_hot_reset(address)
         except HostWriteError as exc:

@@ -2,9 +2,15 @@
 
 Every operation plans over the device's group (endpoints move together, bridges stay),
 checks the guards, journals where every member was, applies with driver_override +
-unbind + drivers_probe, verifies each member's ``driver`` link, and on any failure puts
-every member back. A process killed mid-way leaves its transaction in the journal;
-``recover()`` at the next start rolls those back (it never finishes them).
+unbind + drivers_probe, verifies each member's ``driver`` link, writes the journal's
+commit mark, and on any failure before that puts every member back. A process killed
+mid-way leaves its transaction in the journal; ``recover()`` at the next start rolls
+it back, or forward when the commit mark shows every step done and verified. A
+transaction of an earlier boot is never replayed (vfiod.journal discards it).
+
+A recorded host driver is a preference: when it does not bind (its module gone or
+replaced, nouveau by nvidia), Unbind takes the kernel's choice, says so once, and
+records that driver instead.
 
 Each operation scans /proc for holders once, before it writes, and hands that scan and
 the addresses it touched to the inventory afterwards.
@@ -14,6 +20,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Literal
+
+from pydantic import ValidationError
 
 from vfiod.engine.inventory import Holders, Inventory
 from vfiod.engine.writes import Writer
@@ -43,6 +52,24 @@ def group_key(dev: PciDevice | None, address: str) -> str:
     if dev is not None and dev.iommu_group is not None:
         return f"group-{dev.iommu_group}"
     return address
+
+
+def lock_order(key: str) -> tuple[int, int, str]:
+    """The one order in which operations take several group keys (no two can each wait
+    for a key the other holds): groups by number, then devices without a group."""
+    group = key.removeprefix("group-")
+    if group != key and group.isdigit():
+        return (0, int(group), "")
+    return (1, 0, key)
+
+
+def refuse_bridge(dev: PciDevice) -> None:
+    """Bind and Unbind name endpoints: a bridge stays on its driver, and its group's
+    endpoints move only when one of them is named."""
+    if dev.is_bridge:
+        raise InvalidArgument(f"{dev.address}: is a PCI bridge; bridges stay on their "
+                              "driver and are never bound or unbound: name a device of "
+                              "its IOMMU group instead")
 
 
 def check_not_held(inventory: Inventory, dev: PciDevice, action: str,
@@ -85,9 +112,7 @@ class Transactions:
         dev, members = self.inventory.fresh(address)
         if dev.iommu_group is None:
             raise GroupNotViable(f"{address}: has no IOMMU group: {IOMMU_OFF_HELP}")
-        if dev.is_bridge:
-            raise InvalidArgument(f"{address}: is a PCI bridge; bridges stay on their driver "
-                                  "and never need binding")
+        refuse_bridge(dev)
         endpoints = [m for m in members if m.is_endpoint]
         if group:
             targets = [m for m in endpoints if not m.on_vfio]
@@ -109,8 +134,7 @@ class Transactions:
         self._ensure_vfio_module()
         self.journal.remember_host_drivers(
             {m.address: m.driver for m in targets if m.driver and not m.on_vfio})
-        return self._transaction("bind", f"group-{dev.iommu_group}", targets,
-                                 self._move_to_vfio, holders)
+        return self._transaction("bind", targets, self._move_to_vfio, holders)
 
     def unbind(self, address: str, *, group: bool = True) -> list[str]:
         """Return a function (and by default its group) from vfio-pci to its host driver.
@@ -120,6 +144,7 @@ class Transactions:
         naming the process, while a guest holds the group: unbind is never written then.
         """
         dev, members = self.inventory.fresh(address)
+        refuse_bridge(dev)  # else it would stand for its whole group, as Bind refuses to
         if group:
             targets = [m for m in members if m.is_endpoint and m.on_vfio]
         else:
@@ -128,40 +153,63 @@ class Transactions:
             return []
         holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
         check_not_held(self.inventory, dev, "unbind it", holders)
-        return self._transaction("unbind", group_key(dev, address), targets,
-                                 self._move_to_host, None)
+        return self._transaction("unbind", targets, self._move_to_host, None)
 
-    def _transaction(self, operation: str, key: str, targets: list[PciDevice],
-                     step: Callable[[PciDevice], None], holders: Holders | None) -> list[str]:
+    def _transaction(self, operation: Literal["bind", "unbind"], targets: list[PciDevice],
+                     step: Callable[[PciDevice], str | None],
+                     holders: Holders | None) -> list[str]:
         """Run *step* on every target under a journalled transaction.
 
-        *holders*: the scan taken before, still true afterwards (a bind: the members'
-        group node); None when the move made new nodes whose holders are unknown (a
-        return to host drivers), so they are scanned once afterwards.
+        *step* moves one member and returns the driver it verified. *holders*: the scan
+        taken before, still true afterwards (a bind: the members' group node); None
+        when the move made new nodes whose holders are unknown (a return to host
+        drivers), so they are scanned once afterwards.
         """
-        txn = Transaction(key=key, operation=operation, members=[
-            MemberRecord(address=m.address, driver=m.driver, driver_override=m.driver_override)
-            for m in targets])
+        txn = self.journal.new(operation, [self._record(m) for m in targets])
         touched = [m.address for m in targets]
         self.journal.begin(txn)
         moved: list[str] = []
+        after: dict[str, str | None] = {}
         try:
             for member in targets:
-                step(member)
+                after[member.address] = step(member)
                 moved.append(member.address)
         except Exception as exc:  # a BaseException (a kill) leaves the journal for recover()
             problems = self.roll_back(txn)
             if not problems:
-                self.journal.end(key)
+                self.journal.end(txn)
             self.inventory.record_error(touched, str(exc))
             self._reread(touched, None)  # back on host drivers: their nodes are new
             if problems:
                 raise Failed(f"{exc}; rolling back also failed: {'; '.join(problems)}") from None
             raise public_error(exc, "every device was put back where it was") from None
-        self.journal.end(key)
+        # Every step done and verified: from here on, recovery rolls forward.
+        done = self.journal.commit(txn, after)
+        self._finish(done)
+        self.journal.end(done)
         self.inventory.clear_errors(moved)
         self._reread(touched, holders)
         return moved
+
+    @staticmethod
+    def _record(dev: PciDevice) -> MemberRecord:
+        """A member's journal record, validated before the first write."""
+        try:
+            return MemberRecord(address=dev.address, driver=dev.driver,
+                                driver_override=dev.driver_override)
+        except ValidationError:
+            raise Failed(f"{dev.address}: its driver_override {dev.driver_override!r:.60} is "
+                         "no driver name; refusing to journal it (write a driver name or "
+                         "an empty line to it)") from None
+
+    def _finish(self, txn: Transaction) -> None:
+        """What follows a transaction whose every step was done (also when rolling
+        forward): after an unbind, the host drivers the members went to are their
+        records from now on."""
+        if txn.operation == "unbind":
+            self.journal.remember_host_drivers(
+                {m.address: m.driver_after for m in txn.members
+                 if m.driver_after and not is_vfio_driver(m.driver_after)})
 
     def _reread(self, touched: list[str], holders: Holders | None) -> None:
         """Bring the inventory up to date for what a transaction touched."""
@@ -172,7 +220,7 @@ class Transactions:
             self.inventory.reread(touched, holders)
 
     # -- the steps --------------------------------------------------------------------
-    def _move_to_vfio(self, dev: PciDevice) -> None:
+    def _move_to_vfio(self, dev: PciDevice) -> str:
         a, write = dev.address, self.writer.write
         write(paths.device_file(a, "driver_override"), VFIO_DRIVER, a)
         if self.writer.driver(a):
@@ -182,17 +230,24 @@ class Transactions:
         if now != VFIO_DRIVER:
             # drivers_probe succeeds even when nothing binds: the link is the truth.
             raise Failed(f"{a}: vfio-pci did not bind it (driver now: {now or 'none'})")
+        return now
 
-    def _move_to_host(self, dev: PciDevice) -> None:
+    def _move_to_host(self, dev: PciDevice) -> str | None:
         a, write = dev.address, self.writer.write
         want = self.journal.host_driver(a)
         write(paths.device_file(a, "driver_override"), "\n", a)
         if self.writer.driver(a):
             write(paths.device_file(a, "driver/unbind"), a, a)
         got = self._probe_host_driver(a, want, dev.modalias)
+        if want and got is None:
+            raise Failed(f"{a}: neither its host driver {want} nor any other driver bound it")
         if want and got != want:
-            raise Failed(f"{a}: its host driver {want} did not bind it "
-                         f"(driver now: {got or 'none'})")
+            # The record is a preference: its module is gone or replaced (nouveau by
+            # nvidia). The kernel's choice stands, and becomes the record: said once.
+            log.warning("%s: its recorded host driver %s did not bind it; the kernel chose "
+                        "%s, which is its host driver from now on", a, want, got)
+            self.journal.remember_host_drivers({a: got})
+        return got
 
     def _probe_host_driver(self, a: str, want: str | None, modalias: str) -> str | None:
         """Bind the recorded driver, else let the kernel choose; load modules as needed."""
@@ -259,22 +314,44 @@ class Transactions:
             raise Failed(f"{a}: could not put it back on {record.driver} "
                          f"(driver now: {got or 'none'})")
 
-    def recover(self) -> list[str]:
-        """Roll back the transactions a killed process left unfinished; return who moved.
+    def roll_forward(self, txn: Transaction) -> None:
+        """Finish a transaction whose commit mark shows every step done and verified.
 
-        Recovery only rolls back: every member goes back where the journal says it
-        was, never forward to where the operation was taking it.
+        Nothing is written to the host: the members are where the operation took
+        them. One found elsewhere (moved by someone since) is left there and logged.
+        """
+        for record in txn.members:
+            now = self.writer.driver(record.address)
+            if self.host.exists(paths.device_dir(record.address)) and now != record.driver_after:
+                log.warning("%s: the %s left it on %s, but it is on %s now: left there",
+                            record.address, txn.operation, record.driver_after or "no driver",
+                            now or "no driver")
+        self._finish(txn)
+
+    def recover(self) -> list[str]:
+        """Finish what a killed process left unfinished in this boot; return whom it covered.
+
+        A transaction with its commit mark (every step done and verified) rolls
+        forward; any other rolls back: every member goes back where the journal says
+        it was. Transactions of an earlier boot and damaged files were set aside by
+        the journal (Journal.problems says which).
         """
         touched: list[str] = []
         for txn in self.journal.unfinished():
-            log.warning("recovering an unfinished %s of %s", txn.operation, txn.key)
-            problems = self.roll_back(txn)
-            touched += [m.address for m in txn.members]
-            if problems:
-                self.inventory.record_error([m.address for m in txn.members],
-                                            "; ".join(problems))
-                log.error("recovery of %s incomplete: %s", txn.key, "; ".join(problems))
+            members = ", ".join(txn.addresses)
+            problems: list[str] = []
+            if txn.committed:
+                log.warning("rolling forward a %s of %s: every step was done", txn.operation,
+                            members)
+                self.roll_forward(txn)
             else:
-                self.journal.end(txn.key)
+                log.warning("rolling back an unfinished %s of %s", txn.operation, members)
+                problems = self.roll_back(txn)
+            touched += txn.addresses
+            if problems:
+                self.inventory.record_error(txn.addresses, "; ".join(problems))
+                log.error("recovery of %s incomplete: %s", members, "; ".join(problems))
+            else:
+                self.journal.end(txn)
         self.inventory.rescan()
         return touched

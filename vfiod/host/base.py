@@ -22,6 +22,7 @@ from pathlib import Path
 from vfiod.errors import HostWriteError, HostWriteTimeout
 from vfiod.host import paths
 from vfiod.host.holders import HolderEventSource
+from vfiod.host.modules import ModuleIndex
 from vfiod.printable import printable
 
 #: Default time a control-file write may take (unbind can block while a guest runs).
@@ -90,6 +91,7 @@ class Host(abc.ABC):
         self._prefix = "" if str(self.root) == "/" else str(self.root)
         # Where processes are listed when looking for holders: the host's /proc.
         self.proc_dir = Path(self.real_path(paths.PROC))
+        self._modules: ModuleIndex | None = None
 
     # -- paths -------------------------------------------------------------------------
     def real_path(self, host_path: str) -> str:
@@ -174,6 +176,52 @@ class Host(abc.ABC):
     def exists(self, path: str) -> bool:
         """True when the path exists (links followed)."""
         return os.path.exists(self.real_path(path))
+
+    def boot_id(self) -> str | None:
+        """The kernel's boot id (new at every boot), or None when it cannot be read."""
+        text = self.read_text(paths.BOOT_ID)
+        return text.strip() if text else None
+
+    # -- drivers and modules ----------------------------------------------------------
+    def driver_loadable(self, name: str) -> bool:
+        """True when the PCI driver *name* is loaded, or a module of that name exists."""
+        if self.exists(paths.driver_dir(name)):
+            return True
+        index = self._module_index()
+        return index is not None and index.exists(name)
+
+    def kernel_choice(self, modalias: str) -> str | None:
+        """The driver the kernel binds a device with this modalias to, when one module
+        (not VFIO's) claims it; None when none or several do, or the tree is unreadable.
+
+        The name is the driver the loaded module registered (``xhci_hcd`` for
+        ``xhci_pci``), else the module's own name.
+        """
+        if not modalias:
+            return None
+        index = self._module_index()
+        if index is None:
+            return None
+        claimants = [m for m in index.claimants(modalias) if "vfio" not in m]
+        if len(claimants) != 1:
+            return None
+        module = claimants[0]
+        drivers = [e.split(":", 1)[1] for e in
+                   self.listdir(paths.module_dir(module) + "/drivers") if e.startswith("pci:")]
+        return drivers[0] if len(drivers) == 1 else module
+
+    def _module_index(self) -> ModuleIndex | None:
+        """The running kernel's module tree, read once; None when it cannot be read."""
+        if self._modules is None:
+            release = self.read_text(paths.OSRELEASE)
+            alias = self.read_text(f"{paths.modules_dir(release)}/modules.alias") \
+                if release else None
+            if alias is None:
+                return None
+            base = paths.modules_dir(release or "")
+            self._modules = ModuleIndex(alias, self.read_text(f"{base}/modules.dep") or "",
+                                        self.read_text(f"{base}/modules.builtin") or "")
+        return self._modules
 
     # -- processes --------------------------------------------------------------------
     def pids(self) -> list[int]:

@@ -27,6 +27,8 @@ IPV6_ROUTES = "/proc/net/ipv6_route"
 CMDLINE = "/proc/cmdline"
 CPUINFO = "/proc/cpuinfo"
 OSRELEASE = "/proc/sys/kernel/osrelease"
+#: A UUID the kernel draws at every boot: what binds the journal to one boot.
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 #: Where modprobe reads its options, most specific first.
 MODPROBE_D = ("/etc/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d")
 #: Where distributions install pci.ids.

@@ -10,6 +10,7 @@ Knobs for tests and applet developers: ``sim.faults`` (fail, delay, crash_before
 crash_after), ``sim.kernel.set_reset_outcome``, ``sim.kernel.kill_device``,
 ``sim.kernel.unplug`` / ``plug``, ``sim.spawn_holder`` (a guest or desktop process;
 ``spawn_holder(root, ...)`` works without a SimHost, against a daemon's --sim-root),
+``reboot(root)`` (the next SimHost on that root boots afresh, with a new boot id),
 and plain file writes to the tree (applied by a watcher; ``sim.sync_external()`` waits
 for them, ``sim.external_log`` says how each went).
 
@@ -23,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vfiod.sim.faults import Faults, SimulatedCrash
     from vfiod.sim.holder import Holder, spawn_holder
-    from vfiod.sim.host import SimHost, SimRootBusy
+    from vfiod.sim.host import SimHost, SimRootBusy, reboot
     from vfiod.sim.profiles import PROFILES
 
 __all__ = ["PROFILES", "Faults", "Holder", "SimHost", "SimRootBusy", "SimulatedCrash",
-           "spawn_holder"]
+           "reboot", "spawn_holder"]
 
 _WHERE = {
     "PROFILES": "vfiod.sim.profiles",
@@ -37,6 +38,7 @@ _WHERE = {
     "spawn_holder": "vfiod.sim.holder",
     "SimHost": "vfiod.sim.host",
     "SimRootBusy": "vfiod.sim.host",
+    "reboot": "vfiod.sim.host",
 }
 
 

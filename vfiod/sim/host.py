@@ -186,6 +186,12 @@ class SimHost(Host):
     def open_events(self) -> SimEventSource:
         return self._hub.open()
 
+    def driver_loadable(self, name: str) -> bool:
+        return self.kernel.driver_loadable(name)
+
+    def kernel_choice(self, modalias: str) -> str | None:
+        return self.kernel.kernel_choice(modalias)
+
     # -- the simulation's own tools ------------------------------------------------------
     def spawn_holder(self, paths: Sequence[str], comm: str = "qemu-system-x86",
                      device_fds: Sequence[str] = ()) -> Holder:
@@ -249,9 +255,33 @@ class SimHost(Host):
         return fd
 
     def _remove_tree(self) -> None:
-        for name in ("sys", "dev", "proc", "usr", PRIVATE_DEVICE_FD_DIR.lstrip("/"), STATE_FILE):
-            path = self.root / name
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.exists():
-                path.unlink()
+        remove_machine(self.root)
+
+
+def remove_machine(root: Path) -> None:
+    """Remove the simulated machine's tree and state from *root* (nothing else there)."""
+    for name in ("sys", "dev", "proc", "usr", PRIVATE_DEVICE_FD_DIR.lstrip("/"), STATE_FILE):
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+
+def reboot(root: str | os.PathLike[str]) -> None:
+    """Reboot the simulated machine at *root*, which no SimHost may be attached to.
+
+    Everything the kernel held is gone: the next SimHost on *root* boots the profile
+    afresh, with every device where the profile puts it and a new boot id.
+    """
+    path = Path(root).resolve()
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SimRootBusy(f"{path} is in use by a simulated kernel: close it "
+                              "before rebooting") from None
+        remove_machine(path)
+    finally:
+        os.close(fd)

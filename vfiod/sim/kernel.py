@@ -19,6 +19,7 @@ import errno
 import fnmatch
 import os
 import re
+import uuid
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -114,6 +115,8 @@ class Kernel:
         self._events.clear()
         self._boot = copy.deepcopy(self.states)
         self._deltas: dict[str, dict[str, Any]] = {}
+        #: /proc/sys/kernel/random/boot_id: new when the machine boots, kept on re-attach.
+        self.boot_id = str(uuid.uuid4())
         if saved is not None:
             self._restore(saved)
         self._index_groups()
@@ -312,7 +315,8 @@ class Kernel:
             self._changed = False
             save(self.root, MachineState(
                 profile=self.profile.name, devices=self._deltas, modules=self.loaded,
-                dynids=self.dynids, vtcon=self.vtcon, seqnum=self.hub.seqnum).to_json())
+                dynids=self.dynids, vtcon=self.vtcon, seqnum=self.hub.seqnum,
+                boot_id=self.boot_id).to_json())
             if self.on_change is not None:
                 self.on_change()
         events, self._events = self._events, []
@@ -329,6 +333,7 @@ class Kernel:
         self.dynids = {k: [list(i) for i in v] for k, v in saved.dynids.items()}
         self.vtcon.update(saved.vtcon)
         self.hub.seqnum = saved.seqnum
+        self.boot_id = saved.boot_id or self.boot_id
 
     @contextmanager
     def _op(self) -> Iterator[None]:
@@ -829,6 +834,17 @@ class Kernel:
         name = name.replace("-", "_")
         m = self.modules.get(name)
         return m is not None and (m.builtin or name in self.loaded)
+
+    def driver_loadable(self, name: str) -> bool:
+        """True when a driver of this name is registered or a module provides it."""
+        return name in self.drivers or name in self.driver_module
+
+    def kernel_choice(self, modalias: str) -> str | None:
+        """The driver of the one module (not VFIO's) whose aliases match *modalias*."""
+        drivers = {self.modules[m].driver for p, m in self._aliases
+                   if p.match(modalias) and self.modules[m].driver
+                   and "vfio" not in m}
+        return drivers.pop() if len(drivers) == 1 else None
 
     def _resolve_module(self, what: str) -> list[str]:
         name = what.strip().replace("-", "_")

@@ -61,6 +61,9 @@ class MachineState:
     dynids: dict[str, list[list[int]]]  # driver -> [vendor, device, subv, subd, class, mask]
     vtcon: dict[str, int]
     seqnum: int = 0
+    #: /proc/sys/kernel/random/boot_id: drawn when the machine boots, kept while it runs
+    #: (a SimHost that re-attaches finds the same boot; ``reboot`` makes a new one).
+    boot_id: str = ""
 
     def to_json(self) -> str:
         """Serialize, leaving out devices that are as they booted."""
@@ -72,6 +75,7 @@ class MachineState:
             "dynids": self.dynids,
             "vtcon": self.vtcon,
             "seqnum": self.seqnum,
+            "boot_id": self.boot_id,
         }, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -87,6 +91,7 @@ class MachineState:
             dynids={k: [list(map(int, i)) for i in v] for k, v in data["dynids"].items()},
             vtcon={k: int(v) for k, v in data["vtcon"].items()},
             seqnum=int(data.get("seqnum", 0)),
+            boot_id=str(data.get("boot_id", "")),
         )
 
 

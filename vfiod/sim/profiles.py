@@ -1,5 +1,6 @@
-"""The simulated machines: the X99 workstation of the write-up, a scale machine, and the
-QEMU guest of the real-kernel tier (which checks the simulation against a real kernel).
+"""The simulated machines: the X99 workstation of the write-up (and a variant with buses
+that several functions or groups share), a scale machine, and the QEMU guest of the
+real-kernel tier (which checks the simulation against a real kernel).
 
 Every vendor/device id here is in the real pci.ids; module aliases follow the real
 modules' alias patterns (class-based for ahci, xhci_pci, snd_hda_intel's HDMI entries).
@@ -7,7 +8,7 @@ modules' alias patterns (class-based for ahci, xhci_pci, snd_hda_intel's HDMI en
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from vfiod.sim.spec import (
@@ -54,6 +55,15 @@ MODULES: tuple[ModuleSpec, ...] = (
                depends=("vfio_pci_core", "vfio_iommu_type1"), size=16384),
 )
 
+#: The drivers of seed-x99-shared-bus's add-in cards, on top of MODULES.
+SHARED_BUS_MODULES: tuple[ModuleSpec, ...] = (
+    ModuleSpec("r8169", "r8169", ("pci:v000010ECd00008169sv*sd*bc*sc*i*",), size=110592),
+    ModuleSpec("firewire_core", size=86016),
+    ModuleSpec("firewire_ohci", "firewire_ohci", ("pci:v*d*sv*sd*bc0Csc00i10*",),
+               depends=("firewire_core",), size=49152),
+    ModuleSpec("igb", "igb", ("pci:v00008086d000010C9sv*sd*bc*sc*i*",), size=290816),
+)
+
 _BOARD = (0x1043, 0x8600)  # ASUSTeK: the X99 board's subsystem id for its chipset functions
 _NVIDIA_REF = (0x10DE, 0x120F)
 
@@ -83,7 +93,41 @@ def _gpu(slot: str, parent: str, group: int | None, index: int, boot_vga: bool) 
     return [vga, audio]
 
 
-def _seed_x99(iommu: bool) -> Profile:
+def _shared_buses(g: Callable[[int], int | None]) -> list[DeviceSpec]:
+    """Add-in cards whose functions share a bus: the cases a per-function reset misses.
+
+    Behind root port 00:1c.0, an ASM1083 PCIe-to-PCI bridge (no driver: pcieport takes
+    only PCIe ports) with a conventional PCI bus carrying a VT6306 FireWire card and an
+    RTL8169 NIC. The bridge aliases their requester ids, so the three share IOMMU group
+    41. The kernel probes reset methods as each function is added: the first one alone
+    on the bus lists ``bus`` (which then fails, the second sharing the bus), the second
+    lists nothing and has no ``reset`` file (like the HDMI audio of a GPU): only VFIO's
+    hot reset reaches the NIC. Behind root port 00:1c.2, an 82576 dual-port NIC whose
+    ports have ACS, so one bus holds two IOMMU groups (42 and 43); modelled without its
+    FLR, so a port resets only with the whole bus, the same way.
+    """
+    rp = 0x060400
+    return [
+        _dev("0000:00:1c.0", "8086:8d10", rp, 0xD5, None, g(10), "pcieport", (0x8086, 0)),
+        _dev("0000:00:1c.2", "8086:8d14", rp, 0xD5, None, g(15), "pcieport", (0x8086, 0)),
+        # Subtractive decode (prog-if 01): no driver matches it, like on real machines.
+        _dev("0000:0c:00.0", "1b21:1080", 0x060401, 0x04, "0000:00:1c.0", g(41), None,
+             (0x1849, 0x1080)),
+        _dev("0000:0d:00.0", "1106:3044", 0x0C0010, 0xC0, "0000:0c:00.0", g(41),
+             "firewire_ohci", (0x1043, 0x81FE), reset_methods=("bus",)),
+        _dev("0000:0d:01.0", "10ec:8169", 0x020000, 0x10, "0000:0c:00.0", g(41), "r8169",
+             (0x10EC, 0x8169),
+             children=Children(net=NetIface("enp13s1", "00:e0:4c:68:00:01", 3, up=False))),
+        _dev("0000:0e:00.0", "8086:10c9", 0x020000, 0x01, "0000:00:1c.2", g(42), "igb",
+             (0x8086, 0xA03C), reset_methods=("bus",),
+             children=Children(net=NetIface("enp14s0f0", "00:1b:21:4a:00:10", 4, up=False))),
+        _dev("0000:0e:00.1", "8086:10c9", 0x020000, 0x01, "0000:00:1c.2", g(43), "igb",
+             (0x8086, 0xA03C),
+             children=Children(net=NetIface("enp14s0f1", "00:1b:21:4a:00:11", 5, up=False))),
+    ]
+
+
+def _seed_x99(iommu: bool, shared_buses: bool = False) -> Profile:
     def g(n: int) -> int | None:
         return n if iommu else None
 
@@ -131,16 +175,27 @@ def _seed_x99(iommu: bool) -> Profile:
              (0x1043, 0x8675), reset_methods=("pm", "bus"),
              children=Children(usb_buses=(3, 4))),
     ]
+    name = "seed-x99"
+    description = "X99 workstation: three GTX 1080 Ti, the host's desktop on 05:00.0"
+    modules, boot_modules = MODULES, ("lpc_ich", "i2c_i801", "ahci", "xhci_pci", "e1000e",
+                                      "snd_hda_intel", "nvidia")
+    if not iommu:
+        name, description = "seed-x99-noiommu", description + "; IOMMU off"
+    if shared_buses:
+        devices += _shared_buses(g)
+        name = "seed-x99-shared-bus"
+        description += ("; plus a NIC and a FireWire card on a PCI bus behind a PCIe-to-PCI "
+                        "bridge, and a dual-port NIC whose ports share a bus but not a group")
+        modules = MODULES + SHARED_BUS_MODULES
+        boot_modules += ("r8169", "firewire_ohci", "igb")
     iommu_args = "intel_iommu=on " if iommu else ""
     return Profile(
-        name="seed-x99" if iommu else "seed-x99-noiommu",
-        description="X99 workstation: three GTX 1080 Ti, the host's desktop on 05:00.0"
-                    + ("" if iommu else "; IOMMU off"),
+        name=name,
+        description=description,
         iommu=iommu,
         devices=tuple(sorted(devices, key=lambda d: d.address)),
-        modules=MODULES,
-        boot_modules=("lpc_ich", "i2c_i801", "ahci", "xhci_pci", "e1000e", "snd_hda_intel",
-                      "nvidia"),
+        modules=modules,
+        boot_modules=boot_modules,
         cmdline=("BOOT_IMAGE=/boot/vmlinuz-6.1.0-sim-amd64 "
                  "root=UUID=0b2c3f4e-5a6d-4c1e-9f0a-7d8e9c1b2a3f ro "
                  f"{iommu_args}quiet"),
@@ -309,6 +364,7 @@ class _Profiles(Mapping[str, Profile]):
     _builders = {
         "seed-x99": lambda: _seed_x99(iommu=True),
         "seed-x99-noiommu": lambda: _seed_x99(iommu=False),
+        "seed-x99-shared-bus": lambda: _seed_x99(iommu=True, shared_buses=True),
         "scale": _scale,
         "test-guest": _test_guest,
     }
@@ -328,6 +384,7 @@ class _Profiles(Mapping[str, Profile]):
         return len(self._builders)
 
 
-#: Every profile by name: ``seed-x99``, ``seed-x99-noiommu``, ``scale``, ``test-guest``.
+#: Every profile by name: ``seed-x99``, ``seed-x99-noiommu``, ``seed-x99-shared-bus``,
+#: ``scale``, ``test-guest``.
 PROFILES: Mapping[str, Profile] = _Profiles()
 

@@ -95,7 +95,8 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
               "/sys/class/drm", "/sys/class/sound", "/sys/class/net", "/sys/class/block",
               "/sys/class/input", "/sys/class/iommu", "/sys/class/vtconsole", "/sys/block",
               "/sys/module", "/sys/kernel", "/sys/kernel/iommu_groups", "/dev", "/dev/dri",
-              "/dev/snd", "/dev/input", "/proc", "/proc/net", "/proc/driver", "/usr",
+              "/dev/snd", "/dev/input", "/proc", "/proc/net", "/proc/driver", "/proc/sys", "/proc/sys/kernel",
+              "/proc/sys/kernel/random", "/usr",
               "/usr/share", "/usr/share/misc"):
         nodes[d] = DIR
     nodes["/sys/bus/pci/drivers_probe"] = text("", WO, Control("bus", "drivers_probe"))
@@ -113,6 +114,7 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
         nodes[f"{d}/devices"] = DIR
         nodes["/sys/class/iommu/dmar0"] = rel(d, "/sys/class/iommu/dmar0")
     nodes["/proc/cmdline"] = text(p.cmdline + "\n")
+    nodes["/proc/sys/kernel/random/boot_id"] = text(k.boot_id + "\n")
     nodes["/proc/mounts"] = text("".join(line + "\n" for line in p.mounts))
     swaps = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n" + "".join(
         f"{s:<40}partition\t16777212\t0\t\t-2\n" for s in p.swaps)

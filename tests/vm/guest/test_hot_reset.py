@@ -34,3 +34,16 @@ def test_reset_of_the_vga_with_its_slot_on_vfio_is_a_bus_reset_through_vfio(
     status = guest_vfiod.status()
     assert [status[a]["state"] for a in SLOT] == ["vfio", "vfio"]
     assert host.read_text(pci.attr(VGA, "reset_method")) == methods
+
+
+def test_reset_of_the_hda_function_without_a_reset_file_is_a_bus_reset_through_vfio(
+        host: RealHost, guest_vfiod: GuestVfiod) -> None:
+    # The kernel offers the second function of the slot no method at all (no reset
+    # file); VFIO's hot reset of the bus reaches it all the same.
+    assert not host.exists(pci.attr(HDA, "reset"))
+    assert returned(guest_vfiod.call("Bind", "sa{sv}", HDA, "1", "force", "b", "true")) == SLOT
+    assert returned(guest_vfiod.call("Reset", "sa{sv}", HDA, "0")) == "bus"
+    assert [pci.driver_of(host, a) for a in SLOT] == ["vfio-pci", "vfio-pci"]
+    assert all(config_alive(host, a) for a in SLOT)
+    status = guest_vfiod.status()
+    assert [status[a]["state"] for a in SLOT] == ["vfio", "vfio"]
