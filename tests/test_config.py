@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vfiod.config import (Config, ConfigError, DeviceEntry, boot_conflicts,
-                          check_boot_groups, load_config, parse_config, resolve_name)
+from vfiod.config import (MAX_CONFIG_BYTES, Config, ConfigError, DeviceEntry,
+                          boot_conflicts, check_boot_groups, load_config, parse_config,
+                          resolve_name)
 from vfiod.errors import InvalidArgument, NoSuchDevice
 from vfiod.model import PciDevice
 
@@ -192,6 +196,77 @@ def test_non_utf8_file_is_refused_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == f"{path}:2: not valid UTF-8"
+
+
+def test_an_array_nested_3000_deep_is_a_config_error_at_its_line() -> None:
+    text = GOOD + "\nx = " + "[" * 3000 + "]" * 3000 + "\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "vfiod.toml")
+    assert str(info.value).startswith(f"vfiod.toml:{GOOD.count(chr(10)) + 2}: ")
+    assert "nested more than" in str(info.value)
+
+
+def test_inline_tables_nested_3000_deep_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^vfiod\.toml:1: .*nested"):
+        parse_config("x = " + "{a = " * 3000, "vfiod.toml")
+
+
+def test_brackets_in_a_comment_are_no_nesting() -> None:
+    text = '[[device]]\nmatch = "06:00.0"  # ' + "[" * 100 + '\nname = "gpu"\n'
+    assert parse_config(text).devices[0].name == "gpu"
+
+
+def test_brackets_in_a_string_are_no_nesting() -> None:
+    with pytest.raises(ConfigError, match=r"^vfiod\.toml:1: x: unknown key"):
+        parse_config('x = "' + "[" * 100 + '"\n', "vfiod.toml")
+
+
+def test_an_integer_too_long_to_convert_is_a_config_error_at_its_line() -> None:
+    with pytest.raises(ConfigError, match=r"^vfiod\.toml:2: TOML syntax: "):
+        parse_config("\nx = 1" + "0" * 5000 + "\n", "vfiod.toml")
+
+
+def test_dev_zero_is_refused_unread() -> None:
+    with pytest.raises(ConfigError, match=r"^/dev/zero: is a character device, not a regular"):
+        load_config("/dev/zero")
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "vfiod.toml"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+    reader = threading.Thread(target=lambda: _capture(outcome, load_config, fifo), daemon=True)
+    reader.start()
+    reader.join(5.0)
+    assert not reader.is_alive(), "load_config blocked on a FIFO"
+    assert isinstance(outcome[0], ConfigError)
+    assert str(outcome[0]) == f"{fifo}: is a FIFO, not a regular file: refused unread"
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory, not a regular file"):
+        load_config(tmp_path)
+
+
+def test_a_file_over_the_size_bound_is_refused_unread(tmp_path: Path) -> None:
+    big = tmp_path / "vfiod.toml"
+    big.write_bytes(b"# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match="too large for a config file"):
+        load_config(big)
+
+
+def test_a_file_at_the_size_bound_is_read(tmp_path: Path) -> None:
+    body = GOOD.encode()
+    path = tmp_path / "vfiod.toml"
+    path.write_bytes(body + b"#" * (MAX_CONFIG_BYTES - len(body)))
+    assert len(load_config(path).devices) == 3
+
+
+def _capture(outcome: list[BaseException], func: Callable[..., object], *args: object) -> None:
+    try:
+        func(*args)
+    except BaseException as exc:  # handed to the test's thread
+        outcome.append(exc)
 
 
 def test_config_error_reaches_dbus_as_invalid_argument() -> None:

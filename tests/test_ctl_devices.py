@@ -85,3 +85,20 @@ def test_paths_that_are_no_device_give_none() -> None:
 def test_unwrap_reaches_into_nested_variants() -> None:
     value = {"a": Variant("av", [Variant("s", "x"), Variant("b", False)])}
     assert unwrap(value) == {"a": ["x", False]}
+
+
+def test_strings_from_the_bus_are_made_printable_on_arrival() -> None:
+    dev = DeviceProperties.from_properties({
+        "Address": "0000:06:00.0", "Name": "GPU\x1b[2J", "Holder": "\x1b]0;pwned\x07 (pid 1)",
+        "ResetMethods": ["flr\x9b"], "Vendor\x07": "x\x1b"})
+    assert dev.name == "GPU\\x1b[2J"
+    assert dev.holder == "\\x1b]0;pwned\\x07 (pid 1)"
+    assert dev.reset_methods == ["flr\\x9b"]
+    assert dev.extra == {"Vendor\\x07": "x\\x1b"}
+
+
+def test_a_status_row_is_made_printable_on_arrival() -> None:
+    dev = DeviceProperties.from_status_row(
+        ("0000:06:00.0", "10de:1b06", "n\x1b", "d\x07", "s\x00", 31, "h\x7f"))
+    assert (dev.name, dev.driver, dev.state, dev.holder) == ("n\\x1b", "d\\x07", "s\\x00",
+                                                             "h\\x7f")

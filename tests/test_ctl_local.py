@@ -140,3 +140,27 @@ def test_libvirt_hook_install_takes_another_interpreter_when_told(tmp_path: Path
 def test_libvirt_hook_render_prints_the_script(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["libvirt-hook", "render"]) == exitcodes.OK
     assert "never virsh" in capsys.readouterr().out
+
+
+def test_initramfs_render_of_a_shim_claiming_the_root_disk_warns_at_the_top_and_on_stderr(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "vfiod.toml"
+    path.write_text('[[device]]\nmatch = "00:1f.3"\nboot = "vfio"\n')  # group 12: the root SATA
+    monkeypatch.setenv("VFIOD_CONFIG", str(path))
+    assert main(["initramfs", "render", "--simulate", "seed-x99"]) == exitcodes.OK
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("#!/bin/sh")
+    assert lines[1].startswith("# WARNING: vfioctl initramfs install refuses this shim: it "
+                               "claims 0000:00:1f.2 at boot: ")
+    assert "mounted on /" in lines[1]
+    assert captured.err.startswith("vfioctl: warning: vfioctl initramfs install refuses "
+                                   "this shim: it claims 0000:00:1f.2 at boot")
+
+
+def test_initramfs_render_of_a_harmless_shim_has_no_warning(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["initramfs", "render", "--simulate", "seed-x99"]) == exitcodes.OK
+    captured = capsys.readouterr()
+    assert "WARNING" not in captured.out and captured.err == ""

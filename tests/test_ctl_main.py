@@ -91,3 +91,9 @@ def test_status_width_follows_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "100")
     assert commands.status_width(full=False) == 100
     assert commands.status_width(full=True) is None
+
+
+def test_an_error_line_shows_control_characters_escaped(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main_module.fail("held by \x1b]0;pwned\x07 (pid 4)", 4) == 4
+    assert capsys.readouterr().err == "vfioctl: held by \\x1b]0;pwned\\x07 (pid 4)\n"

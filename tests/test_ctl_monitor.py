@@ -29,9 +29,16 @@ def properties_changed(changed: dict[str, Variant], path: str = GPU_PATH) -> Mes
                   ["org.vfiod1.Device", changed, []])
 
 
+def owner_changed(old: str, new: str, sender: str = "org.freedesktop.DBus") -> Message:
+    """NameOwnerChanged for org.vfiod1, as the bus itself sends it (or *sender*)."""
+    return Message(message_type=MessageType.SIGNAL, path="/org/freedesktop/DBus",
+                   interface="org.freedesktop.DBus", member="NameOwnerChanged",
+                   signature="sss", body=["org.vfiod1", old, new], sender=sender)
+
+
 def monitor(json_mode: bool) -> tuple[Monitor, list[str]]:
     lines: list[str] = []
-    mon = Monitor(json_mode, write=lines.append)
+    mon = Monitor(json_mode, write=lines.append, owner=":1.5")
     mon.devices = {"0000:06:00.0": gpu()}
     return mon, lines
 
@@ -85,12 +92,9 @@ def test_hotplug_is_reported_as_added_and_removed() -> None:
 
 def test_vfiod_leaving_and_coming_back_is_reported() -> None:
     mon, lines = monitor(json_mode=False)
-    owner = "org.freedesktop.DBus"
-    mon.handle(signal("/org/freedesktop/DBus", owner, "NameOwnerChanged", "sss",
-                      ["org.vfiod1", ":1.5", ""]))
+    mon.handle(owner_changed(":1.5", ""))
     assert "vfiod left the bus" in lines[-1] and not mon.needs_refresh
-    mon.handle(signal("/org/freedesktop/DBus", owner, "NameOwnerChanged", "sss",
-                      ["org.vfiod1", "", ":1.9"]))
+    mon.handle(owner_changed("", ":1.9"))
     assert "vfiod is back" in lines[-1] and mon.needs_refresh
 
 
@@ -99,3 +103,74 @@ def test_other_messages_are_ignored() -> None:
     mon.handle(Message(message_type=MessageType.METHOD_RETURN, reply_serial=3, sender=":1.5"))
     mon.handle(properties_changed({"Version": Variant("s", "1")}, path="/org/vfiod1"))
     assert lines == []
+
+
+def test_a_device_changed_from_another_connection_is_ignored() -> None:
+    mon, lines = monitor(json_mode=False)
+    spoofed = device_changed("SPOOFED", "SPOOFED")
+    spoofed.sender = ":1.7"
+    mon.handle(spoofed)
+    assert lines == []
+    assert mon.devices["0000:06:00.0"].state != "SPOOFED"
+
+
+def test_vfiod_stopped_sent_by_a_client_is_ignored() -> None:
+    mon, lines = monitor(json_mode=True)
+    mon.handle(owner_changed(":1.5", "", sender=":1.7"))
+    assert lines == [] and mon.owner == ":1.5"
+
+
+def test_after_vfiod_restarts_only_its_new_name_is_believed() -> None:
+    mon, lines = monitor(json_mode=False)
+    mon.handle(owner_changed(":1.5", ":1.9"))
+    lines.clear()
+    mon.handle(device_changed("vfio", "vfio-pci"))  # from the old name :1.5
+    assert lines == []
+    fresh = device_changed("vfio", "vfio-pci")
+    fresh.sender = ":1.9"
+    mon.handle(fresh)
+    assert len(lines) == 1 and "vfio-pci" in lines[0]
+
+
+def test_signals_of_the_wrong_signature_print_nothing() -> None:
+    mon, lines = monitor(json_mode=True)
+    for member, iface, sig, body in [
+            ("DeviceChanged", "org.vfiod1.Manager", "s", ["0000:06:00.0"]),
+            ("DeviceChanged", "org.vfiod1.Manager", "ssss", ["a", "b", "c", "d"]),
+            ("PropertiesChanged", "org.freedesktop.DBus.Properties", "s", ["x"]),
+            ("InterfacesAdded", "org.freedesktop.DBus.ObjectManager", "o", ["/x"]),
+            ("InterfacesRemoved", "org.freedesktop.DBus.ObjectManager", "", []),
+            ("NameOwnerChanged", "org.freedesktop.DBus", "s", ["org.vfiod1"])]:
+        mon.handle(signal("/org/vfiod1", iface, member, sig, body))
+    assert lines == []
+
+
+def test_properties_of_the_wrong_types_are_ignored() -> None:
+    mon, lines = monitor(json_mode=False)
+    mon.handle(properties_changed({"VendorId": Variant("s", "x"), "Healthy": Variant("u", 3),
+                                   "ResetMethods": Variant("ai", [1]),
+                                   "State": Variant("as", ["vfio"])}))
+    dev = mon.devices["0000:06:00.0"]
+    assert dev.ids == "10de:1b06" and dev.healthy is True and lines == []
+
+
+def test_interfaces_added_with_odd_values_prints_no_traceback() -> None:
+    mon, lines = monitor(json_mode=False)
+    mon.handle(signal("/org/vfiod1", "org.freedesktop.DBus.ObjectManager", "InterfacesAdded",
+                      "oa{sa{sv}}", ["/org/vfiod1/device/x",
+                                     {"org.vfiod1.Device": {"Address": Variant("u", 7),
+                                                            "Class": Variant("s", "x")}}]))
+    assert "7" in mon.devices and mon.devices["7"].class_code == 0
+
+
+def test_a_closed_pipe_marks_the_reader_gone_instead_of_raising() -> None:
+    def broken(text: str) -> None:
+        raise BrokenPipeError
+
+    called: list[bool] = []
+    mon = Monitor(False, write=broken, owner=":1.5")
+    mon.devices = {"0000:06:00.0": gpu()}
+    mon.on_reader_gone = lambda: called.append(True)
+    mon.handle(device_changed("vfio", "vfio-pci"))
+    mon.handle(device_changed("host", "nvidia"))
+    assert mon.reader_gone and called == [True]

@@ -178,3 +178,91 @@ def test_rendered_hook_uses_only_the_standard_library() -> None:
     imports = set(re.findall(r"^\s*import (\w+)", text, re.M))
     assert imports == {"json", "os", "subprocess", "sys", "xml", "syslog"}
     assert not re.search(r"^\s*from ", text, re.M)
+
+
+def domain(*devices: str) -> str:
+    """A domain XML with these device elements."""
+    return ("<domain type='kvm'><name>hostile</name><devices>" + "".join(devices)
+            + "</devices></domain>")
+
+
+def pci_hostdev(address: str, managed: str = "yes", alias: str = "") -> str:
+    """A PCI <hostdev> whose source address element is *address*."""
+    named = f"<alias name='{alias}'/>" if alias else ""
+    return (f"<hostdev mode='subsystem' type='pci' managed='{managed}'>"
+            f"<source>{address}</source>{named}</hostdev>")
+
+
+GPU_ADDRESS = "<address domain='0x0000' bus='0x06' slot='0x00' function='0x0'/>"
+
+
+@pytest.mark.parametrize("address, reason", [
+    ("<address/>", "its address has no bus"),
+    ("<address domain='0x0000' bus='0x06' slot='0x00'/>", "its address has no function"),
+    ("<address bus='0x1ff' slot='0x00' function='0x0'/>", "its address's bus '0x1ff' is not a number from 0 to 0xff"),
+    ("<address bus='six' slot='0x00' function='0x0'/>", "its address's bus 'six' is not a number"),
+    ("<address bus='0x06' slot='0x00' function='0x8'/>", "its address's function '0x8' is not a number from 0 to 0x7"),
+    ("<address bus='-1' slot='0x00' function='0x0'/>", "its address's bus '-1' is not a number"),
+    ("", "it has no <source><address .../></source>"),
+])
+def test_a_hostdev_without_a_readable_address_refuses_the_domain_naming_it(
+        hook: Path, tmp_path: Path, address: str, reason: str) -> None:
+    xml = domain(pci_hostdev(GPU_ADDRESS), pci_hostdev(address, alias="hostdev1"))
+    proc, calls = run_hook(hook, tmp_path, "hostile", "prepare", "begin", "-", xml=xml)
+    assert proc.returncode == 1
+    assert calls == []  # nothing is bound, not even the good one
+    assert ("vfiod-hook: hostile: not starting: <hostdev> #2 'hostdev1': " + reason
+            in proc.stderr), proc.stderr
+
+
+def test_an_empty_address_is_never_taken_for_0000_00_00_0(hook: Path, tmp_path: Path) -> None:
+    proc, calls = run_hook(hook, tmp_path, "hostile", "prepare", "begin", "-",
+                           xml=domain(pci_hostdev("<address/>")))
+    assert proc.returncode == 1
+    assert "0000:00:00.0" not in json.dumps(calls) + proc.stderr
+
+
+def test_addresses_are_read_as_libvirt_reads_them(hook: Path, tmp_path: Path) -> None:
+    xml = domain(pci_hostdev("<address bus='6' slot='0' function='1'/>"),
+                 pci_hostdev("<address domain='0' bus='017' slot='0x1f' function='7'/>"))
+    proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
+    assert proc.returncode == 0, proc.stderr
+    assert verbs(calls) == [("Bind", "0000:06:00.1"), ("Bind", "0000:0f:1f.7")]
+
+
+def test_an_sriov_vf_interface_is_bound_in_the_domains_order(hook: Path,
+                                                            tmp_path: Path) -> None:
+    vf = ("<interface type='hostdev' managed='yes'><source><address type='pci' "
+          "domain='0x0000' bus='0x03' slot='0x10' function='0x2'/></source>"
+          "<mac address='52:54:00:6d:90:02'/></interface>")
+    xml = domain(pci_hostdev("<address bus='0x11' slot='0x00' function='0x0'/>"), vf,
+                 pci_hostdev(GPU_ADDRESS))
+    proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
+    assert proc.returncode == 0, proc.stderr
+    assert verbs(calls) == [("Bind", "0000:11:00.0"), ("Bind", "0000:03:10.2"),
+                            ("Bind", "0000:06:00.0")]
+
+
+def test_an_sriov_interface_without_an_address_refuses_the_domain(hook: Path,
+                                                                  tmp_path: Path) -> None:
+    vf = "<interface type='hostdev'><source/></interface>"
+    proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=domain(vf))
+    assert proc.returncode == 1 and calls == []
+    assert "<interface type='hostdev'> #1: it has no <source><address" in proc.stderr
+
+
+def test_2000_duplicates_of_a_hostdev_are_bound_once(hook: Path, tmp_path: Path) -> None:
+    xml = domain(*[pci_hostdev(GPU_ADDRESS, managed="no")] * 2000,
+                 pci_hostdev(GPU_ADDRESS.replace("0x06", "0x09")))
+    proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
+    assert proc.returncode == 0, proc.stderr
+    assert verbs(calls) == [("Bind", "0000:06:00.0"), ("Bind", "0000:09:00.0")]
+
+
+def test_release_logs_an_unreadable_hostdev_and_reports_the_others(hook: Path,
+                                                                   tmp_path: Path) -> None:
+    xml = domain(pci_hostdev(GPU_ADDRESS), pci_hostdev("<address/>"))
+    proc, calls = run_hook(hook, tmp_path, "g", "release", "end", "-", xml=xml)
+    assert proc.returncode == 0
+    assert verbs(calls) == [("get-property", "/org/vfiod1/device/pci_0000_06_00_0")]
+    assert "skipped on release: <hostdev> #2: its address has no bus" in proc.stderr

@@ -10,7 +10,9 @@ checked against it by ``check_boot_groups``, with the same file:line errors.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +28,13 @@ from vfiod.model import PciDevice
 
 
 DEVICE_KEYS = ("match", "name", "boot", "on_release")
+
+#: A config file larger than this is refused unread (a real one is a few hundred bytes;
+#: ``--config /dev/zero`` or a runaway file must not eat the daemon's memory).
+MAX_CONFIG_BYTES = 1 << 20
+#: Arrays and inline tables nested deeper than this are refused before parsing:
+#: tomllib recurses once per level (RecursionError at about 1,000); a real file has 2.
+MAX_NESTING = 32
 
 Boot = Literal["vfio", "host"]
 OnRelease = Literal["keep", "reset", "host"]
@@ -200,15 +209,15 @@ class Config(BaseModel):
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> Config:
     """Read and validate a config file; an absent file is an empty config.
 
-    Raises ConfigError (file, line, field and reason) for anything else that is wrong.
+    Only a regular file of at most MAX_CONFIG_BYTES is read: it is opened without
+    blocking (a FIFO with no writer would hang a plain open) and checked with fstat
+    before any read. Raises ConfigError (file, line, field and reason) for anything
+    else that is wrong.
     """
     filename = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
+    raw = _read_regular_file(filename)
+    if raw is None:
         return Config(path=filename)
-    except OSError as exc:
-        raise ConfigError(filename, None, None, f"cannot read: {exc.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -217,12 +226,67 @@ def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> Config:
     return parse_config(text, filename)
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _read_regular_file(filename: str) -> bytes | None:
+    """The bytes of a regular file of bounded size; None when it does not exist."""
+    try:
+        fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(filename, None, None, f"cannot read: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)),
+                        "not a regular file")
+            raise ConfigError(filename, None, None,
+                              f"is {kind}, not a regular file: refused unread")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(filename, None, None, _too_large(st.st_size))
+        chunks: list[bytes] = []
+        size = 0
+        # Read to the end, not to st_size: the file may grow while it is read.
+        while chunk := os.read(fd, 65536):
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(filename, None, None, _too_large(size))
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(filename, None, None, f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _too_large(size: int) -> str:
+    return (f"{size} bytes or more is too large for a config file "
+            f"(at most {MAX_CONFIG_BYTES} bytes): refused unread")
+
+
 def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
-    """Parse and validate config text; *filename* is only used in messages."""
+    """Parse and validate config text; *filename* is only used in messages.
+
+    Every failure, whatever the parser raised, is a ConfigError with the line when it
+    can be told.
+    """
+    too_deep = _line_nested_too_deep(text)
+    if too_deep is not None:
+        raise ConfigError(filename, too_deep, None,
+                          f"arrays or inline tables nested more than {MAX_NESTING} deep")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(exc, filename, text) from None
+    except (ValueError, RecursionError) as exc:
+        # tomllib's own limits: an integer of more than 4,300 digits, nesting the
+        # pre-check did not see (it does not parse strings exactly).
+        raise ConfigError(filename, _line_of_long_number(text), None,
+                          f"TOML syntax: {str(exc)[:200] or type(exc).__name__}") from None
     locator = _Locator(text)
 
     for key in data:
@@ -249,6 +313,52 @@ def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
             where[""] = header
         lines.append(where)
     return Config(devices=entries, path=filename, lines=tuple(lines))
+
+
+def _line_nested_too_deep(text: str) -> int | None:
+    """The 1-based line where ``[``/``{`` nesting first passes MAX_NESTING, or None.
+
+    A cheap scan that skips comments and one-line strings; table headers (``[[x]]``)
+    open and close on their line, so they never come near the limit.
+    """
+    depth = 0
+    line = 1
+    quote: str | None = None
+    escaped = False
+    comment = False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+            comment = False
+            if quote is not None and len(quote) == 1:
+                quote = None  # a one-line string cannot span lines (tomllib says why)
+            continue
+        if comment:
+            continue
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line
+        elif ch in "]}" and depth > 0:
+            depth -= 1
+    return None
+
+
+def _line_of_long_number(text: str) -> int | None:
+    m = re.search(r"\d{1000,}", text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
 
 
 def _validate_entry(table: dict[str, Any], index: int, filename: str,

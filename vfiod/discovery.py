@@ -101,10 +101,14 @@ def _udev_name(host: Host, address: str) -> str | None:
 
 def read_device(host: Host, address: str, ids: PciIds, children: ChildIndex) -> PciDevice | None:
     """Read one PCI function; None when it is gone."""
+    # Each read is one syscall that answers None once the device is gone (removed or
+    # hot-unplugged while it is read): a function without a vendor file is gone.
     sysfs_path = host.resolve(paths.device_dir(address))
     if sysfs_path is None:
         return None
-    vendor = host.read_int(paths.device_file(address, "vendor"), 16) or 0
+    vendor = host.read_int(paths.device_file(address, "vendor"), 16)
+    if vendor is None:
+        return None
     device = host.read_int(paths.device_file(address, "device"), 16) or 0
     class_code = host.read_int(paths.device_file(address, "class"), 16) or 0
     override = host.read_text(paths.device_file(address, "driver_override"))

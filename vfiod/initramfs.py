@@ -26,6 +26,7 @@ from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.errors import Failed
 from vfiod.host.base import Host
 from vfiod.model import PciDevice
+from vfiod.printable import printable
 
 #: Where install_shim writes the shim on the host (the integrations copy it from here).
 SHIM_PATH = "/var/lib/vfiod/early-boot.sh"
@@ -190,11 +191,13 @@ def _sh_quote(text: str) -> str:
 
 
 def render_shim(config: Config,
-                devices: Mapping[str, PciDevice] | Iterable[PciDevice]) -> str:
+                devices: Mapping[str, PciDevice] | Iterable[PciDevice],
+                warnings: Iterable[str] = ()) -> str:
     """The shim as a POSIX sh script, for the boot = "vfio" entries of *config*.
 
     *devices* is the live host's device list (vfiod.discovery.scan); ShimError when an
-    entry does not resolve to exactly the device(s) it names.
+    entry does not resolve to exactly the device(s) it names. Each of *warnings*
+    becomes a ``# WARNING:`` comment at the top, below the ``#!`` line.
     """
     planned = plan_shim(config, devices)
     template = (template_dir() / TEMPLATE_NAME).read_text(encoding="utf-8")
@@ -204,10 +207,17 @@ def render_shim(config: Config,
         f'\t"$1" {_sh_quote(d.unit)} {d.address} {d.ids} {_sh_quote(d.why)}\n'
         for d in planned)
     listed = " ".join(d.address for d in planned)
-    return (template
+    text = (template
             .replace(_DEVICES_MARKER, calls)
             .replace("@LISTED@", listed)
             .replace("@CONFIG@", config.path or DEFAULT_CONFIG_PATH))
+    notes = "".join(f"# WARNING: {printable(w)}\n" for w in warnings)
+    if not notes:
+        return text
+    first, newline, rest = text.partition("\n")
+    if first.startswith("#!"):
+        return first + newline + notes + rest
+    return notes + text
 
 
 # -- installing --------------------------------------------------------------------------
@@ -237,18 +247,34 @@ class InstallResult:
     next_steps: list[str] = field(default_factory=list)
 
 
-def _check_host_needs(host: Host, planned: list[ShimDevice],
-                      devices: Mapping[str, PciDevice]) -> None:
-    """Refuse to claim at boot a device the running host cannot lose (its root disk...)."""
+_HOST_NEEDS_IT = "the host needs it (is it in the IOMMU group of a device with boot = \"vfio\"?)"
+
+
+def host_needs(host: Host, planned: list[ShimDevice],
+               devices: Mapping[str, PciDevice]) -> list[tuple[str, str]]:
+    """(address, why) of each planned device the running host cannot lose (its root
+    disk's controller, a mounted filesystem's disk...): what install refuses."""
     from vfiod.guards import find_usages  # the guards read /proc; only needed here
 
     targets = [devices[d.address] for d in planned if d.address in devices]
-    hard = [u for u in find_usages(host, targets) if u.hard]
-    if hard:
-        first = hard[0]
-        raise ShimError(f"refusing to claim {first.address} at boot: {first.reason}; "
-                        "the host needs it (is it in the IOMMU group of a device with "
-                        "boot = \"vfio\"?)")
+    return [(u.address, printable(u.reason)) for u in find_usages(host, targets) if u.hard]
+
+
+def preview_warnings(host: Host, config: Config,
+                     devices: Mapping[str, PciDevice]) -> list[str]:
+    """What ``initramfs install`` would refuse in the shim ``render`` previews."""
+    return [f"vfioctl initramfs install refuses this shim: it claims {address} at boot: "
+            f"{why}; {_HOST_NEEDS_IT}"
+            for address, why in host_needs(host, plan_shim(config, devices), devices)]
+
+
+def _check_host_needs(host: Host, planned: list[ShimDevice],
+                      devices: Mapping[str, PciDevice]) -> None:
+    """Refuse to claim at boot a device the running host cannot lose (its root disk...)."""
+    needs = host_needs(host, planned, devices)
+    if needs:
+        address, why = needs[0]
+        raise ShimError(f"refusing to claim {address} at boot: {why}; {_HOST_NEEDS_IT}")
 
 
 def install_shim(config: Config, host: Host, *, root: str | os.PathLike[str] = "/",

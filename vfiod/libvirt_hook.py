@@ -5,10 +5,13 @@ that it keeps working whatever happens to the vfiod installation) for
 ``/etc/libvirt/hooks/qemu.d/vfiod``. libvirt runs it as ``vfiod GUEST OPERATION SUB-OP
 EXTRA`` with the domain XML on stdin:
 
-- ``prepare begin``: asks vfiod to Bind every ``<hostdev type='pci'>`` of the domain
-  (with its IOMMU group). When vfiod refuses one, the devices this run moved are
-  unbound again and the hook exits 1 with vfiod's reason, so libvirt does not start a
-  guest that cannot work.
+- ``prepare begin``: asks vfiod to Bind every ``<hostdev type='pci'>`` and every
+  ``<interface type='hostdev'>`` (an SR-IOV VF) of the domain, each address once (with
+  its IOMMU group). A PCI hostdev whose address cannot be read (an ``<address/>``
+  without attributes, a bus of 0x1ff) refuses the domain, naming that hostdev: it is
+  never guessed to be 0000:00:00.0. When vfiod refuses one, the devices this run moved
+  are unbound again and the hook exits 1 with vfiod's reason, so libvirt does not
+  start a guest that cannot work.
 - ``release end``: the guest has let go; vfiod applies each device's ``on_release``
   itself (it watches /dev/vfio), so the hook only logs where each device is now.
 
@@ -77,25 +80,77 @@ def log(message):
         pass
 
 
+# The parts of a PCI address and their largest values; the domain may be left out
+# (libvirt's default is 0), the others may not.
+ADDRESS_PARTS = (("domain", 0xFFFF), ("bus", 0xFF), ("slot", 0x1F), ("function", 0x7))
+
+
+def c_number(text):
+    """A number as libvirt reads it (strtoul, base 0: 0x1f, 017, 31); -1 if none."""
+    text = text.strip()
+    base = 16 if text[:2].lower() == "0x" else 8 if text[:1] == "0" and len(text) > 1 else 10
+    digits = text[2:] if base == 16 else text
+    if not digits or len(digits) > 8 or not digits.isascii() or not digits.isalnum():
+        return -1
+    try:
+        return int(digits, base)
+    except ValueError:
+        return -1
+
+
+def pci_address(addr):
+    """"0000:06:00.0" from an <address> element; ValueError saying what is wrong."""
+    if addr is None:
+        raise ValueError("it has no <source><address .../></source>")
+    if addr.get("type", "pci") != "pci":
+        raise ValueError("its address is of type %s, not pci" % ascii(addr.get("type"))[:40])
+    parts = []
+    for name, largest in ADDRESS_PARTS:
+        text = addr.get(name)
+        if text is None:
+            if name == "domain":
+                parts.append(0)
+                continue
+            raise ValueError("its address has no %s" % name)
+        value = c_number(text)
+        if not 0 <= value <= largest:
+            raise ValueError("its address's %s %s is not a number from 0 to %#x"
+                             % (name, ascii(text)[:24], largest))
+        parts.append(value)
+    return "%04x:%02x:%02x.%x" % tuple(parts)
+
+
 def hostdevs(xml_text):
-    """(address, managed) of every PCI hostdev, in the domain's order."""
-    out = []
+    """(devices, problems): (address, managed) of every PCI hostdev and hostdev
+    interface, each address once, in the domain's order; and one sentence for each
+    that names no readable PCI address."""
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError as exc:
         raise SystemExit("vfiod-hook: cannot parse the domain XML: %s" % exc)
-    for hd in root.iter("hostdev"):
-        if hd.get("mode", "subsystem") != "subsystem" or hd.get("type") != "pci":
-            continue
-        addr = hd.find("source/address")
-        if addr is None:
-            continue
+    devices, managed_of, problems = [], {}, []
+    found = []
+    for el in root.iter():
+        if (el.tag == "hostdev" and el.get("mode", "subsystem") == "subsystem"
+                and el.get("type") == "pci"):
+            found.append(("hostdev", el))
+        elif el.tag == "interface" and el.get("type") == "hostdev":
+            found.append(("interface type='hostdev'", el))
+    for number, (kind, el) in enumerate(found, 1):
         try:
-            parts = [int(addr.get(k, "0"), 0) for k in ("domain", "bus", "slot", "function")]
-        except ValueError:
+            address = pci_address(el.find("source/address"))
+        except ValueError as exc:
+            alias = el.find("alias")
+            name = " " + ascii(alias.get("name", ""))[:40] if alias is not None else ""
+            problems.append("<%s> #%d%s: %s" % (kind, number, name, exc))
             continue
-        out.append(("%04x:%02x:%02x.%x" % tuple(parts), hd.get("managed", "no") == "yes"))
-    return out
+        managed = el.get("managed", "no") == "yes"
+        if address in managed_of:
+            managed_of[address] = managed_of[address] or managed
+            continue
+        managed_of[address] = managed
+        devices.append(address)
+    return [(a, managed_of[a]) for a in devices], problems
 
 
 class NoAnswer(Exception):
@@ -224,7 +279,13 @@ def main(argv):
     guest, operation, sub = argv[0], argv[1], argv[2]
     if (operation, sub) not in (("prepare", "begin"), ("release", "end")):
         return 0
-    devices = hostdevs(xml_text)
+    devices, problems = hostdevs(xml_text)
+    if operation == "prepare" and problems:
+        for problem in problems:
+            log("%s: not starting: %s" % (guest, problem))
+        return 1
+    for problem in problems:
+        log("%s: skipped on release: %s" % (guest, problem))
     if not devices:
         return 0
     if operation == "prepare":

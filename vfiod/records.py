@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from vfiod.printable import printable
 
 
 class State(str, Enum):
@@ -42,6 +44,18 @@ class DeviceStatus(BaseModel):
     #: What the host uses the device for, as the guards see it ("/dev/sda2 is mounted
     #: on / (ext4)"); "" when nothing. Binding is refused while this is not empty.
     used_by: str = ""
+
+    @field_validator("name", "driver", "host_driver", "holder", "error", "used_by")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # Read from the machine (process names, the udev database, sysfs): made safe
+        # here, once, for the D-Bus properties, Status and every client that prints them.
+        return printable(value)
+
+    @field_validator("reset_methods")
+    @classmethod
+    def _printable_methods(cls, value: list[str]) -> list[str]:
+        return [printable(v) for v in value]
 
     @property
     def ids(self) -> str:

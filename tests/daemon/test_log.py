@@ -62,3 +62,14 @@ def test_under_journald_records_go_out_with_structured_fields(
     assert sent[0]["SYSLOG_IDENTIFIER"] == "vfiod"
     assert sent[0]["PRIORITY"] == "4"  # syslog's warning
     stderr.close()
+
+
+def test_a_process_name_with_escape_sequences_is_logged_escaped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    setup_logging()
+    log.info("held by %s", "\x1b]0;pwned\x07 (pid 42)\nvfiod[info]: forged")
+    assert err.getvalue() == ("vfiod[info]: held by \\x1b]0;pwned\\x07 (pid 42)"
+                              "\\x0avfiod[info]: forged\n")

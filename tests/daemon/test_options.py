@@ -37,3 +37,8 @@ def test_a_huge_unknown_key_is_quoted_short_and_printable() -> None:
 
 def test_messages_cross_the_bus_as_one_line() -> None:
     assert one_line("first\n  second\tthird ") == "first second third"
+
+
+def test_messages_cross_the_bus_with_control_characters_escaped() -> None:
+    assert one_line("/dev/sdb1 is mounted on /mnt/\x1b]0;x\x07") == (
+        "/dev/sdb1 is mounted on /mnt/\\x1b]0;x\\x07")

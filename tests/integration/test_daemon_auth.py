@@ -90,3 +90,44 @@ def test_reload_needs_authorization_too(vfiod: Vfiod) -> None:
     result = vfiod.call("Reload", user="nobody")
     assert result.returncode != 0
     assert "Access denied" in result.stderr
+
+
+NO_REPLY_FLOOD = """
+import asyncio, sys
+from dbus_fast import Message
+from dbus_fast.aio import MessageBus
+from dbus_fast.constants import MessageFlag
+from dbus_fast.signature import Variant
+
+async def main():
+    bus = await MessageBus(bus_address=sys.argv[1]).connect()
+    for member in ("Bind", "Unbind", "Reset") * 10:
+        await bus.send(Message(destination="org.vfiod1", path="/org/vfiod1",
+                               interface="org.vfiod1.Manager", member=member,
+                               signature="sa{sv}", body=["0000:06:00.0", {}],
+                               flags=MessageFlag.NO_REPLY_EXPECTED))
+    await bus.send(Message(destination="org.vfiod1", path="/org/vfiod1",
+                           interface="org.vfiod1.Manager", member="Reload",
+                           flags=MessageFlag.NO_REPLY_EXPECTED))
+    await bus.send(Message(destination="org.vfiod1", path="/org/vfiod1",
+                           interface="org.vfiod1.Manager", member="Bind", signature="sa{sv}",
+                           body=["0000:06:00.0", {"nope": Variant("b", True)}],
+                           flags=MessageFlag.NO_REPLY_EXPECTED))
+    # The same connection's last call, answered: the ones above were served before it.
+    reply = await bus.call(Message(destination="org.vfiod1", path="/org/vfiod1",
+                                   interface="org.vfiod1.Manager", member="Bind",
+                                   signature="sa{sv}", body=["0000:06:00.0", {}]))
+    print(reply.error_name)
+
+asyncio.run(main())
+"""
+
+
+def test_denied_calls_that_want_no_reply_leave_no_traceback_in_the_log(vfiod: Vfiod) -> None:
+    result = subprocess.run([*NOBODY, sys.executable, "-c", NO_REPLY_FLOOD, vfiod.address],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout.strip() == "org.freedesktop.DBus.Error.AccessDenied", result.stderr
+    log = vfiod.log()
+    assert "unexpected exception in future" not in log
+    assert "Traceback" not in log
+    assert vfiod.status()[GPU]["driver"] == "nvidia"

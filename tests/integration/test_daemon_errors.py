@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageType, Variant
 
 from vfiod.sim.holder import spawn_holder
 
@@ -160,3 +160,69 @@ def test_calls_with_the_wrong_signature_are_refused_by_name(vfiod: Vfiod) -> Non
     reply = asyncio.run(go())
     assert reply.message_type is MessageType.ERROR
     assert reply.error_name == "org.freedesktop.DBus.Error.UnknownMethod"
+
+
+def raw_call(daemon: Vfiod, path: str, interface: str, member: str, signature: str,
+             body: list[Any]) -> Message:
+    """One call of anything on vfiod; the reply."""
+    async def go() -> Message:
+        async with client(daemon.address) as bus:
+            return await call(bus, member, signature, body, path=path, interface=interface)
+
+    return asyncio.run(go())
+
+
+PROPERTIES = "org.freedesktop.DBus.Properties"
+DEVICE_PATH = "/org/vfiod1/device/pci_0000_06_00_0"
+HUGE = "x" * 100_000
+
+
+def test_get_managed_objects_with_arguments_is_invalid_args(vfiod: Vfiod) -> None:
+    reply = raw_call(vfiod, "/org/vfiod1", "org.freedesktop.DBus.ObjectManager",
+                     "GetManagedObjects", "s", ["surprise"])
+    name, message = error_of(reply)
+    assert name == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert message == 'GetManagedObjects takes no arguments, not "s"'
+
+
+def test_get_managed_objects_without_arguments_still_answers(vfiod: Vfiod) -> None:
+    reply = raw_call(vfiod, "/org/vfiod1", "org.freedesktop.DBus.ObjectManager",
+                     "GetManagedObjects", "", [])
+    assert reply.message_type is MessageType.METHOD_RETURN
+    assert DEVICE_PATH in reply.body[0]
+
+
+def test_a_100_kb_interface_name_is_not_echoed_back(vfiod: Vfiod) -> None:
+    reply = raw_call(vfiod, DEVICE_PATH, PROPERTIES, "GetAll", "s", [HUGE])
+    name, message = error_of(reply)
+    assert name == "org.freedesktop.DBus.Error.UnknownInterface"
+    assert len(message) < 300 and "(100000 characters)" in message
+
+
+def test_a_100_kb_property_name_is_not_echoed_back(vfiod: Vfiod) -> None:
+    reply = raw_call(vfiod, DEVICE_PATH, PROPERTIES, "Get", "ss", ["org.vfiod1.Device", HUGE])
+    name, message = error_of(reply)
+    assert name == "org.freedesktop.DBus.Error.UnknownProperty"
+    assert len(message) < 300 and message.startswith('interface "org.vfiod1.Device" does not')
+
+
+def test_a_100_kb_property_name_on_a_standard_interface_is_not_echoed_back(
+        vfiod: Vfiod) -> None:
+    reply = raw_call(vfiod, DEVICE_PATH, PROPERTIES, "Set", "ssv",
+                     ["org.freedesktop.DBus.Peer", HUGE + "\x1b", Variant("s", "")])
+    name, message = error_of(reply)
+    assert name == "org.freedesktop.DBus.Error.UnknownProperty"
+    assert len(message) < 300 and "\x1b" not in message
+
+
+def test_a_short_unknown_property_keeps_dbus_fasts_own_answer(vfiod: Vfiod) -> None:
+    reply = raw_call(vfiod, DEVICE_PATH, PROPERTIES, "Get", "ss", ["org.vfiod1.Device", "Nope"])
+    assert error_of(reply) == ("org.freedesktop.DBus.Error.UnknownProperty",
+                               'interface "org.vfiod1.Device" does not have property "Nope"')
+
+
+def test_a_100_kb_object_path_is_not_echoed_back(vfiod: Vfiod) -> None:
+    reply = raw_call(vfiod, "/" + HUGE, PROPERTIES, "GetAll", "s", ["org.vfiod1.Device"])
+    name, message = error_of(reply)
+    assert name == "org.freedesktop.DBus.Error.UnknownObject"
+    assert len(message) < 300

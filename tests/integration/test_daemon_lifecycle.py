@@ -127,6 +127,31 @@ def test_reload_with_a_bad_config_is_invalid_argument_naming_file_and_line(
     assert f"{daemon.config}:4: device[0].boot" in result.stderr
 
 
+def test_reload_of_a_config_nested_3000_deep_is_invalid_argument_and_keeps_the_old_one(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None and daemon.proc is not None
+    daemon.config.write_text(CONFIG + "x = " + "[" * 3000 + "]" * 3000 + "\n")
+    result = daemon.call("Reload")
+    assert result.returncode != 0
+    assert "org.vfiod1.Error.InvalidArgument" in result.stderr or "nested" in result.stderr
+    assert f"{daemon.config}:4: arrays or inline tables nested" in result.stderr
+    assert "internal error" not in result.stderr
+    assert "RecursionError" not in daemon.log()
+    assert daemon.get_property(GPU, "ConfigName") == "gpu"
+
+
+def test_reload_of_a_fifo_config_is_refused_at_once(make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None
+    daemon.config.unlink()
+    os.mkfifo(daemon.config)
+    result = daemon.call("Reload")
+    assert result.returncode != 0
+    assert f"{daemon.config}: is a FIFO, not a regular file" in result.stderr
+    assert daemon.get_property(GPU, "ConfigName") == "gpu"
+
+
 def test_reload_with_boot_values_conflicting_in_a_group_keeps_the_old_config(
         make_vfiod: Callable[..., Vfiod]) -> None:
     daemon = make_vfiod(config=CONFIG).start()
@@ -179,6 +204,15 @@ def test_bad_config_at_start_is_refused_with_file_and_line(
     with pytest.raises(PrivateBusError):
         daemon.start()
     assert f"{daemon.config}:4: device[0].boot" in daemon.log()
+
+
+def test_a_config_nested_3000_deep_at_start_is_one_line_not_a_traceback(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config="x = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(PrivateBusError):
+        daemon.start()
+    assert f"{daemon.config}:1: arrays or inline tables nested" in daemon.log()
+    assert "Traceback" not in daemon.log()
 
 
 def test_sigkill_mid_bind_then_restart_puts_every_device_back_on_a_driver_it_had(

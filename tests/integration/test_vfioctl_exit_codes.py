@@ -123,3 +123,11 @@ def test_no_answer_within_the_timeout_is_6(make_vfiod: Callable[..., Vfiod]) -> 
     assert result.returncode == 6
     assert error_line(result) == (f"vfioctl: {GPU}: vfiod did not answer Bind within "
                                   "0.5 s (it may still finish; see vfioctl status)")
+
+
+def test_a_timeout_too_short_to_connect_is_a_timeout_not_a_missing_vfiod(vfiod: Vfiod) -> None:
+    result = vfioctl(vfiod.address, "--timeout", "1e-9", "status")
+    assert result.returncode == 6
+    line = error_line(result)
+    assert "timed out" in line and "1e-09 s (--timeout)" in line
+    assert "is vfiod running" not in line and "cannot reach" not in line

@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .helpers import Vfiod
+import asyncio
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from .helpers import Vfiod, client
 from .vfioctl_helpers import vfioctl_argv
 
 GPU, AUDIO = "0000:06:00.0", "0000:06:00.1"
@@ -121,5 +126,82 @@ def test_monitor_ends_with_status_0_on_sigterm_and_on_ctrl_c(vfiod: Vfiod) -> No
             follower.wait_line(lambda l: l.startswith("following "))
             follower.proc.send_signal(signum)
             assert follower.proc.wait(10) == 0
+            assert follower.proc.stderr is not None
+            assert follower.proc.stderr.read() == ""
+
+
+async def _unique_name_of(bus: MessageBus, pid: int) -> str:
+    """The unique bus name of the connection process *pid* made."""
+    dbus = {"destination": "org.freedesktop.DBus", "path": "/org/freedesktop/DBus",
+            "interface": "org.freedesktop.DBus"}
+    names = (await bus.call(Message(member="ListNames", **dbus))).body[0]
+    for name in names:
+        if not name.startswith(":"):
+            continue
+        reply = await bus.call(Message(member="GetConnectionUnixProcessID", signature="s",
+                                       body=[name], **dbus))
+        if reply.message_type is MessageType.METHOD_RETURN and reply.body[0] == pid:
+            return name
+    raise AssertionError(f"no connection of pid {pid} on the bus")
+
+
+def _spoof(address: str, pid: int) -> None:
+    """Send forged and malformed signals straight to the connection of process *pid*."""
+    async def run() -> None:
+        async with client(address) as bus:
+            target = await _unique_name_of(bus, pid)
+            forged = [
+                ("/org/vfiod1", "org.vfiod1.Manager", "DeviceChanged", "sss",
+                 [GPU, "SPOOFED", "SPOOFED"]),
+                ("/org/freedesktop/DBus", "org.freedesktop.DBus", "NameOwnerChanged", "sss",
+                 ["org.vfiod1", ":1.1", ""]),
+                ("/org/vfiod1", "org.vfiod1.Manager", "DeviceChanged", "i", [7]),
+                ("/org/vfiod1/device/pci_0000_06_00_0", "org.freedesktop.DBus.Properties",
+                 "PropertiesChanged", "sa{sv}as",
+                 ["org.vfiod1.Device", {"State": Variant("s", "SPOOFED")}, []]),
+                ("/org/vfiod1", "org.freedesktop.DBus.ObjectManager", "InterfacesAdded",
+                 "oa{sa{sv}}", ["/org/vfiod1/device/x",
+                                {"org.vfiod1.Device": {"Address": Variant("s", "SPOOFED")}}]),
+            ]
+            for path, iface, member, sig, body in forged:
+                await bus.send(Message(message_type=MessageType.SIGNAL, destination=target,
+                                       path=path, interface=iface, member=member,
+                                       signature=sig, body=body))
+            # A round trip to the bus: everything above has been routed before it returns.
+            await bus.call(Message(destination="org.freedesktop.DBus",
+                                   path="/org/freedesktop/DBus",
+                                   interface="org.freedesktop.DBus", member="GetId"))
+    asyncio.run(run())
+
+
+def test_monitor_believes_only_vfiod_and_survives_malformed_signals(vfiod: Vfiod) -> None:
+    for mode in ([], ["--json"]):
+        with monitor(vfiod, *mode) as follower:
+            follower.wait_line(lambda l: "following" in l or '"Ready"' in l)
+            _spoof(vfiod.address, follower.proc.pid)
+            # A real change after the forged ones: its line comes after theirs would have.
+            assert vfiod.call("Bind", "sa{sv}", GPU, "0").returncode == 0
+            follower.wait_line(lambda l: GPU in l and "vfio-pci" in l)
+            assert vfiod.call("Unbind", "sa{sv}", GPU, "0").returncode == 0
+            follower.wait_line(lambda l: GPU in l and "nvidia" in l)
+            assert not [l for l in follower.lines if "SPOOFED" in l or "left the bus" in l
+                        or "VfiodStopped" in l], follower.lines
+            assert follower.proc.poll() is None
+            follower.proc.terminate()
+            assert follower.proc.wait(10) == 0
+            assert follower.proc.stderr is not None
+            assert follower.proc.stderr.read() == ""
+
+
+def test_monitor_into_a_pipe_closed_by_its_reader_exits_at_once_with_status_0(
+        vfiod: Vfiod) -> None:
+    for mode in ([], ["--json"]):
+        with monitor(vfiod, *mode) as follower:
+            follower.wait_line(lambda l: "following" in l or '"Ready"' in l)
+            assert follower.proc.stdout is not None
+            follower.proc.stdout.close()  # what head -1 does after its line
+            started = time.monotonic()
+            assert follower.proc.wait(10) == 0
+            assert time.monotonic() - started < 5.0
             assert follower.proc.stderr is not None
             assert follower.proc.stderr.read() == ""

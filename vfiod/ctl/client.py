@@ -19,6 +19,7 @@ from vfiod.contract import (BUS_NAME, DEVICE_INTERFACE, MANAGER_INTERFACE, MANAG
 from vfiod.ctl import exitcodes
 from vfiod.ctl.exitcodes import CtlError
 from vfiod.ctl.devices import DeviceProperties, unwrap
+from vfiod.printable import printable
 
 MANAGER_IFACE = MANAGER_INTERFACE
 DEVICE_IFACE = DEVICE_INTERFACE
@@ -78,11 +79,14 @@ class VfiodClient:
         except Exception as exc:  # e.g. no session bus address in the environment
             raise CtlError(f"cannot reach vfiod on {where}: {_reason(exc)}",
                            exitcodes.UNREACHABLE) from None
+        limit = timeout or QUERY_TIMEOUT
         try:
-            await asyncio.wait_for(bus.connect(), timeout or QUERY_TIMEOUT)
+            await asyncio.wait_for(bus.connect(), limit)
         except asyncio.TimeoutError:
-            raise CtlError(f"cannot reach vfiod on {where}: the bus did not answer "
-                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+            # The socket is there and took the connection: nothing says vfiod is down.
+            given = " (--timeout)" if timeout else ""
+            raise CtlError(f"timed out: {where} did not complete the connection within "
+                           f"{limit:g} s{given}", exitcodes.TIMEOUT) from None
         except Exception as exc:  # any failure to connect means the same to a user
             shown = "" if address else f"{_address_of(session)}: "
             raise CtlError(f"cannot reach vfiod on {where}: {shown}{_reason(exc)} "
@@ -168,21 +172,21 @@ class VfiodClient:
             options["force"] = Variant("b", True)
         (moved,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Bind", "sa{sv}",
                                    [device, options], timeout=OPERATION_TIMEOUT)
-        return list(moved)
+        return [printable(str(a)) for a in moved]
 
     async def unbind(self, device: str, *, group: bool = True) -> list[str]:
         """Manager.Unbind; the addresses given back to host drivers."""
         (moved,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Unbind", "sa{sv}",
                                    [device, {"group": Variant("b", group)}],
                                    timeout=OPERATION_TIMEOUT)
-        return list(moved)
+        return [printable(str(a)) for a in moved]
 
     async def reset(self, device: str, *, force: bool = False) -> str:
         """Manager.Reset; the method that worked."""
         options = {"force": Variant("b", True)} if force else {}
         (method,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Reset", "sa{sv}",
                                     [device, options], timeout=OPERATION_TIMEOUT)
-        return str(method)
+        return printable(str(method))
 
     # -- signals -----------------------------------------------------------------------
     async def add_match(self, rule: str) -> None:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from vfiod.model import is_bridge_class
+from vfiod.printable import printable
 
 #: org.vfiod1.Device property -> DeviceProperties field (DESIGN.md's list, in its order).
 PROPERTY_FIELDS: dict[str, str] = {
@@ -66,7 +67,7 @@ class DeviceProperties:
     @classmethod
     def from_properties(cls, props: dict[str, Any]) -> DeviceProperties:
         """Build from a Device object's properties (values already unwrapped)."""
-        info = cls(address=str(props.get("Address", "")))
+        info = cls(address=printable(str(props.get("Address", ""))))
         info.update(props)
         if "IsBridge" not in props:
             info.is_bridge = is_bridge_class(info.class_code)
@@ -78,20 +79,24 @@ class DeviceProperties:
         holder): the fields a row carries, the rest left at their defaults."""
         address, ids, name, driver, state, group, holder = row
         vendor, _, device = str(ids).partition(":")
-        return cls(address=address, vendor_id=_hex(vendor), device_id=_hex(device),
-                   name=name, driver=driver, state=state, iommu_group=int(group),
-                   holder=holder)
+        return cls(address=printable(address), vendor_id=_hex(vendor),
+                   device_id=_hex(device), name=printable(name), driver=printable(driver),
+                   state=printable(state), iommu_group=int(group), holder=printable(holder))
 
     def update(self, props: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """Apply changed properties; returns (field, old, new) for values that changed."""
         changes: list[tuple[str, Any, Any]] = []
         for prop, value in props.items():
+            value = safe_value(value)  # whatever the daemon (or a spoofer) sent
             name = PROPERTY_FIELDS.get(prop)
             if name is None:
+                prop = printable(prop)
                 if self.extra.get(prop) != value:
                     changes.append((prop, self.extra.get(prop), value))
                 self.extra[prop] = value
                 continue
+            if not _of_type(value, FIELD_TYPES[name]):
+                continue  # not what vfiod sends for it: keep what was known
             if name == "reset_methods":
                 value = list(value)
             old = getattr(self, name)
@@ -109,8 +114,32 @@ class DeviceProperties:
         return data
 
 
+#: The Python type of each field's values (a D-Bus property of another type is ignored).
+FIELD_TYPES: dict[str, type] = {
+    f.name: (list if f.name == "reset_methods" else str if f.name == "address"
+             else type(f.default))
+    for f in fields(DeviceProperties) if f.name != "extra"}
+
+
+def _of_type(value: Any, kind: type) -> bool:
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return type(value) is kind  # noqa: E721 (a bool is no int here, nor an int a bool)
+
+
 #: DeviceProperties's record fields, in order (what ``status --json`` prints per device).
 JSON_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DeviceProperties) if f.name != "extra")
+
+
+def safe_value(value: Any) -> Any:
+    """*value* with every string in it made printable (lists and dicts walked)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [safe_value(v) for v in value]
+    if isinstance(value, dict):
+        return {safe_value(k): safe_value(v) for k, v in value.items()}
+    return value
 
 
 def _hex(text: str) -> int:

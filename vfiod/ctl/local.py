@@ -24,6 +24,7 @@ from vfiod.errors import HostWriteError, ModuleLoadError
 from vfiod.host import paths
 from vfiod.host.base import Host
 from vfiod.host.real import RealHost
+from vfiod.printable import printable
 
 
 
@@ -86,11 +87,11 @@ def format_checks(checks: list[Any]) -> str:
     lines = []
     for check in checks:
         lines.append(f"{_MARK.get(check.status, check.status):<4}  {check.id:<{width}}  "
-                     f"{check.summary}")
+                     f"{printable(str(check.summary))}")
         if check.status != "ok" and check.fix:
             pad = " " * (4 + 2 + width + 2)
             for i, fix_line in enumerate(str(check.fix).splitlines()):
-                lines.append(pad + ("fix: " if i == 0 else "     ") + fix_line)
+                lines.append(pad + ("fix: " if i == 0 else "     ") + printable(fix_line))
     counts = {s: sum(1 for c in checks if c.status == s) for s in ("ok", "warn", "fail")}
     warnings = "warning" if counts["warn"] == 1 else "warnings"
     lines.append(f"{counts['ok']} ok, {counts['warn']} {warnings}, {counts['fail']} failed")
@@ -99,8 +100,10 @@ def format_checks(checks: list[Any]) -> str:
 
 def checks_json(checks: list[Any]) -> str:
     """The checks as a JSON list of {id, status, summary, fix}."""
-    return json.dumps([{"id": c.id, "status": c.status, "summary": c.summary,
-                        "fix": c.fix or ""} for c in checks], indent=2,
+    return json.dumps([{"id": c.id, "status": c.status, "summary": printable(str(c.summary)),
+                        "fix": "\n".join(printable(line)
+                                         for line in str(c.fix or "").splitlines())}
+                       for c in checks], indent=2,
                       ensure_ascii=False) + "\n"
 
 
@@ -128,7 +131,11 @@ def cmd_initramfs(args: argparse.Namespace) -> int:
     with open_host(args.simulate) as host:
         devices = scan(host)
         if args.action == "render":
-            sys.stdout.write(initramfs.render_shim(config, devices))
+            # The preview says what install would refuse, in the script and on stderr.
+            warnings = initramfs.preview_warnings(host, config, devices)
+            sys.stdout.write(initramfs.render_shim(config, devices, warnings))
+            for warning in warnings:
+                sys.stderr.write(f"vfioctl: warning: {warning}\n")
             return exitcodes.OK
         result = initramfs.install_shim(config, host, root=args.destdir, tool=args.tool,
                                         devices=devices)

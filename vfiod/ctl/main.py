@@ -14,6 +14,7 @@ import sys
 from vfiod.ctl import exitcodes
 from vfiod.ctl.exitcodes import CtlError
 from vfiod.ctl.parser import PROG, parse_args
+from vfiod.printable import printable
 
 #: Commands that run here without vfiod.
 LOCAL_COMMANDS = frozenset({"doctor", "initramfs", "libvirt-hook"})
@@ -21,7 +22,7 @@ LOCAL_COMMANDS = frozenset({"doctor", "initramfs", "libvirt-hook"})
 
 def fail(message: str, code: int) -> int:
     """Print one error line on stderr and return *code*."""
-    text = " ".join(str(message).split())
+    text = printable(" ".join(str(message).split()))
     sys.stderr.write(f"{PROG}: {text}\n")
     sys.stderr.flush()
     return code

@@ -4,26 +4,36 @@ Text mode prints one line per device change, diffed against the device's last kn
 properties, so that a change reported by both DeviceChanged and PropertiesChanged is
 printed once. ``--json`` prints every signal as one JSON object a line, flushed at once;
 the first line (``{"event": "Ready", ...}``) tells that the subscription is in place.
+
+Any local client may send a signal straight to monitor's connection: only signals from
+the unique name that owns org.vfiod1 now (followed through the bus's own
+NameOwnerChanged) are believed, and a signal whose signature or values are not the
+documented ones is dropped without a word. When the reader of a pipe goes away
+(``vfioctl monitor | head -1``) monitor ends at once with status 0, as ``yes`` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import stat
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from dbus_fast import Message, MessageType
 
 from vfiod.ctl import exitcodes, output
-from vfiod.ctl.client import (BUS_NAME, DBUS_NAME, DEVICE_IFACE, MANAGER_IFACE,
+from vfiod.ctl.client import (BUS_NAME, DBUS_NAME, DBUS_PATH, DEVICE_IFACE, MANAGER_IFACE,
                               MANAGER_PATH, OBJECT_MANAGER_IFACE, PROPERTIES_IFACE,
                               VfiodClient)
 from vfiod.contract import address_from_path
 from vfiod.ctl.devices import PROPERTY_FIELDS, DeviceProperties, unwrap
 from vfiod.ctl.exitcodes import CtlError
+from vfiod.printable import printable
 
 MATCH_RULES = (
     f"type='signal',sender='{BUS_NAME}',interface='{MANAGER_IFACE}',"
@@ -37,6 +47,16 @@ MATCH_RULES = (
 )
 
 
+#: The signals monitor follows, with the only signature each may have.
+SIGNATURES: dict[tuple[str, str], str] = {
+    (MANAGER_IFACE, "DeviceChanged"): "sss",
+    (PROPERTIES_IFACE, "PropertiesChanged"): "sa{sv}as",
+    (OBJECT_MANAGER_IFACE, "InterfacesAdded"): "oa{sa{sv}}",
+    (OBJECT_MANAGER_IFACE, "InterfacesRemoved"): "oas",
+    (DBUS_NAME, "NameOwnerChanged"): "sss",
+}
+
+
 def now() -> str:
     """Local time with milliseconds and offset, for JSON events."""
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
@@ -45,27 +65,62 @@ def now() -> str:
 class Monitor:
     """Turns vfiod's signals into output lines, keeping every device's last state."""
 
-    def __init__(self, json_mode: bool, write: Any = None) -> None:
+    def __init__(self, json_mode: bool, write: Any = None, owner: str | None = None) -> None:
         self.json_mode = json_mode
         self.devices: dict[str, DeviceProperties] = {}
         self._write = write or _write_line
+        #: The unique name that owns org.vfiod1 (``:1.5``); None while nobody does.
+        self.owner = owner
         #: Set when vfiod (re)appears on the bus: the caller refetches every device.
         self.needs_refresh = False
+        #: Set when stdout's reader went away; *on_reader_gone* is called then.
+        self.reader_gone = False
+        self.on_reader_gone: Callable[[], None] | None = None
 
     def emit(self, event: dict[str, Any] | None, text: str | None) -> None:
         """Print one event in the chosen mode."""
-        if self.json_mode and event is not None:
-            self._write(output.to_json({"time": now(), **event}))
-        elif not self.json_mode and text is not None:
-            self._write(text)
+        if self.reader_gone:
+            return
+        try:
+            if self.json_mode and event is not None:
+                self._write(output.to_json({"time": now(), **event}))
+            elif not self.json_mode and text is not None:
+                self._write(text)
+        except BrokenPipeError:
+            # Raised inside dbus-fast's handler dispatch, which would only log it: the
+            # command's own loop ends instead.
+            self.reader_gone = True
+            if self.on_reader_gone is not None:
+                self.on_reader_gone()
 
     def handle(self, msg: Message) -> None:
-        """Process one message from the bus (signals only; the rest is ignored)."""
+        """Process one message from the bus (signals only; the rest is ignored).
+
+        Only the bus itself is believed about who owns org.vfiod1, and only that owner
+        about devices; a signal of another signature, or whose values make no sense,
+        is dropped.
+        """
         if msg.message_type != MessageType.SIGNAL:
             return
         member, iface = msg.member, msg.interface
+        expected = SIGNATURES.get((iface or "", member or ""))
+        if expected is None or msg.signature != expected:
+            return
+        if iface == DBUS_NAME:
+            if msg.sender == DBUS_NAME and msg.path == DBUS_PATH and msg.body[0] == BUS_NAME:
+                self._owner_changed(msg.body[2])
+            return
+        if self.owner is None or msg.sender != self.owner:
+            return
+        try:
+            self._dispatch(msg)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+            pass  # the right signature, values no vfiod sends: nothing to show
+
+    def _dispatch(self, msg: Message) -> None:
+        member, iface = msg.member, msg.interface
         if iface == MANAGER_IFACE and member == "DeviceChanged":
-            self._device_changed(*msg.body[:3])
+            self._device_changed(*(printable(v) for v in msg.body[:3]))
         elif iface == PROPERTIES_IFACE and member == "PropertiesChanged":
             if msg.body and msg.body[0] == DEVICE_IFACE:
                 self._properties_changed(msg.path, unwrap(msg.body[1]), list(msg.body[2]))
@@ -76,8 +131,6 @@ class Monitor:
         elif iface == OBJECT_MANAGER_IFACE and member == "InterfacesRemoved":
             if DEVICE_IFACE in msg.body[1]:
                 self._removed(address_from_path(msg.body[0]) or msg.body[0])
-        elif iface == DBUS_NAME and member == "NameOwnerChanged" and msg.body[0] == BUS_NAME:
-            self._owner_changed(msg.body[2])
 
     def _device_changed(self, address: str, state: str, driver: str) -> None:
         dev = self.devices.setdefault(address, DeviceProperties(address))
@@ -113,6 +166,7 @@ class Monitor:
                   f"{_clock()}  {address}{name}  removed")
 
     def _owner_changed(self, new_owner: str) -> None:
+        self.owner = new_owner or None
         if new_owner:
             self.needs_refresh = True
             self.emit({"event": "VfiodStarted"}, f"{_clock()}  vfiod is back on the bus")
@@ -130,13 +184,52 @@ def _write_line(text: str) -> None:
     sys.stdout.flush()
 
 
+def _watch_pipe_reader(loop: asyncio.AbstractEventLoop, gone: Callable[[], None]) -> bool:
+    """Call *gone* as soon as the reader of stdout closes it, when stdout is a pipe.
+
+    A pipe's write end never becomes readable: epoll reports it (EPOLLERR) only once
+    the read end is closed, so ``monitor | head -1`` ends without waiting for an event
+    to write. Returns True when the watch is in place.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        loop.add_reader(fd, gone)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+async def _owner_of(client: VfiodClient) -> str | None:
+    """The unique name that owns org.vfiod1 now, or None."""
+    try:
+        (owner,) = await client.call(DBUS_PATH, DBUS_NAME, "GetNameOwner", "s", [BUS_NAME],
+                                     destination=DBUS_NAME)
+    except CtlError:
+        return None
+    return str(owner) or None
+
+
 async def cmd_monitor(client: VfiodClient, args: argparse.Namespace) -> int:
-    """Follow changes until Ctrl-C or SIGTERM (exit 0) or the bus goes away (exit 9)."""
+    """Follow changes until Ctrl-C or SIGTERM (exit 0) or the bus goes away (exit 9).
+
+    When stdout's reader goes away, BrokenPipeError ends it (vfioctl exits 0, quietly).
+    """
     monitor = Monitor(args.json)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reader_gone = asyncio.Event()
+
+    def gone() -> None:
+        monitor.reader_gone = True
+        reader_gone.set()
+        stop.set()
+
+    monitor.on_reader_gone = gone
+    watching_pipe = _watch_pipe_reader(loop, gone)
     wake = asyncio.Event()
 
     def on_message(msg: Message) -> None:
@@ -148,6 +241,8 @@ async def cmd_monitor(client: VfiodClient, args: argparse.Namespace) -> int:
     client.on_message(on_message)
     for rule in MATCH_RULES:
         await client.add_match(rule)
+    # Signals before the owner is known are dropped: the devices read next include them.
+    monitor.owner = await _owner_of(client)
     monitor.devices = await client.devices()
     # The first line says the subscription is in place: a script may act from then on.
     monitor.emit({"event": "Ready", "devices": len(monitor.devices)},
@@ -160,6 +255,8 @@ async def cmd_monitor(client: VfiodClient, args: argparse.Namespace) -> int:
         while True:
             done, _ = await asyncio.wait({disconnected, stopping, waking},
                                          return_when=asyncio.FIRST_COMPLETED)
+            if reader_gone.is_set():
+                raise BrokenPipeError("stdout's reader went away")
             if stopping in done:
                 return exitcodes.OK
             if disconnected in done:
@@ -178,3 +275,5 @@ async def cmd_monitor(client: VfiodClient, args: argparse.Namespace) -> int:
             task.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if watching_pipe:
+            loop.remove_reader(sys.stdout.fileno())

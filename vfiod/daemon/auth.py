@@ -15,6 +15,7 @@ from contextvars import ContextVar
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
+from dbus_fast.constants import MessageFlag
 from dbus_fast.errors import DBusError
 
 from vfiod.errors import AccessDenied
@@ -29,12 +30,16 @@ POLKIT_TIMEOUT = 300.0
 
 #: The unique bus name of the client whose method call is being served.
 caller: ContextVar[str | None] = ContextVar("vfiod_caller", default=None)
+#: False while serving a call sent with NO_REPLY_EXPECTED: its errors go to nobody.
+reply_expected: ContextVar[bool] = ContextVar("vfiod_reply_expected", default=True)
 
 
 def remember_caller(msg: Message) -> None:
-    """Message handler: note the sender of each method call for the method to read."""
+    """Message handler: note the sender of each method call, and whether it waits for
+    an answer, for the method to read."""
     if msg.message_type is MessageType.METHOD_CALL:
         caller.set(msg.sender)
+        reply_expected.set(not msg.flags.value & MessageFlag.NO_REPLY_EXPECTED.value)
 
 
 class Authorizer:

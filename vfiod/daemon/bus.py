@@ -9,6 +9,12 @@
   on a machine with thousands of functions.
 - PropertiesChanged and DeviceChanged are sent from the object's known path (dbus-fast's
   own emitters look the interface up among every exported path, for every signal).
+- GetManagedObjects with arguments is refused (InvalidArgs); dbus-fast answers it
+  whatever the signature.
+- A Properties call naming an interface, property or path longer than any D-Bus name
+  gets its UnknownInterface/UnknownProperty/UnknownObject error from here, quoting a
+  short printable prefix: dbus-fast's own error quotes the client's whole string back
+  (100 kB in, 100 kB out).
 """
 
 from __future__ import annotations
@@ -19,15 +25,24 @@ from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.constants import MessageFlag
+from dbus_fast.constants import ErrorType, MessageFlag
 from dbus_fast.service import ServiceInterface
 
 from vfiod.contract import MANAGER_PATH
 from vfiod.daemon.log import log
+from vfiod.printable import printable
 
 OBJECT_MANAGER_INTERFACE = "org.freedesktop.DBus.ObjectManager"
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 MANAGED_OBJECTS_SIGNATURE = "a{oa{sa{sv}}}"
+#: The longest interface or member name D-Bus allows; no exported one is longer.
+MAX_NAME = 255
+#: How much of a client's string an error quotes back.
+QUOTED = 64
+_PROPERTIES_SIGNATURES = {"Get": "ss", "Set": "ssv", "GetAll": "s"}
+_STANDARD_INTERFACES = frozenset({PROPERTIES_INTERFACE, OBJECT_MANAGER_INTERFACE,
+                                  "org.freedesktop.DBus.Introspectable",
+                                  "org.freedesktop.DBus.Peer"})
 
 #: (D-Bus name, signature) of the readable properties of each interface class, in the
 #: order dbus-fast lists them, which is the order of its own replies.
@@ -123,6 +138,7 @@ class ObjectManagerBus(MessageBus):
         else:  # a dbus-fast whose writer changed: keep its own behaviour
             log.debug("dbus-fast writer not recognised; EAGAIN stays fatal")
         self.add_message_handler(self._answer_get_managed_objects)
+        self.add_message_handler(self._answer_overlong_property_names)
         return self
 
     # -- what is exported -----------------------------------------------------------
@@ -172,11 +188,16 @@ class ObjectManagerBus(MessageBus):
         the ObjectManager interface at any path, whatever the signature.
         """
         if (msg.member != "GetManagedObjects" or msg.interface != OBJECT_MANAGER_INTERFACE
-                or msg.message_type is not MessageType.METHOD_CALL
-                or not self.managed_objects_from_cache or msg.path is None):
+                or msg.message_type is not MessageType.METHOD_CALL or msg.path is None):
             return None
         if msg.flags.value & MessageFlag.NO_REPLY_EXPECTED.value:
             return True  # nothing to send
+        if msg.signature:
+            return Message.new_error(msg, ErrorType.INVALID_ARGS.value,
+                                     "GetManagedObjects takes no arguments, not "
+                                     f"{quoted(msg.signature)}")
+        if not self.managed_objects_from_cache:
+            return None
         try:
             objects = self.managed_objects(msg.path)
         except Exception:  # noqa: BLE001 (a bug here must not cost the client its answer)
@@ -186,6 +207,35 @@ class ObjectManagerBus(MessageBus):
         if objects is None:
             return None
         return Message.new_method_return(msg, MANAGED_OBJECTS_SIGNATURE, [objects])
+
+    # -- Properties errors that would echo the client's input ------------------------
+    def _answer_overlong_property_names(self, msg: Message) -> Message | bool | None:
+        """Message handler: the error for a Properties call naming an interface, a
+        property or a path longer than any exported one; None leaves the call to
+        dbus-fast (whose errors quote at most MAX_NAME characters of it then)."""
+        if (msg.interface != PROPERTIES_INTERFACE
+                or msg.message_type is not MessageType.METHOD_CALL
+                or _PROPERTIES_SIGNATURES.get(msg.member or "") != msg.signature
+                or msg.path is None):
+            return None
+        interface = msg.body[0]
+        prop = msg.body[1] if msg.member in ("Get", "Set") else ""
+        if max(len(interface), len(prop), len(msg.path)) <= MAX_NAME:
+            return None
+        if msg.flags.value & MessageFlag.NO_REPLY_EXPECTED.value:
+            return True
+        # The order of dbus-fast's own checks: the object, the interface, the property.
+        exported = self.exported.get(msg.path)
+        if exported is None:
+            return Message.new_error(msg, ErrorType.UNKNOWN_OBJECT.value,
+                                     f"no interfaces at path: {quoted(msg.path)}")
+        if interface not in exported and interface not in _STANDARD_INTERFACES:
+            return Message.new_error(msg, ErrorType.UNKNOWN_INTERFACE.value,
+                                     f"could not find an interface {quoted(interface)} "
+                                     f"at path: {quoted(msg.path)}")
+        return Message.new_error(msg, ErrorType.UNKNOWN_PROPERTY.value,
+                                 f"interface {quoted(interface)} does not have property "
+                                 f"{quoted(prop)}")
 
     # -- signals ----------------------------------------------------------------------
     def send_signal(self, path: str, interface: str, member: str, signature: str,
@@ -231,3 +281,11 @@ class ObjectManagerBus(MessageBus):
             return
         self.send(Message.new_signal(self.manager_path, OBJECT_MANAGER_INTERFACE,
                                      "InterfacesRemoved", "oas", [path, removed_interfaces]))
+
+
+def quoted(text: str) -> str:
+    """A client's string in an error message: quoted, at most QUOTED characters of it,
+    control characters escaped."""
+    shown = printable(text[:QUOTED])
+    more = f"… ({len(text)} characters)" if len(text) > QUOTED else ""
+    return f'"{shown}"{more}'

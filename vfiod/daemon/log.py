@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+from vfiod.printable import printable
+
 LOGGER_NAME = "vfiod"
 FIELDS = ("VFIOD_DEVICE", "VFIOD_OPERATION")
 
@@ -31,6 +33,17 @@ class _StderrFormatter(logging.Formatter):
             # Tracebacks go to the operator's log only, never to a D-Bus client.
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class _PrintableFilter(logging.Filter):
+    """Escapes control characters in every message (a process name may carry any)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        safe = printable(message)
+        if safe is not message:
+            record.msg, record.args = safe, None
+        return True
 
 
 def journal_connected() -> bool:
@@ -61,6 +74,7 @@ def setup_logging(verbose: bool = False) -> None:
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_StderrFormatter())
+    handler.addFilter(_PrintableFilter())
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False

@@ -20,9 +20,11 @@ from dbus_fast.service import dbus_method, dbus_property, dbus_signal
 
 import vfiod
 from vfiod.contract import DEVICE_INTERFACE, MANAGER_INTERFACE, device_path
+from vfiod.daemon.auth import reply_expected
 from vfiod.daemon.bus import PropertiesInterface
 from vfiod.daemon.log import fields, log
 from vfiod.errors import InvalidArgument, VfiodError
+from vfiod.printable import printable
 from vfiod.records import DeviceStatus
 
 
@@ -91,8 +93,9 @@ def parse_options(options: Mapping[str, Variant], accepted: Mapping[str, str],
 
 
 def one_line(text: str) -> str:
-    """Error messages cross the bus as one line."""
-    return " ".join(text.split())
+    """Error messages cross the bus as one printable line (they may quote a mount
+    point or a process name: anything)."""
+    return printable(" ".join(text.split()))
 
 
 def dbus_errors(method: str) -> Callable[[Callable[_P, Awaitable[_R]]],
@@ -101,6 +104,10 @@ def dbus_errors(method: str) -> Callable[[Callable[_P, Awaitable[_R]]],
 
     VfiodError keeps its own D-Bus name; anything else is a bug: logged here with its
     traceback and sent as org.vfiod1.Error.Failed without one.
+
+    A call sent with NO_REPLY_EXPECTED gets no error at all: dbus-fast would log any
+    exception of such a call as "unexpected exception in future" with a traceback, so
+    that any user could fill the log by sending denied calls that want no answer.
     """
     def decorate(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
         @functools.wraps(fn)
@@ -108,11 +115,17 @@ def dbus_errors(method: str) -> Callable[[Callable[_P, Awaitable[_R]]],
             try:
                 return await fn(*args, **kwargs)
             except DBusError:
+                if not reply_expected.get():
+                    return None  # type: ignore[return-value]  # nobody reads the reply
                 raise
             except VfiodError as err:
+                if not reply_expected.get():
+                    return None  # type: ignore[return-value]
                 raise DBusError(err.dbus_name, one_line(str(err))) from None
             except Exception:
                 log.exception("%s: internal error", method, extra=fields(operation=method))
+                if not reply_expected.get():
+                    return None  # type: ignore[return-value]
                 raise DBusError(FAILED, f"{method} failed: internal error in vfiod "
                                 "(details are in its log)") from None
         return wrapper

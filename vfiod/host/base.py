@@ -23,6 +23,7 @@ from vfiod.errors import HostWriteError, HostWriteTimeout
 from vfiod.host import paths
 from vfiod.host.holders import HolderEventSource
 from vfiod.host.modules import ModuleIndex
+from vfiod.printable import printable
 
 #: Default time a control-file write may take (unbind can block while a guest runs).
 DEFAULT_WRITE_TIMEOUT = 10.0
@@ -161,11 +162,16 @@ class Host(abc.ABC):
         return os.path.basename(target) if target else None
 
     def resolve(self, path: str) -> str | None:
-        """The host-absolute canonical path (links followed); None when it is absent."""
-        real = self.real_path(path)
-        if not os.path.lexists(real):
+        """The host-absolute canonical path (links followed); None when it is absent.
+
+        One strict walk, no exists-check first: a device that goes away while the
+        links are followed (a concurrent unbind removes /sys/class/drm/cardN) is gone,
+        not an error.
+        """
+        try:
+            return self.host_path(os.path.realpath(self.real_path(path), strict=True))
+        except OSError:
             return None
-        return self.host_path(os.path.realpath(real))
 
     def exists(self, path: str) -> bool:
         """True when the path exists (links followed)."""
@@ -228,10 +234,11 @@ class Host(abc.ABC):
     def process(self, pid: int) -> Process:
         """The process with this pid, named by its comm."""
         try:
-            comm = (self.proc_dir / str(pid) / "comm").read_text().strip()
+            comm = (self.proc_dir / str(pid) / "comm").read_text(errors="replace").strip()
         except OSError:
             comm = "?"
-        return Process(pid, comm)
+        # Any process may name itself anything, escape sequences included.
+        return Process(pid, printable(comm))
 
     def holders(self, paths: Iterable[str]) -> dict[str, list[Process]]:
         """Which processes hold each of these host paths open.
@@ -241,7 +248,7 @@ class Host(abc.ABC):
         """
         wanted: dict[str, str] = {}
         for p in paths:
-            wanted[os.path.realpath(self.real_path(p))] = p
+            wanted[canonical(self.real_path(p))] = p
         found: dict[str, list[Process]] = {}
         if not wanted:
             return found
@@ -256,7 +263,7 @@ class Host(abc.ABC):
 
     def holders_under(self, prefix: str) -> dict[str, list[Process]]:
         """Open files below a host directory (``/dev/vfio``), by host path."""
-        real_prefix = os.path.realpath(self.real_path(prefix)) + "/"
+        real_prefix = canonical(self.real_path(prefix)) + "/"
         found: dict[str, list[Process]] = {}
         for pid in self.pids():
             for target in self._fd_targets(pid):
@@ -349,6 +356,18 @@ class Host(abc.ABC):
 
     def close(self) -> None:
         """Release what the host holds (the simulated kernel's threads and children)."""
+
+
+def canonical(real_path: str) -> str:
+    """*real_path* with links followed as far as they exist (a non-strict realpath).
+
+    os.path.realpath raises FileNotFoundError when a link it found is removed before
+    it reads it; a path whose links vanish mid-walk is taken as it was spelt.
+    """
+    try:
+        return os.path.realpath(real_path)
+    except OSError:
+        return os.path.abspath(real_path)
 
 
 def write_once(real_path: str | os.PathLike[str], value: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from vfiod.errors import HostWriteError
-from vfiod.host.base import Host
+from vfiod.host.base import Host, canonical
 from vfiod.sim.events import EventHub, SimEventSource
 from vfiod.sim.faults import Faults, SimulatedCrash
 from vfiod.sim.holder import Holder, spawn_holder
@@ -147,7 +147,7 @@ class SimHost(Host):
 
     # -- Host -------------------------------------------------------------------------
     def _write(self, path: str, value: str) -> None:
-        resolved = self.host_path(os.path.realpath(self.real_path(path))) or path
+        resolved = self.host_path(canonical(self.real_path(path))) or path
         verdict = self.faults.check(path, resolved)
         if verdict.crash_before:
             raise SimulatedCrash(f"killed before writing {value.strip()!r} to {path}")
