@@ -171,8 +171,14 @@ class BlockFacts:
     def mounts_by_device(self) -> dict[str, list[tuple[Mount, Namespace]]]:
         """Block device name -> every mount standing on it, in any namespace."""
         out: dict[str, list[tuple[Mount, Namespace]]] = {}
-        for ns in self.namespaces:
+        seen: set[tuple[str, str]] = set()
+        for ns in self.namespaces:  # ours first
             for mount in ns.mounts or ():
+                # A namespace copied from ours (PrivateMounts, unshare) repeats our
+                # mounts: name each once, where we see it.
+                if (mount.number, mount.target) in seen:
+                    continue
+                seen.add((mount.number, mount.target))
                 for name in self.device_of_mount(mount):
                     out.setdefault(name, []).append((mount, ns))
         return out

@@ -167,3 +167,13 @@ def test_a_claimed_partition_leaves_its_whole_disk_openable(host: SimHost) -> No
     host.storage.mount("sdb1", "/srv/vm")
     assert host.exclusive_open_errno("/dev/sdb1") == errno.EBUSY
     assert host.exclusive_open_errno("/dev/sdb") == 0
+
+
+def test_a_mount_another_namespace_copied_from_ours_is_named_once(engine: Engine,
+                                                                  host: SimHost) -> None:
+    host.storage.mount("sdb1", "/srv/vm")
+    pid = host.storage.new_namespace("unshare")
+    host.storage.mount("sdb1", "/srv/vm", pid=pid)  # the copy unshare -m made
+    refusal = str(_refusal(engine))
+    assert refusal.count("/srv/vm") == 1
+    assert "in the mount namespace of" not in refusal
