@@ -10,7 +10,9 @@ namespace, /proc/self, /proc/mounts and /proc/swaps of the first namespace,
 /sys/dev/block, /sys/block/X/{holders,slaves}, dm/name, loop/backing_file,
 /sys/fs/btrfs/UUID/devices.
 
-Tests change it through SimHost.storage; each change is rendered at once.
+Tests change it through SimHost.storage; each change is rendered at once. It is not
+saved with the machine's state: a SimHost re-attached to a tree starts from the profile's
+mounts and swap again.
 """
 
 from __future__ import annotations
