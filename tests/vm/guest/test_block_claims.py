@@ -46,10 +46,6 @@ def disk(host: RealHost) -> str:
     return f"/dev/{_disk_name(host)}"
 
 
-def _exclusive_open_errno(host: RealHost, node: str) -> int:
-    return host.exclusive_open_errno(node)
-
-
 def _refusal(host: RealHost, tmp_path: Path) -> InUse:
     engine = Engine(host, tmp_path / "state", write_timeout=10.0)
     with pytest.raises(InUse) as info:
@@ -78,7 +74,7 @@ def mounted_in_another_namespace(host: RealHost, disk: str,
         proc.kill()
         proc.wait(timeout=30)
         # The namespace's mounts go when its last process does, a moment later.
-        assert pci.wait_until(lambda: _exclusive_open_errno(host, disk) == 0, 20), \
+        assert pci.wait_until(lambda: host.exclusive_open_errno(disk) == 0, 20), \
             f"{disk} still claimed after the namespace's process exited"
 
 
