@@ -272,7 +272,7 @@ def block_findings(host: Host, facts: BlockFacts, base: Iterable[str],
     *base*: the function's own disks and partitions. *holders*: who holds which /dev
     node open (a /proc scan that covered :func:`block_nodes`).
     """
-    hard: list[tuple[int, Finding]] = []
+    hard: list[tuple[tuple[int, int], Finding]] = []
     soft: list[Finding] = []
     for name, via in devices_below(host, facts, base).items():
         node = paths.block_node(name)
@@ -282,36 +282,38 @@ def block_findings(host: Host, facts: BlockFacts, base: Iterable[str],
             rank, reason = _claim(host, facts, name, shown, holders.get(node, []))
             hard.append((rank, Finding(reason, True)))
         elif err not in (0, errno.ENOENT):
-            hard.append((1, Finding(f"could not check whether the kernel holds {shown}: "
-                                    f"open(O_EXCL) failed: {os.strerror(err)}", True)))
+            hard.append(((2, 0), Finding(f"could not check whether the kernel holds {shown}: "
+                                         f"open(O_EXCL) failed: {os.strerror(err)}", True)))
         else:
             for proc in holders.get(node, ()):
                 soft.append(Finding(f"{shown} is held open by {proc}", False))
-    # A mount or swap at the top of a stack says most: it comes first.
+    # A mount (the one nearest the root first: the root filesystem) or swap says most.
     return [f for _, f in sorted(hard, key=lambda r: r[0])] + soft
 
 
 def _claim(host: Host, facts: BlockFacts, name: str, shown: str,
-           openers: list[Process]) -> tuple[int, str]:
-    """Name what claims a device the kernel called busy, ranked (0: a mount or swap)."""
+           openers: list[Process]) -> tuple[tuple[int, int], str]:
+    """Name what claims a device the kernel called busy, with its rank (a mount first,
+    by the depth of its mount point; then swap; then the rest)."""
     mounts = facts.mounts_by_device.get(name, [])
     if mounts:
         where = "; ".join(f"{m.target} ({m.fstype}){ns.where()}" for m, ns in mounts[:3])
         more = f" and {len(mounts) - 3} more" if len(mounts) > 3 else ""
-        return 0, f"{shown} is mounted on {where}{more}"
+        depth = min(len(m.target.rstrip("/").split("/")) for m, _ in mounts)
+        return (0, depth), f"{shown} is mounted on {where}{more}"
     swap = facts.swap_devices.get(name)
     if swap is not None:
-        return 0, f"{shown} is active swap" + ("" if swap == paths.block_node(name)
+        return (1, 0), f"{shown} is active swap" + ("" if swap == paths.block_node(name)
                                                else f" ({swap})")
     users = host.listdir(paths.class_entry("block", name, "holders"))
     if users:
-        return 1, (f"{shown} is part of an active md/LVM/dm device "
+        return (2, 0), (f"{shown} is part of an active md/LVM/dm device "
                    f"({', '.join(facts.describe(u) for u in users)})")
     if name in facts.btrfs_members:
-        return 1, f"{shown} is a member of a btrfs filesystem"
+        return (2, 0), f"{shown} is a member of a btrfs filesystem"
     if openers:
-        return 1, f"{shown} is held exclusively by {', '.join(map(str, openers))}"
+        return (2, 0), f"{shown} is held exclusively by {', '.join(map(str, openers))}"
     why = "the kernel says it is claimed (a mount, swap, md, dm, btrfs or zfs)"
     if facts.unreadable:
-        return 1, f"{shown}: {why}, and vfiod could not read {', '.join(facts.unreadable)}"
-    return 1, f"{shown}: {why}, by nothing vfiod can name"
+        return (2, 0), f"{shown}: {why}, and vfiod could not read {', '.join(facts.unreadable)}"
+    return (2, 0), f"{shown}: {why}, by nothing vfiod can name"

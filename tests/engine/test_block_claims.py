@@ -177,3 +177,11 @@ def test_a_mount_another_namespace_copied_from_ours_is_named_once(engine: Engine
     refusal = str(_refusal(engine))
     assert refusal.count("/srv/vm") == 1
     assert "in the mount namespace of" not in refusal
+
+
+def test_the_root_filesystem_is_named_first(engine: Engine, host: SimHost) -> None:
+    # sda1 (/boot/efi), sda2 (/) and sda3 (swap): the refusal leads with what matters most.
+    refusal = str(_refusal(engine, "0000:00:1f.2"))
+    reasons = refusal.split("refusing to bind it to vfio-pci: ", 1)[1]
+    assert reasons.startswith("/dev/sda2 is mounted on / (ext4); "
+                              "/dev/sda1 is mounted on /boot/efi (vfat); /dev/sda3 is active swap")
