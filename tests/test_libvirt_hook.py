@@ -227,7 +227,7 @@ def test_addresses_are_read_as_libvirt_reads_them(hook: Path, tmp_path: Path) ->
                  pci_hostdev("<address domain='0' bus='017' slot='0x1f' function='7'/>"))
     proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [("Bind", "0000:06:00.1"), ("Bind", "0000:0f:1f.7")]
+    assert verbs(calls) == [PROBE, ("Bind", "0000:06:00.1"), ("Bind", "0000:0f:1f.7")]
 
 
 def test_an_sriov_vf_interface_is_bound_in_the_domains_order(hook: Path,
@@ -239,7 +239,7 @@ def test_an_sriov_vf_interface_is_bound_in_the_domains_order(hook: Path,
                  pci_hostdev(GPU_ADDRESS))
     proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [("Bind", "0000:11:00.0"), ("Bind", "0000:03:10.2"),
+    assert verbs(calls) == [PROBE, ("Bind", "0000:11:00.0"), ("Bind", "0000:03:10.2"),
                             ("Bind", "0000:06:00.0")]
 
 
@@ -256,7 +256,7 @@ def test_2000_duplicates_of_a_hostdev_are_bound_once(hook: Path, tmp_path: Path)
                  pci_hostdev(GPU_ADDRESS.replace("0x06", "0x09")))
     proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [("Bind", "0000:06:00.0"), ("Bind", "0000:09:00.0")]
+    assert verbs(calls) == [PROBE, ("Bind", "0000:06:00.0"), ("Bind", "0000:09:00.0")]
 
 
 def test_release_logs_an_unreadable_hostdev_and_reports_the_others(hook: Path,
@@ -264,5 +264,5 @@ def test_release_logs_an_unreadable_hostdev_and_reports_the_others(hook: Path,
     xml = domain(pci_hostdev(GPU_ADDRESS), pci_hostdev("<address/>"))
     proc, calls = run_hook(hook, tmp_path, "g", "release", "end", "-", xml=xml)
     assert proc.returncode == 0
-    assert verbs(calls) == [("get-property", "/org/vfiod1/device/pci_0000_06_00_0")]
+    assert verbs(calls) == [PROBE, ("Get", "/org/vfiod1/device/pci_0000_06_00_0")]
     assert "skipped on release: <hostdev> #2: its address has no bus" in proc.stderr

@@ -81,6 +81,15 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
         "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}
 
 
+def test_unit_lets_the_guards_open_block_devices_read_only_and_nothing_more() -> None:
+    # The O_EXCL probe of every disk below a device needs the block nodes, read-only.
+    allows = [line.partition("=")[2].split() for line in UNIT.read_text().splitlines()
+              if line.startswith("DeviceAllow=")]
+    block = [a for a in allows if a[0].startswith("block-")]
+    assert block == [["block-*", "r"]]
+    assert "DevicePolicy=closed" in UNIT.read_text().splitlines()
+
+
 # -- D-Bus and polkit files --------------------------------------------------------------
 
 def test_bus_policy_lets_only_root_own_and_everyone_call() -> None:

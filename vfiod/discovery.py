@@ -6,7 +6,6 @@ Discovery only reads. It is the engine's and the doctor's view of the machine:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -191,12 +190,3 @@ def scan(host: Host) -> dict[str, PciDevice]:
 def iommu_enabled(host: Host) -> bool:
     """True when the kernel has IOMMU groups (an IOMMU is on)."""
     return bool(host.listdir(paths.IOMMU_GROUPS))
-
-
-def block_device_name(host: Host, dev_path: str) -> str | None:
-    """``/dev/mapper/vg-root`` -> ``dm-0``; ``/dev/sda2`` -> ``sda2``; None for non-devices."""
-    if not paths.is_device_node(dev_path):
-        return None
-    real = host.resolve(dev_path)
-    name = os.path.basename(real or dev_path)
-    return name if host.exists(paths.class_entry("block", name)) else None

@@ -1,7 +1,8 @@
 """In-use guards: what the host would lose if a device left its driver.
 
-Hard guards are never overridden: a mounted filesystem, active swap, a block device in
-an active md/LVM/dm stack (the root disk's controller is caught by the first). Soft
+Hard guards are never overridden: any block device below the function that the kernel
+says is claimed (a mount in any namespace, swap, md, dm, btrfs, zfs; see
+vfiod.block_claims), or that could not be checked. Soft
 guards yield to ``force``: a DRM or /dev/nvidia* node held open, the boot VGA with the
 console on it, a network interface that is up, a sound card held open, a USB controller
 with input devices attached. Every finding names its culprit.
@@ -13,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vfiod.discovery import block_device_name
+from vfiod.block_claims import BlockFacts, block_findings, block_nodes
 from vfiod.errors import InUse
 from vfiod.host import paths
 from vfiod.host.base import Host, Process
@@ -32,62 +33,13 @@ class Usage:
         return f"{self.address}: {self.reason}"
 
 
-def _decode_mount_field(text: str) -> str:
-    # /proc/mounts escapes space, tab, newline and backslash as octal.
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
 class HostFacts:
-    """Host-wide facts the guards need, read once per check."""
+    """Host-wide facts the guards need, read once per check (block facts when needed)."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self._stack_cache: dict[str, set[str]] = {}
-        self.mounts = self._read_mounts()
-        self.swaps = self._read_swaps()
+        self.blocks = BlockFacts(host)
         self.default_route = self._read_default_route()
-
-    def stack(self, name: str) -> set[str]:
-        """A block device and everything it is built on (dm-0 -> {dm-0, sda2, sda})."""
-        if name in self._stack_cache:
-            return self._stack_cache[name]
-        seen: set[str] = set()
-        todo = [name]
-        while todo:
-            cur = todo.pop()
-            if cur in seen:
-                continue
-            seen.add(cur)
-            todo.extend(self.host.listdir(paths.class_entry("block", cur, "slaves")))
-            # A partition's disk is its parent directory in sysfs.
-            real = self.host.resolve(paths.class_entry("block", cur))
-            if real and self.host.exists(paths.class_entry("block", cur, "partition")):
-                todo.append(real.rsplit("/", 2)[-2])
-        self._stack_cache[name] = seen
-        return seen
-
-    def _read_mounts(self) -> list[tuple[set[str], str, str, str]]:
-        """(underlying block devices, source, mount point, fs type) per mounted device."""
-        out = []
-        for line in (self.host.read_text(paths.MOUNTS) or "").splitlines():
-            fields = line.split()
-            if len(fields) < 3:
-                continue
-            source, target, fstype = (_decode_mount_field(f) for f in fields[:3])
-            name = block_device_name(self.host, source)
-            if name:
-                out.append((self.stack(name), source, target, fstype))
-        return out
-
-    def _read_swaps(self) -> list[tuple[set[str], str]]:
-        out = []
-        for line in (self.host.read_text(paths.SWAPS) or "").splitlines()[1:]:
-            fields = line.split()
-            if fields:
-                name = block_device_name(self.host, _decode_mount_field(fields[0]))
-                if name:
-                    out.append((self.stack(name), fields[0]))
-        return out
 
     def _read_default_route(self) -> set[str]:
         ifaces = set()
@@ -117,7 +69,7 @@ def node_paths(host: Host, dev: PciDevice) -> dict[str, list[str]]:
         num = card.removeprefix("card")
         sound += [paths.sound_node(n) for n in host.listdir(paths.SOUND_DIR)
                   if re.fullmatch(rf"(controlC{num}|pcmC{num}D\d+[pc]|hwC{num}D\d+)", n)]
-    return {"drm": drm, "sound": sound}
+    return {"drm": drm, "sound": sound, "block": block_nodes(host, dev.children.block)}
 
 
 def find_usages(host: Host, devices: Iterable[PciDevice],
@@ -140,18 +92,8 @@ def find_usages(host: Host, devices: Iterable[PciDevice],
         for vt in host.listdir(paths.VTCONSOLES))
     for dev in devices:
         a = dev.address
-        blocks = set(dev.children.block)
-        for stack, source, target, fstype in facts.mounts:
-            if stack & blocks:
-                hard.append(Usage(a, f"{source} is mounted on {target} ({fstype})", True))
-        for stack, source in facts.swaps:
-            if stack & blocks:
-                hard.append(Usage(a, f"{source} is active swap", True))
-        for b in sorted(blocks):
-            users = host.listdir(paths.class_entry("block", b, "holders"))
-            if users:
-                hard.append(Usage(a, f"{paths.block_node(b)} is part of an active md/LVM/dm device "
-                                     f"({', '.join(users)})", True))
+        for finding in block_findings(host, facts.blocks, dev.children.block, holders):
+            (hard if finding.hard else soft).append(Usage(a, finding.reason, finding.hard))
         for path, proc in _held(holders, nodes[a]["drm"]):
             soft.append(Usage(a, f"{path} is held open by {proc}", False))
         if dev.boot_vga and console_on_fb:
@@ -176,9 +118,12 @@ def check_usages(host: Host, devices: Iterable[PciDevice], *, force: bool, actio
 
     *holders*: as for find_usages.
     """
-    for usage in find_usages(host, devices, holders):
+    usages = find_usages(host, devices, holders)
+    for usage in usages:
         if usage.hard:
-            raise InUse(f"{usage.address}: refusing to {action}: {usage.reason}; "
+            # Every hard reason of that function at once: a disk is often used several ways.
+            reasons = "; ".join(u.reason for u in usages if u.hard and u.address == usage.address)
+            raise InUse(f"{usage.address}: refusing to {action}: {reasons}; "
                         "the host needs it (force does not override this)", hard=True)
         if not force:
             raise InUse(f"{usage.address}: refusing to {action}: {usage.reason} "

@@ -81,16 +81,12 @@ def test_no_iommu_group_is_refused_with_how_to_turn_it_on(tmp_path) -> None:
 
 def _give_the_guest_disk_to_the_host(host: SimHost, how: str) -> None:
     """Make the host use sdb (on the sSATA controller 00:11.4) the way *how* says."""
-    root = host.root
     if how == "swap":
-        with open(root / "proc/swaps", "a", encoding="utf-8") as swaps:
-            swaps.write("/dev/sdb1                               partition\t8388604\t0\t\t-3\n")
+        host.storage.swapon("sdb1")
     elif how == "md":
-        holders = root / host.resolve("/sys/class/block/sdb1").lstrip("/") / "holders"
-        (holders / "md0").mkdir(parents=True)
+        host.storage.md_create("sdb1")
     elif how == "mount":
-        with open(root / "proc/mounts", "a", encoding="utf-8") as mounts:
-            mounts.write("/dev/sdb1 /srv/vm ext4 rw,relatime 0 0\n")
+        host.storage.mount("sdb1", "/srv/vm")
 
 
 def test_disk_controller_with_active_swap_is_refused_even_with_force(engine: Engine,
@@ -105,7 +101,7 @@ def test_disk_controller_with_active_swap_is_refused_even_with_force(engine: Eng
 def test_disk_controller_under_an_md_array_is_refused_even_with_force(engine: Engine,
                                                                       host: SimHost) -> None:
     _give_the_guest_disk_to_the_host(host, "md")
-    with pytest.raises(InUse, match=r"/dev/sdb1 is part of an active md/LVM/dm device \(md0\)"):
+    with pytest.raises(InUse, match=r"/dev/sdb1 is part of an active md/LVM/dm device \(/dev/md0\)"):
         engine.bind("0000:00:11.4", force=True)
 
 

@@ -9,12 +9,17 @@ order; ``test_layout`` in the guest checks that this holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 #: Slots on the root bus for the two virtio-9p shares (after the root ports).
 HOSTROOT_SLOT = 0x10
 RESULTS_SLOT = 0x11
 HOSTROOT_TAG = "hostroot"
 RESULTS_TAG = "results"
+#: The ich9-ahci's disk (``ahci_disk``): a sparse raw image in the run folder, for the
+#: in-use guards' tests (mounted in another namespace, swap, dm). Its serial names it.
+AHCI_DISK_BYTES = 64 * 1024 * 1024
+AHCI_DISK_SERIAL = "vfiod-guard-disk"
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,16 @@ HOSTROOT_9P = f"0000:00:{HOSTROOT_SLOT:02x}.0"
 RESULTS_9P = f"0000:00:{RESULTS_SLOT:02x}.0"
 
 
-def device_options() -> list[str]:
-    """QEMU options for the root ports, the devices behind them and their backends."""
+def make_disk(path: Path) -> Path:
+    """Create the AHCI's disk image: sparse, AHCI_DISK_BYTES long, all zeros."""
+    with open(path, "wb") as image:
+        image.truncate(AHCI_DISK_BYTES)
+    return path
+
+
+def device_options(disk_image: Path | None = None) -> list[str]:
+    """QEMU options for the root ports, the devices behind them and their backends;
+    with *disk_image*, a raw disk on the ich9-ahci's first port."""
     opts = ["-audiodev", "none,id=snd0", "-netdev", "user,id=n0,restrict=on"]
     for chassis, port in enumerate(PORTS, start=1):
         rp = (f"pcie-root-port,id={port.id},bus=pcie.0,addr=0x{port.slot:x},"
@@ -107,4 +120,9 @@ def device_options() -> list[str]:
             opts += ["-device", dev]
             if function.qemu_device == "intel-hda":
                 opts += ["-device", f"hda-duplex,bus={function.role}.0,audiodev=snd0"]
+            if function.qemu_device == "ich9-ahci" and disk_image is not None:
+                file = str(disk_image).replace(",", ",,")
+                opts += ["-drive", f"if=none,id=ahcidisk,format=raw,file={file}",
+                         "-device", f"ide-hd,bus={function.role}.0,drive=ahcidisk,"
+                                    f"serial={AHCI_DISK_SERIAL}"]
     return opts

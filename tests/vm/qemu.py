@@ -46,8 +46,8 @@ def _escape(value: str) -> str:
 
 
 def qemu_command(kernel_image: Path, initramfs: Path, results: Path, serial_log: Path,
-                 qemu: str = QEMU) -> list[str]:
-    """The full QEMU command line for one guest run."""
+                 qemu: str = QEMU, disk_image: Path | None = None) -> list[str]:
+    """The full QEMU command line for one guest run (*disk_image*: the AHCI's disk)."""
     cmdline = kernel_cmdline()
     if len(cmdline) > MAX_CMDLINE:
         raise ValueError(f"kernel command line too long ({len(cmdline)} bytes)")
@@ -59,7 +59,7 @@ def qemu_command(kernel_image: Path, initramfs: Path, results: Path, serial_log:
         "-device", "intel-iommu,intremap=on,caching-mode=on",
         "-chardev", f"file,id=ser0,path={_escape(str(serial_log))}", "-serial", "chardev:ser0",
         "-kernel", str(kernel_image), "-initrd", str(initramfs), "-append", cmdline,
-        *layout.device_options(),
+        *layout.device_options(disk_image),
         "-fsdev", "local,id=fsroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", (f"virtio-9p-pci,fsdev=fsroot,mount_tag={layout.HOSTROOT_TAG},"
                     f"bus=pcie.0,addr=0x{layout.HOSTROOT_SLOT:x}"),

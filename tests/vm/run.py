@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import qemu
+from . import layout, qemu
 from .guest import timings
 from .cache import cache_dir, locked
 from .initramfs import ensure_initramfs, find_busybox
@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     write_job(results, kernel, guest_command(opts.shell_cmd, pytest_args),
               warmup_command(opts.shell_cmd, pytest_args))
     serial_log = run_dir / "serial.log"
-    command = qemu.qemu_command(kernel.boot_image, initramfs, results, serial_log)
+    disk = layout.make_disk(run_dir / "ahci-disk.img")
+    command = qemu.qemu_command(kernel.boot_image, initramfs, results, serial_log,
+                                disk_image=disk)
     print(f"vm: booting {kernel.version} (run folder {run_dir})", flush=True)
     result = qemu.boot(command, results, run_dir / "qemu.log", opts.vm_timeout)
 

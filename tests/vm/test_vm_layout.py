@@ -44,3 +44,14 @@ def test_gpu_like_slot_is_multifunction_vga_plus_hda_with_a_codec() -> None:
 def test_nic_network_cannot_leave_the_guest() -> None:
     opts = layout.device_options()
     assert opts[opts.index("-netdev") + 1] == "user,id=n0,restrict=on"
+
+
+def test_the_ahci_gets_a_raw_disk_when_an_image_is_given(tmp_path) -> None:
+    image = layout.make_disk(tmp_path / "ahci-disk.img")
+    assert image.stat().st_size == layout.AHCI_DISK_BYTES
+    assert image.stat().st_blocks == 0  # sparse
+    opts = layout.device_options(image)
+    assert opts[opts.index("-drive") + 1] == f"if=none,id=ahcidisk,format=raw,file={image}"
+    assert f"ide-hd,bus=ahci.0,drive=ahcidisk,serial={layout.AHCI_DISK_SERIAL}" \
+        in device_args(opts)
+    assert "-drive" not in layout.device_options()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import errno
 import os
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -222,6 +223,36 @@ class Host(abc.ABC):
             self._modules = ModuleIndex(alias, self.read_text(f"{base}/modules.dep") or "",
                                         self.read_text(f"{base}/modules.builtin") or "")
         return self._modules
+
+    # -- block devices ----------------------------------------------------------------
+    @abc.abstractmethod
+    def exclusive_open_errno(self, node: str) -> int:
+        """Open a block node as ``open(O_RDONLY|O_EXCL)`` does and close it again: 0 when
+        nobody claims the device, else the errno (EBUSY: a mount in any namespace, swap,
+        md, dm, btrfs or zfs holds it; ENOENT: no such node).
+
+        This is the kernel's own answer to "does anything hold this disk", whatever
+        mount namespace did it; /proc only helps to name the culprit.
+        """
+
+    def node_device_number(self, path: str) -> str | None:
+        """``MAJ:MIN`` of the block device node at *path*; None when it is none."""
+        try:
+            st = os.stat(self.real_path(path))
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISBLK(st.st_mode):
+            return None
+        return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+
+    def file_device_number(self, path: str) -> str | None:
+        """``MAJ:MIN`` of the filesystem a file lies on (its st_dev); None when it cannot
+        be read. A loop device's backing file is mapped to its disk this way."""
+        try:
+            st = os.stat(self.real_path(path))
+        except (OSError, ValueError):
+            return None
+        return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
 
     # -- processes --------------------------------------------------------------------
     def pids(self) -> list[int]:

@@ -22,6 +22,10 @@ SOUND_DIR = "/dev/snd"
 PROC = "/proc"
 MOUNTS = "/proc/mounts"
 SWAPS = "/proc/swaps"
+#: Block devices by number (``8:16`` -> the disk's sysfs folder): how mounts are mapped.
+DEV_BLOCK = "/sys/dev/block"
+#: Mounted btrfs filesystems, each listing its member devices.
+BTRFS_FS = "/sys/fs/btrfs"
 ROUTES = "/proc/net/route"
 IPV6_ROUTES = "/proc/net/ipv6_route"
 CMDLINE = "/proc/cmdline"
@@ -115,8 +119,19 @@ def sound_node(name: str) -> str:
 
 
 def block_node(name: str) -> str:
-    """A block device's node (``/dev/sda2``)."""
-    return f"{DEV}/{name}"
+    """A block device's node (``/dev/sda2``); devtmpfs spells a ``!`` in the kernel's name
+    (``cciss!c0d0``) as a folder."""
+    return f"{DEV}/{name.replace('!', '/')}"
+
+
+def block_by_number(major_minor: str) -> str:
+    """A block device's link by number: ``/sys/dev/block/8:16``."""
+    return f"{DEV_BLOCK}/{major_minor}"
+
+
+def btrfs_devices(uuid: str) -> str:
+    """The members of a mounted btrfs filesystem: ``/sys/fs/btrfs/UUID/devices``."""
+    return f"{BTRFS_FS}/{uuid}/devices"
 
 
 def is_device_node(path: str) -> bool:
@@ -146,5 +161,6 @@ def modules_dir(release: str) -> str:
 
 
 def process_file(pid: int | str, name: str) -> str:
-    """One of a process's /proc files (``comm``, ``fd``)."""
+    """One of a process's /proc files (``comm``, ``fd``, ``mountinfo``, ``ns/mnt``);
+    *pid* ``self`` is the reader's own."""
     return f"{PROC}/{pid}/{name}"

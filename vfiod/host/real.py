@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import subprocess
 
@@ -20,6 +21,16 @@ class RealHost(Host):
 
     def _write(self, path: str, value: str) -> None:
         write_once(self.real_path(path), value)
+
+    def exclusive_open_errno(self, node: str) -> int:
+        # O_NONBLOCK: a removable drive without media must not make us wait for it.
+        try:
+            fd = os.open(self.real_path(node),
+                         os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            return exc.errno or errno.EIO
+        os.close(fd)
+        return 0
 
     def vfio_hot_reset(self, address: str) -> list[str]:
         group = self.link_name(paths.device_file(address, "iommu_group"))

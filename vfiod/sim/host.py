@@ -22,6 +22,7 @@ from vfiod.sim.pci_ids_subset import load_subset
 from vfiod.sim.profiles import PROFILES
 from vfiod.sim.render import PRIVATE_DEVICE_FD_DIR
 from vfiod.sim.spec import Profile
+from vfiod.sim.storage import Storage, node_name
 from vfiod.sim.machine_state import STATE_FILE, load
 from vfiod.sim.watcher import ExternalWriteWatcher
 
@@ -165,6 +166,23 @@ class SimHost(Host):
         if verdict.crash_after:
             raise SimulatedCrash(f"killed after writing {value.strip()!r} to {path}")
 
+    def exclusive_open_errno(self, node: str) -> int:
+        resolved = self.host_path(os.path.realpath(self.real_path(node))) or node
+        if not resolved.startswith("/dev/") or not os.path.exists(self.real_path(resolved)):
+            return errno.ENOENT
+        return self.kernel.storage.exclusive_open_errno(node_name(resolved))
+
+    def node_device_number(self, path: str) -> str | None:
+        # The tree's nodes are plain files: the model knows the number each stands for.
+        resolved = self.host_path(os.path.realpath(self.real_path(path))) or path
+        if not resolved.startswith("/dev/") or not os.path.exists(self.real_path(resolved)):
+            return None
+        name = node_name(resolved)
+        return self.kernel.storage.number(name) if self.kernel.storage.exists(name) else None
+
+    def file_device_number(self, path: str) -> str | None:
+        return self.kernel.storage.file_device_number(path)
+
     def vfio_hot_reset(self, address: str) -> list[str]:
         group = self.kernel.states[address].group if address in self.kernel.states else None
         node = f"/dev/vfio/{group}" if group is not None else "/dev/vfio"
@@ -193,6 +211,11 @@ class SimHost(Host):
         return self.kernel.kernel_choice(modalias)
 
     # -- the simulation's own tools ------------------------------------------------------
+    @property
+    def storage(self) -> Storage:
+        """The block layer: mount namespaces, mounts, swap, dm/md/loop, btrfs."""
+        return self.kernel.storage
+
     def spawn_holder(self, paths: Sequence[str], comm: str = "qemu-system-x86",
                      device_fds: Sequence[str] = ()) -> Holder:
         """Start a real process holding these host paths open (see vfiod.sim.holder)."""

@@ -30,6 +30,7 @@ from vfiod.errors import ModuleLoadError
 from vfiod.sim import render
 from vfiod.sim.events import EventHub
 from vfiod.sim.parse import c_string, first_word, kstrtoul, sscanf_hex, sysfs_streq
+from vfiod.sim.storage import Storage
 from vfiod.sim.spec import RESET_METHOD_NAMES, VFIO_DRIVER, Profile, modalias
 from vfiod.sim.machine_state import DeviceState, MachineState, save
 from vfiod.sim.tree import Control, Node, Tree
@@ -120,6 +121,7 @@ class Kernel:
         if saved is not None:
             self._restore(saved)
         self._index_groups()
+        self.storage = Storage(profile, self._block_devices, self._storage_changed)
         self._dirty = set(self._all_owners())
         self._changed = True
         self._commit(fresh=saved is None)
@@ -255,9 +257,29 @@ class Kernel:
         visit(address)
         return out
 
+    # -- the block layer ---------------------------------------------------------------
+    def _block_devices(self) -> dict[str, tuple[str, str]]:
+        """Disks and partitions that exist now: name -> (MAJ:MIN, sysfs folder)."""
+        out = {}
+        for address, spec in self.specs.items():
+            if not spec.children.disks or not self.children_active(address):
+                continue
+            for disk in spec.children.disks:
+                blk = render.disk_dir(self.sysfs_dir(address), disk)
+                out[disk.name] = (f"8:{disk.minor}", blk)
+                for i, part in enumerate(disk.partition_names, 1):
+                    out[part] = (f"8:{disk.minor + i}", f"{blk}/{part}")
+        return out
+
+    def _storage_changed(self, change: Callable[[], None]) -> None:
+        """Apply a change to the block layer (a mount, a dm device) and render it."""
+        with self._op():
+            change()
+            self._dirty.add("storage")
+
     # -- rendering and committing ------------------------------------------------------
     def _all_owners(self) -> list[str]:
-        owners = ["base", "vtcon", "proc-modules", "proc-route"]
+        owners = ["base", "vtcon", "proc-modules", "proc-route", "storage"]
         owners += [f"mod:{m}" for m in self.modules]
         owners += [f"drv:{d}" for d in self.driver_module]
         groups = set(self._groups) | {s.group for s in self.specs.values() if s.group is not None}
@@ -285,6 +307,8 @@ class Kernel:
             return render.proc_modules_nodes(self)
         if owner == "proc-route":
             return render.proc_route_nodes(self)
+        if owner == "storage":
+            return self.storage.nodes()
         raise KeyError(owner)
 
     def _touch(self, address: str) -> None:
@@ -295,6 +319,8 @@ class Kernel:
             self._dirty.update((f"group:{group}", f"vfio:{group}"))
         if spec.children.net is not None:
             self._dirty.add("proc-route")
+        if spec.children.disks:
+            self._dirty.add("storage")
         if spec.physfn is not None:
             self._dirty.add(f"dev:{spec.physfn}")
         self._dirty.update(f"dev:{vf}" for vf in self._vfs.get(address, ()))

@@ -301,7 +301,7 @@ def _test_guest() -> Profile:
     virtio GPU behind a port without x-speed=5 (its bus reset fails ENOTTY) and an
     ich9-ahci, each behind a root port of its own; q35's own functions; the two virtio-9p
     devices that carry the guest's filesystems. Ids, groups and reset methods as the
-    guest lists them; nothing configures the NIC and no disk hangs off the AHCI ports.
+    guest lists them; nothing configures the NIC; a blank disk hangs off the ich9-ahci.
     """
     port = ("1b36:000c", 0x060400, 0x00)
     ports = {slot: _dev(f"0000:00:{slot:02x}.0", port[0], port[1], port[2], None, group,
@@ -329,8 +329,12 @@ def _test_guest() -> Profile:
              _QEMU, reset_methods=("flr", "pm", "bus"),
              # Its port has no x-speed=5: the link never reports active after a bus reset.
              reset_outcomes=(("bus", "enotty"),)),
+        # The tier's raw 64 MiB disk (tests/vm/layout.py) on its first port; q35's own
+        # AHCI at 00:1f.2 probes first and takes ata1-6 and scsi hosts 0-5.
         _dev("0000:05:00.0", "8086:2922", 0x010601, 0x02, "0000:00:06.0", 13, "ahci", _QEMU,
-             reset_methods=("bus",)),
+             reset_methods=("bus",),
+             children=Children(disks=(Disk("sda", 0, 0, port=7, scsi_host=6,
+                                           sectors=131072),))),
     ]
     return Profile(
         name="test-guest",

@@ -94,6 +94,7 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
               "/sys/devices/virtual", "/sys/devices/virtual/vtconsole", "/sys/class",
               "/sys/class/drm", "/sys/class/sound", "/sys/class/net", "/sys/class/block",
               "/sys/class/input", "/sys/class/iommu", "/sys/class/vtconsole", "/sys/block",
+              "/sys/dev", "/sys/dev/block",
               "/sys/module", "/sys/kernel", "/sys/kernel/iommu_groups", "/dev", "/dev/dri",
               "/dev/snd", "/dev/input", "/proc", "/proc/net", "/proc/driver", "/proc/sys", "/proc/sys/kernel",
               "/proc/sys/kernel/random", "/usr",
@@ -115,10 +116,6 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
         nodes["/sys/class/iommu/dmar0"] = rel(d, "/sys/class/iommu/dmar0")
     nodes["/proc/cmdline"] = text(p.cmdline + "\n")
     nodes["/proc/sys/kernel/random/boot_id"] = text(k.boot_id + "\n")
-    nodes["/proc/mounts"] = text("".join(line + "\n" for line in p.mounts))
-    swaps = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n" + "".join(
-        f"{s:<40}partition\t16777212\t0\t\t-2\n" for s in p.swaps)
-    nodes["/proc/swaps"] = text(swaps)
     nodes["/usr/share/misc/pci.ids"] = text(pci_ids, 0o644)
     return nodes
 
@@ -345,7 +342,7 @@ def _input_dir(d: str, inp: UsbInput) -> str:
     return f"{hid}/input/input{inp.input_index}"
 
 
-def _disk_dir(d: str, disk: Disk) -> str:
+def disk_dir(d: str, disk: Disk) -> str:
     h = disk.scsi_host
     return f"{d}/ata{disk.port}/host{h}/target{h}:0:0/{h}:0:0:0/block/{disk.name}"
 
@@ -371,7 +368,7 @@ def child_devices(spec: DeviceSpec, d: str) -> list[tuple[str, str, dict[str, st
                     {"DEVNAME": f"input/event{inp.event_index}", "MAJOR": "13",
                      "MINOR": str(64 + inp.event_index)}))
     for disk in c.disks:
-        blk = _disk_dir(d, disk)
+        blk = disk_dir(d, disk)
         out.append((blk, "block", {"DEVNAME": disk.name, "DEVTYPE": "disk", "MAJOR": "8",
                                    "MINOR": str(disk.minor)}))
         for i, part in enumerate(disk.partition_names, 1):
@@ -435,7 +432,7 @@ def children_nodes(spec: DeviceSpec, d: str) -> dict[str, Node]:
         cls("input", f"input{inp.input_index}", ipath)
         cls("input", f"event{inp.event_index}", f"{ipath}/event{inp.event_index}")
     for disk in c.disks:
-        blk = _disk_dir(d, disk)
+        blk = disk_dir(d, disk)
         nodes[f"{blk}/size"] = text(f"{disk.sectors}\n")
         nodes[f"{blk}/removable"] = text("0\n")
         nodes[f"{blk}/holders"] = DIR
