@@ -132,3 +132,14 @@ def test_installed_demo_runs_to_completion_outside_the_checkout(
     assert proc.stdout.rstrip().endswith("demo: every step did what it shows")
     assert "Traceback" not in proc.stdout + proc.stderr
     assert list(elsewhere.iterdir()) == []  # the demo cleaned up after itself
+
+
+def test_installed_applet_has_its_wrapper_and_an_autostart_file_naming_it(
+        installed: Installed, elsewhere: Path) -> None:
+    wrapper = installed.bindir / "vfiod-applet"
+    help_text = subprocess.run([str(wrapper), "--help"], capture_output=True, text=True,
+                               timeout=60, cwd=elsewhere)
+    assert help_text.returncode == 0, help_text.stderr
+    assert help_text.stdout.startswith("usage: vfiod-applet")
+    autostart = installed.prefix / "etc" / "xdg" / "autostart" / "vfiod-applet.desktop"
+    assert f"Exec={wrapper}\n" in autostart.read_text()
