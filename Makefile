@@ -11,9 +11,12 @@ DESTDIR  ?=
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	libdbus-1-dev libglib2.0-dev dbus dbus-daemon dbus-bin systemd udev pci.ids \
 	procps iproute2 qemu-system-x86 busybox-static kmod cpio \
-	shellcheck python3-pip python3-wheel
+	shellcheck python3-pip python3-wheel \
+	xvfb xfce4-panel dunst xdotool imagemagick
 # Why the less obvious ones: dbus (dbus.socket, for `systemd-analyze verify` of the unit),
-# procps (`kill`, the unit's ExecReload), iproute2 (`ip`, which the guest tier runs).
+# procps (`kill`, the unit's ExecReload), iproute2 (`ip`, which the guest tier runs);
+# xvfb, xfce4-panel (its tray hosts StatusNotifierItems), dunst, xdotool and imagemagick
+# (screenshots) for the applet's desktop test.
 
 .PHONY: all setup apt venv demo test test-host test-vm test-minbase bench install clean
 

@@ -40,6 +40,11 @@ def test_shows_configured_devices_and_guests_but_not_other_host_devices() -> Non
     assert [d.address for d in shown_devices(devices)] == ["0000:00:1b.0", "0000:06:00.0"]
 
 
+def test_the_desktops_gpu_held_by_xorg_is_not_shown_unless_configured() -> None:
+    devices = by_address(device("0000:05:00.0", holder="Xorg (pid 1776)"))
+    assert shown_devices(devices) == []
+
+
 def test_a_device_in_error_is_shown_even_unconfigured() -> None:
     devices = by_address(device("0000:09:00.0", "error", "vfio-pci"))
     assert [d.address for d in shown_devices(devices)] == ["0000:09:00.0"]

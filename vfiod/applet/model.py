@@ -56,10 +56,11 @@ def in_trouble(dev: DeviceProperties) -> bool:
 
 
 def shown_devices(devices: Mapping[str, DeviceProperties]) -> list[DeviceProperties]:
-    """The devices the applet shows: every configured one, every one held by a guest,
-    and every one in trouble, by address."""
+    """The devices the applet shows: every configured one, every one in a guest, and
+    every one in trouble, by address. (A host process holding a device, such as Xorg
+    the desktop's GPU, does not make it a guest's.)"""
     return [dev for _, dev in sorted(devices.items())
-            if config_name(dev) or dev.state == "guest" or dev.holder or in_trouble(dev)]
+            if config_name(dev) or dev.state == "guest" or in_trouble(dev)]
 
 
 def choose_look(devices: Mapping[str, DeviceProperties], running: bool) -> Look:
