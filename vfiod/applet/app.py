@@ -99,15 +99,19 @@ class Applet:
         self._spawn(self._operate(operation, address))
 
     async def _operate(self, operation: str, address: str) -> None:
-        # The desktop's polkit agent may ask for a password: allow interaction.
-        reply = await self.vfiod_bus.call(Message(
-            destination=BUS_NAME, path=MANAGER_PATH, interface=MANAGER_INTERFACE,
-            member=operation, signature="sa{sv}", body=[address, {}],
-            flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
-        self.pending.discard(address)
-        error = None
-        if reply.message_type is MessageType.ERROR:
-            error = str(reply.body[0]) if reply.body else reply.error_name
+        error: str | None = None
+        try:
+            # The desktop's polkit agent may ask for a password: allow interaction.
+            reply = await self.vfiod_bus.call(Message(
+                destination=BUS_NAME, path=MANAGER_PATH, interface=MANAGER_INTERFACE,
+                member=operation, signature="sa{sv}", body=[address, {}],
+                flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
+            if reply.message_type is MessageType.ERROR:
+                error = str(reply.body[0]) if reply.body else str(reply.error_name)
+        except Exception as exc:  # the bus went away mid-call: say so, never hang "busy"
+            error = f"vfiod did not answer: {exc}"
+        finally:
+            self.pending.discard(address)
         self.notifier.send(operation_notice(operation, address, error))
         self.redraw()
 

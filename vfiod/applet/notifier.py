@@ -93,12 +93,16 @@ class Notifier:
         task.add_done_callback(self._tasks.discard)
 
     async def _notify(self, notice: Notice) -> None:
-        reply = await self.bus.call(Message(
-            destination=NAME, path=PATH, interface=NAME, member="Notify",
-            signature="susssasa{sv}i",
-            body=[APP_NAME, 0, notice.icon, notice.summary, notice.body, [],
-                  {"urgency": Variant("y", notice.urgency),
-                   "category": Variant("s", "device")}, -1]))
+        try:
+            reply = await self.bus.call(Message(
+                destination=NAME, path=PATH, interface=NAME, member="Notify",
+                signature="susssasa{sv}i",
+                body=[APP_NAME, 0, notice.icon, notice.summary, notice.body, [],
+                      {"urgency": Variant("y", notice.urgency),
+                       "category": Variant("s", "device")}, -1]))
+        except Exception as exc:  # the session bus went away: the applet ends anyway
+            log.warning("notification not sent: %s", exc)
+            return
         if reply.message_type is MessageType.ERROR and not self._warned:
             self._warned = True
             log.warning("notifications are not shown: %s", reply.error_name)
