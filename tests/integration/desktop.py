@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,6 +64,22 @@ def missing_tools() -> list[str]:
     return [tool for tool in TOOLS if shutil.which(tool) is None]
 
 
+@dataclass(frozen=True)
+class MenuRow:
+    """One row of text in a menu on screen."""
+
+    highlighted: bool
+    enabled: bool
+
+
+def _row(band: list[tuple[bool, int]]) -> MenuRow:
+    highlighted = any(blue for blue, _ in band)
+    # Enabled text is near black (Adwaita #2e3436), disabled grey (#8b8e8f); a
+    # highlighted item's text is white on blue, and only an enabled one is highlighted.
+    darkest = min(luma for _, luma in band)
+    return MenuRow(highlighted, highlighted or darkest < 100)
+
+
 @dataclass
 class Screen:
     """A raw RGB snapshot of the whole screen."""
@@ -76,8 +93,10 @@ class Screen:
         i = (y * self.width + x) * 3
         return self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]
 
-    def changed_box(self, other: Screen, rows: range) -> tuple[int, int, int, int] | None:
-        """(left, top, right, bottom) of the pixels that differ from *other* in *rows*."""
+    def changed_box(self, other: Screen, rows: range, columns: range | None = None
+                    ) -> tuple[int, int, int, int] | None:
+        """(left, top, right, bottom) of the pixels that differ from *other* in *rows*
+        (and *columns*: all by default)."""
         xs: list[int] = []
         ys: list[int] = []
         for y in rows:
@@ -86,13 +105,35 @@ class Screen:
             b = other.rgb[start:start + self.width * 3]
             if a == b:
                 continue
-            for x in range(self.width):
+            for x in columns or range(self.width):
                 if a[x * 3:x * 3 + 3] != b[x * 3:x * 3 + 3]:
                     xs.append(x)
                     ys.append(y)
         if not xs:
             return None
         return min(xs), min(ys), max(xs), max(ys)
+
+    def text_rows(self, box: tuple[int, int, int, int]) -> list[MenuRow]:
+        """The rows of text a menu shows inside *box*, top to bottom: for each, whether
+        it is highlighted (the selection's blue behind it) and whether its text is drawn
+        dark (an enabled item) or grey (a disabled one)."""
+        # Inside the menu's border (a frame line would join every row into one).
+        left, top, right, bottom = box[0] + 3, box[1] + 3, box[2] - 3, box[3] - 3
+        rows: list[MenuRow] = []
+        band: list[tuple[bool, int]] = []
+        for y in range(top, bottom + 1):
+            pixels = [self.pixel(x, y) for x in range(left, right + 1)]
+            background = max(set(pixels), key=pixels.count)
+            ink = [p for p in pixels if sum(abs(a - b) for a, b in zip(p, background)) > 90]
+            if ink:
+                blue = background[2] > background[0] + 60
+                band.append((blue, min(sum(p) // 3 for p in ink)))
+            elif band:
+                rows.append(_row(band))
+                band = []
+        if band:
+            rows.append(_row(band))
+        return rows
 
     def crop(self, box: tuple[int, int, int, int]) -> bytes:
         """The RGB bytes inside *box* (inclusive)."""
@@ -139,6 +180,18 @@ class Desktop:
                              check=True, env=self.env).stdout
         assert len(raw) == WIDTH * HEIGHT * 3, len(raw)
         return Screen(WIDTH, HEIGHT, raw)
+
+    def settled(self, pause: float = 0.3, timeout: float = 15.0) -> Screen:
+        """The screen once two snapshots *pause* apart are the same."""
+        last = self.screen()
+
+        def same() -> Screen | None:
+            nonlocal last
+            time.sleep(pause)
+            now = self.screen()
+            stable, last = now.rgb == last.rgb, now
+            return now if stable else None
+        return wait_for(same, timeout, "the screen to settle")
 
     def screenshot(self, name: str, box: tuple[int, int, int, int] | None = None) -> Path:
         """Save the screen (or a box of it) as artefacts/NAME.png; its path."""

@@ -16,7 +16,7 @@ from dbus_fast.aio import MessageBus
 from vfiod.sim.holder import spawn_holder
 
 from .applet_helpers import applet, labels
-from .desktop import Desktop, Screen, desktop, missing_tools
+from .desktop import Desktop, MenuRow, desktop, missing_tools
 from .helpers import Vfiod, sim_driver, wait_for
 
 GPU = "0000:06:00.0"
@@ -68,6 +68,15 @@ def icon_name(desk: Desktop) -> str:
     return value.value  # type: ignore[attr-defined]
 
 
+def gpu_submenu_enabled(desk: Desktop) -> list[bool]:
+    """The enabled flags of the gpu submenu's items (separators left out), per GetLayout."""
+    _rev, root = asyncio.run(dbus_get(desk, "GetLayout", "iias", [0, -1, []], "/MenuBar",
+                                      "com.canonical.dbusmenu"))
+    [gpu] = [child.value for child in root[2]]  # type: ignore[index]
+    return [item.value[1]["enabled"].value for item in gpu[2]
+            if "label" in item.value[1]]
+
+
 def pad(box: tuple[int, int, int, int], by: int = 3) -> tuple[int, int, int, int]:
     left, top, right, bottom = box
     return max(0, left - by), max(0, top - by), right + by, min(PANEL_ROWS[-1], bottom + by)
@@ -77,13 +86,14 @@ def test_applet_in_xfce4_panel_tray_with_dunst(
         desk: Desktop, make_vfiod: Callable[..., Vfiod], tmp_path: Path) -> None:
     daemon = make_vfiod(config=CONFIG).start()
     (tmp_path / "applet.toml").write_text("")
-    bare = desk.screen()
+    bare = desk.settled()  # the panel fully drawn, without the applet
     with applet(daemon.address, desk.session_address, tmp_path / "applet.toml") as proc:
         # The tray host draws the item: find it by what changed in the panel.
         box = wait_for(lambda: desk.screen().changed_box(bare, PANEL_ROWS), 20,
                        "the applet's icon in the panel")
         wait_for(lambda: any(label.startswith("gpu (06:00.0)") for label in menu_labels(desk)),
                  10, "the menu")
+        assert box[2] - box[0] < 64, f"not one icon's change: {box}"
         icon = pad(box)
         centre = ((icon[0] + icon[2]) // 2, (icon[1] + icon[3]) // 2)
         looks: dict[str, bytes] = {}
@@ -98,12 +108,26 @@ def test_applet_in_xfce4_panel_tray_with_dunst(
         desk.run("xdotool", "mousemove", str(centre[0]), str(centre[1]), "click", "1")
         wait_for(lambda: desk.screen().changed_box(before, range(33, 480)), 10,
                  "the menu to open")
+        opened = desk.settled()
         desk.screenshot("menu-open")
-        opened = desk.screen()
+        menu_box = opened.changed_box(before, range(33, 480))
+        assert menu_box is not None
+        # The menu on screen has the rows GetLayout has: one per shown device.
+        assert len(opened.text_rows(menu_box)) == 1
         desk.run("xdotool", "key", "Down", "Right")
-        wait_for(lambda: desk.screen().changed_box(opened, range(33, 480)), 10,
+        wait_for(lambda: desk.screen().changed_box(opened, range(33, 480),
+                                                   range(menu_box[2] + 1, 800)), 10,
                  "the device submenu to open")
+        submenu = desk.settled()
         desk.screenshot("menu-device-submenu")
+        sub_box = submenu.changed_box(opened, range(33, 480), range(menu_box[2] + 1, 800))
+        assert sub_box is not None
+        # The submenu on screen, row by row, is GetLayout's: State, Holder, Health
+        # (disabled), Bind (enabled, selected by the keyboard), Unbind (disabled), Reset.
+        assert gpu_submenu_enabled(desk) == [False, False, False, True, False, True]
+        assert submenu.text_rows(sub_box) == [
+            MenuRow(highlighted=(i == 3), enabled=enabled)
+            for i, enabled in enumerate(gpu_submenu_enabled(desk))]
         # The submenu's first enabled entry is "Bind to vfio-pci" (the rest above it are
         # information, disabled): Return activates it.
         desk.run("xdotool", "key", "Return")
