@@ -70,14 +70,16 @@ class MenuRow:
 
     highlighted: bool
     enabled: bool
+    #: Where it is on screen (the y of its middle), not part of comparisons.
+    middle: int = field(default=0, compare=False)
 
 
-def _row(band: list[tuple[bool, int]]) -> MenuRow:
+def _row(band: list[tuple[bool, int]], bottom: int) -> MenuRow:
     highlighted = any(blue for blue, _ in band)
     # Enabled text is near black (Adwaita #2e3436), disabled grey (#8b8e8f); a
     # highlighted item's text is white on blue, and only an enabled one is highlighted.
     darkest = min(luma for _, luma in band)
-    return MenuRow(highlighted, highlighted or darkest < 100)
+    return MenuRow(highlighted, highlighted or darkest < 100, bottom - len(band) // 2)
 
 
 @dataclass
@@ -129,10 +131,10 @@ class Screen:
                 blue = background[2] > background[0] + 60
                 band.append((blue, min(sum(p) // 3 for p in ink)))
             elif band:
-                rows.append(_row(band))
+                rows.append(_row(band, y - 1))
                 band = []
         if band:
-            rows.append(_row(band))
+            rows.append(_row(band, bottom))
         return rows
 
     def crop(self, box: tuple[int, int, int, int]) -> bytes:

@@ -1,5 +1,7 @@
 """The applet on a real desktop: xfce4-panel's system tray and dunst under Xvfb, against
-vfiod on the simulated seed-x99. Screenshots of the icon's three looks, the open menu
+vfiod on the simulated seed-x99. The menu is opened and its Bind entry clicked with the
+mouse (xdotool) where the screen shows them; the menu on screen is checked, row by row,
+against dbusmenu's GetLayout. Screenshots of the icon's three looks, the open menu
 and a notification are kept in build/artefacts/desktop/ (VFIOD_ARTEFACTS overrides)."""
 
 from __future__ import annotations
@@ -128,9 +130,10 @@ def test_applet_in_xfce4_panel_tray_with_dunst(
         assert submenu.text_rows(sub_box) == [
             MenuRow(highlighted=(i == 3), enabled=enabled)
             for i, enabled in enumerate(gpu_submenu_enabled(desk))]
-        # The submenu's first enabled entry is "Bind to vfio-pci" (the rest above it are
-        # information, disabled): Return activates it.
-        desk.run("xdotool", "key", "Return")
+        # Click "Bind to vfio-pci" with the mouse, where the screen shows it.
+        bind_row = submenu.text_rows(sub_box)[3]
+        desk.run("xdotool", "mousemove", str((sub_box[0] + sub_box[2]) // 2),
+                 str(bind_row.middle), "click", "1")
         wait_for(lambda: sim_driver(daemon.sim_root, GPU) == "vfio-pci", 20,
                  "the GPU bound to vfio-pci")
         wait_for(lambda: icon_name(desk) == "video-display", 10, "the 'guests' icon")
