@@ -61,6 +61,10 @@ class VfiodFollower:
         self._on_change = on_change
         self._refresh_task: asyncio.Task[None] | None = None
         self._generation = 0
+        # While a GetManagedObjects is out: its serial, and vfiod's signals that came
+        # after its answer (to apply on top of it; those before are in it).
+        self._snapshot_serial = 0
+        self._held: list[Message] | None = None
 
     async def start(self) -> None:
         """Subscribe, then read the devices: no change falls between the two."""
@@ -82,11 +86,14 @@ class VfiodFollower:
         """Read every device from vfiod's ObjectManager (on start and on its return)."""
         self._generation += 1
         generation = self._generation
-        reply = await self.bus.call(Message(destination=BUS_NAME, path=MANAGER_PATH,
-                                            interface=OBJECT_MANAGER,
-                                            member="GetManagedObjects"))
+        request = Message(destination=BUS_NAME, path=MANAGER_PATH, interface=OBJECT_MANAGER,
+                          member="GetManagedObjects")
+        request.serial = self._snapshot_serial = self.bus.next_serial()
+        self._held = []
+        reply = await self.bus.call(request)
         if generation != self._generation:
             return  # vfiod left (or came back again) meanwhile: a newer answer is due
+        held, self._held = self._held or [], None
         if reply.message_type is not MessageType.METHOD_RETURN:
             log.info("vfiod did not answer GetManagedObjects: %s", reply.body)
             return
@@ -101,14 +108,22 @@ class VfiodFollower:
         self.devices = found
         self.running = True
         self._on_change(changes)
+        for msg in held:
+            self._handle(msg)
 
     def _handle(self, msg: Message) -> None:
         if msg.message_type is not MessageType.SIGNAL:
+            if self._held is not None and msg.reply_serial == self._snapshot_serial:
+                self._held.clear()  # what came before the snapshot's answer is in it
             return
         member, iface = msg.member, msg.interface
         if iface == DBUS_NAME and member == "NameOwnerChanged" and msg.body[0] == BUS_NAME:
             self._owner_changed(msg.body[2])
-        elif msg.sender == DBUS_NAME or not self.running:
+        elif msg.sender == DBUS_NAME:
+            return
+        elif self._held is not None:
+            self._held.append(msg)  # the snapshot is on its way: apply after it
+        elif not self.running:
             return
         elif iface == "org.vfiod1.Manager" and member == "DeviceChanged":
             address, state, driver = msg.body[:3]
@@ -140,6 +155,7 @@ class VfiodFollower:
 
     def _owner_changed(self, new_owner: str) -> None:
         self._generation += 1
+        self._held = None
         if new_owner:
             self._refresh_task = asyncio.ensure_future(self.refresh())
         else:
