@@ -11,9 +11,12 @@ DESTDIR  ?=
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	libdbus-1-dev libglib2.0-dev dbus dbus-daemon dbus-bin systemd udev pci.ids \
 	procps iproute2 qemu-system-x86 busybox-static kmod cpio \
-	shellcheck python3-pip python3-wheel
+	shellcheck python3-pip python3-wheel \
+	xvfb xfce4-panel dunst xdotool imagemagick
 # Why the less obvious ones: dbus (dbus.socket, for `systemd-analyze verify` of the unit),
-# procps (`kill`, the unit's ExecReload), iproute2 (`ip`, which the guest tier runs).
+# procps (`kill`, the unit's ExecReload), iproute2 (`ip`, which the guest tier runs);
+# xvfb, xfce4-panel (its tray hosts StatusNotifierItems), dunst, xdotool and imagemagick
+# (screenshots) for the applet's desktop test.
 
 .PHONY: all setup apt venv demo test test-host test-vm test-minbase bench install clean
 
@@ -73,8 +76,9 @@ bench: setup
 # -- install ---------------------------------------------------------------------------
 # `make install [DESTDIR=...] [PREFIX=/usr/local]`: what a distribution package ships.
 #
-# The Python package goes, with pip, into a private directory $(PKGLIBDIR) and the two
-# commands are small wrappers in $(BINDIR) that run $(INSTALL_PYTHON) on it. This is the
+# The Python package goes, with pip, into a private directory $(PKGLIBDIR) and the
+# commands (vfiod, vfioctl, vfiod-applet) are small wrappers in $(BINDIR) that run
+# $(INSTALL_PYTHON) on it. This is the
 # layout packagers use for an application (Debian's Python policy: private modules in
 # /usr/lib/<package>): no virtualenv, whose scripts and pyvenv.cfg would carry the
 # DESTDIR staging path and whose dependencies would come from PyPI at build time; and
@@ -105,6 +109,7 @@ POLKITACTIONDIR   ?= /usr/share/polkit-1/actions
 INITRAMFSTOOLSDIR ?= /usr/share/initramfs-tools
 DRACUTMODULESDIR  ?= /usr/lib/dracut/modules.d
 INITCPIODIR       ?= /usr/lib/initcpio
+AUTOSTARTDIR      ?= $(SYSCONFDIR)/xdg/autostart
 
 install:
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)'
@@ -112,7 +117,7 @@ install:
 	  --disable-pip-version-check $(PIP_INSTALL_FLAGS) --target '$(DESTDIR)$(PKGLIBDIR)' "$(PIP_SOURCE)"
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)/bin' build
 	install -d '$(DESTDIR)$(BINDIR)'
-	for cmd in vfiod:vfiod.daemon.main vfioctl:vfiod.ctl.main; do \
+	for cmd in vfiod:vfiod.daemon.main vfioctl:vfiod.ctl.main vfiod-applet:vfiod.applet.main; do \
 	  name=$${cmd%%:*}; module=$${cmd#*:}; \
 	  printf '%s\n' '#!$(INSTALL_PYTHON) -I' 'import sys' \
 	    'sys.path.insert(0, "$(PKGLIBDIR)")' "from $$module import main" \
@@ -138,6 +143,10 @@ install:
 	install -d '$(DESTDIR)$(DATADIR)'
 	rm -rf '$(DESTDIR)$(DATADIR)/initramfs'
 	cp -R initramfs '$(DESTDIR)$(DATADIR)/initramfs'
+	# The tray applet starts with every XDG desktop session.
+	install -d '$(DESTDIR)$(AUTOSTARTDIR)'
+	sed '/^Exec/s|@bindir@|$(BINDIR)|g' desktop/vfiod-applet.desktop > '$(DESTDIR)$(AUTOSTARTDIR)/vfiod-applet.desktop'
+	chmod 0644 '$(DESTDIR)$(AUTOSTARTDIR)/vfiod-applet.desktop'
 	# The example config, never over one that is there.
 	if [ ! -e '$(DESTDIR)$(SYSCONFDIR)/vfiod/vfiod.toml' ]; then \
 	  install -D -m 0644 etc/vfiod.toml '$(DESTDIR)$(SYSCONFDIR)/vfiod/vfiod.toml'; \

@@ -148,3 +148,14 @@ def test_installed_vfioctl_installs_a_libvirt_hook_for_the_system_python(
                          capture_output=True, text=True, timeout=30,
                          env={"PATH": "/usr/bin:/bin"})
     assert (ran.returncode, ran.stderr) == (0, "")
+
+
+def test_installed_applet_has_its_wrapper_and_an_autostart_file_naming_it(
+        installed: Installed, elsewhere: Path) -> None:
+    wrapper = installed.bindir / "vfiod-applet"
+    help_text = subprocess.run([str(wrapper), "--help"], capture_output=True, text=True,
+                               timeout=60, cwd=elsewhere)
+    assert help_text.returncode == 0, help_text.stderr
+    assert help_text.stdout.startswith("usage: vfiod-applet")
+    autostart = installed.prefix / "etc" / "xdg" / "autostart" / "vfiod-applet.desktop"
+    assert f"Exec={wrapper}\n" in autostart.read_text()
