@@ -1,19 +1,25 @@
 """Reset: the kernel's reset methods, best first, then VFIO's hot reset of the whole bus.
 
 A method that errs or leaves the device dead (config space all ones) is followed by
-the next. Refused while a guest holds the group, or while the host uses the device.
+the next. Refused while a guest holds the group (the fence: vfiod holds the group node
+through the reset, and the hot reset uses that fd), or while the host uses the device.
+A reset write that outlives its timeout leaves the device busy until the kernel
+returns; it is then checked in the background.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import logging
+import threading
 
 from vfiod.address import bus_of
+from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Inventory
-from vfiod.engine.transactions import check_not_held
+from vfiod.engine.transactions import check_not_held, stall_reason
 from vfiod.engine.writes import Writer
-from vfiod.errors import HostWriteError, ResetFailed, VfiodError
+from vfiod.errors import HostWriteError, HostWriteTimeout, ResetFailed, Timeout, VfiodError
+from vfiod.host.base import PendingWrite
 from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.model import PciDevice
@@ -44,12 +50,31 @@ class Resetter:
     def reset(self, address: str, *, force: bool = False) -> str:
         """Reset a function (resolved already); return the method that worked."""
         dev, members = self.inventory.fresh(address)
-        holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
-        check_not_held(self.inventory, dev, "reset it", holders)
-        if dev.driver and not dev.on_vfio:
-            check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
-        if not dev.reset_methods:
-            raise ResetFailed(f"{address}: the kernel offers no reset method for this device")
+        fence = raise_fence(self.inventory, dev, "reset it")
+        try:
+            if fence is None:  # no group node: /proc is all there is to ask
+                holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
+                check_not_held(self.inventory, dev, "reset it", holders)
+            else:
+                holders = self.inventory.scan_holders(self.inventory.nodes_of([dev]))
+            if dev.driver and not dev.on_vfio:
+                check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
+            if not dev.reset_methods:
+                raise ResetFailed(f"{address}: the kernel offers no reset method for this "
+                                  "device")
+            try:
+                return self._reset(dev, fence)
+            except HostWriteTimeout as exc:
+                self._stall(dev, fence, exc)
+                fence = None  # the finisher holds it now
+                raise Timeout(f"{exc}; {address} stays busy until the kernel returns, "
+                              "then vfiod checks it by itself") from None
+        finally:
+            if fence is not None:
+                fence.close()
+
+    def _reset(self, dev: PciDevice, fence: Fence | None) -> str:
+        address = dev.address
         write = self.writer.write
         # One listed method is already the selection: writing reset_method would make
         # the kernel probe it again (and refuse bus with EINVAL while a sibling function
@@ -58,6 +83,7 @@ class Resetter:
         selected = False
         failures: list[str] = []
         worked: str | None = None
+        stalled = False
         try:
             for method in dev.reset_methods:
                 try:
@@ -65,6 +91,9 @@ class Resetter:
                         write(paths.device_file(address, "reset_method"), method, address)
                         selected = True
                     write(paths.device_file(address, "reset"), "1", address)
+                except HostWriteTimeout:
+                    stalled = True  # the device is the kernel's until it returns
+                    raise
                 except HostWriteError as exc:
                     failures.append(_reset_failure(method, exc.errno))
                     continue
@@ -74,14 +103,15 @@ class Resetter:
                 failures.append(f"{method}: the device did not come back "
                                 "(config space reads all ones)")
         finally:
-            if selected:  # a refused selection leaves the kernel's selection as it was
+            if selected and not stalled:  # a refused selection leaves the kernel's as it was
                 try:
                     write(paths.device_file(address, "reset_method"), "default", address)
                 except VfiodError as exc:
                     log.warning("%s: could not restore reset_method: %s", address, exc)
-            self.inventory.reread([address])
+            if not stalled:
+                self.inventory.reread([address])
         if worked is None:
-            worked = self._hot_reset(dev, failures)
+            worked = self._hot_reset(dev, failures, fence)
         if worked is None:
             message = f"{address}: no reset method worked: " + "; ".join(failures)
             self.inventory.record_error([address], message)
@@ -89,7 +119,34 @@ class Resetter:
         self.inventory.clear_errors([address])
         return worked
 
-    def _hot_reset(self, dev: PciDevice, failures: list[str]) -> str | None:
+    def _stall(self, dev: PciDevice, fence: Fence | None, exc: HostWriteTimeout) -> None:
+        """Show the device busy until the stalled reset write returns; then check it
+        (on a thread of its own) and tell the listener."""
+        address = dev.address
+        self.inventory.stall([address], stall_reason(self.inventory, exc, dev.iommu_group))
+
+        def finish() -> None:
+            try:
+                if isinstance(exc.pending, PendingWrite):
+                    exc.pending.wait()
+                self.inventory.unstall([address])
+                self.inventory.reread([address])
+                if self.config_alive(address):
+                    self.inventory.clear_errors([address])
+                    log.info("%s: the stalled reset returned; the device is alive", address)
+                else:
+                    self.inventory.record_error([address], f"{address}: the reset returned "
+                                                "late and the device did not come back")
+            finally:
+                self.inventory.unstall([address])
+                if fence is not None:
+                    fence.close()
+                self.inventory.notify([address])
+
+        threading.Thread(target=finish, name=f"finish reset {address}", daemon=True).start()
+
+    def _hot_reset(self, dev: PciDevice, failures: list[str],
+                   fence: Fence | None = None) -> str | None:
         """Reset the device's whole bus through VFIO when the kernel refused it alone.
 
         A GPU's bus reset fails per function while its HDMI audio shares the bus; VFIO's
@@ -116,7 +173,9 @@ class Resetter:
                 check_not_held(self.inventory, others[group],
                                f"reset {address} (they share a bus)", holders)
         try:
-            reset = self.host.vfio_hot_reset(address)
+            # The fence holds the device's group open: a second open would be EBUSY.
+            reset = self.host.vfio_hot_reset(
+                address, {fence.group: fence.fd} if fence is not None else None)
         except HostWriteError as exc:
             failures.append(f"bus through VFIO hot reset: "
                             f"{errno_mod.errorcode.get(exc.errno, str(exc.errno))}")
