@@ -95,6 +95,14 @@ def test_unbind_with_only_the_cdev_held_is_refused_naming_the_cdev(
     assert engine.device_status(GPU).driver == "vfio-pci"
 
 
+def test_a_device_fd_got_through_the_group_on_a_cdev_kernel_is_refused_too(
+        engine: Engine, host: SimHost) -> None:
+    engine.bind(GPU)
+    with host.spawn_holder([], device_fds=[f"@{GPU}"]) as guest:
+        refused, took = timed(lambda: engine.unbind(GPU))
+        assert f"(pid {guest.pid}) through a VFIO device fd" in str(refused) and took < 1.0
+
+
 def test_a_guest_on_the_cdev_only_counts_as_a_guest(engine: Engine, host: SimHost) -> None:
     engine.bind(GPU)
     with host.spawn_holder([], device_fds=[GPU]) as guest:

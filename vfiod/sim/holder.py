@@ -5,10 +5,11 @@ a real process with real open files. ``spawn_holder`` starts one
 (``python -m vfiod.sim.holder``), names it through ``/proc/self/comm``, and returns once
 every file is open. A holder exits when terminated or when its parent goes away.
 
-``device_fds`` model VFIO device file descriptors (VFIO_GROUP_GET_DEVICE_FD): the
-holder opens ``/dev/vfio/devices/vfioN`` of each named PCI address (on a profile
-without VFIO device cdevs, a stand-in outside /dev that no /proc scan of /dev paths
-finds, like the anonymous inode of a real 6.1 device fd), which makes the simulated
+``device_fds`` model VFIO device file descriptors: the holder opens
+``/dev/vfio/devices/vfioN`` of each named PCI address (the iommufd cdev), or, on a
+profile without VFIO device cdevs or for an address written ``@ADDRESS``, the device
+fd VFIO_GROUP_GET_DEVICE_FD gives: a stand-in outside /dev that no /proc scan of /dev
+paths finds, like the anonymous inode of a real device fd. Either makes the simulated
 kernel block an ``unbind`` of that device until the holder lets go.
 
 A group is exclusive, as on the real kernel: a second open of ``/dev/vfio/N`` fails
@@ -137,7 +138,7 @@ def spawn_holder(root: str | os.PathLike[str], paths: Sequence[str],
     finally:
         os.close(read_fd)
     if answer == "ok":
-        return Holder(proc, [*paths, *(f"device fd of {a}" for a in device_fds)])
+        return Holder(proc, [*paths, *(f"device fd of {a.lstrip('@')}" for a in device_fds)])
     if proc.poll() is None:
         proc.kill()
     proc.wait()
@@ -164,7 +165,7 @@ def _read_answer(fd: int, timeout: float) -> str:
         data += chunk
 
 
-def _device_node(root: str, address: str) -> str:
+def _device_node(root: str, address: str, via_group: bool = False) -> str:
     vfio_dev = os.path.join(root, "sys/bus/pci/devices", address, "vfio-dev")
     try:
         names = sorted(os.listdir(vfio_dev))
@@ -174,7 +175,8 @@ def _device_node(root: str, address: str) -> str:
         raise OSError(errno.ENODEV, f"{address} is not on vfio-pci")
     # A kernel with device cdevs has /dev/vfio/devices; without, the simulation keeps
     # its stand-in outside /dev (vfiod.sim.render.PRIVATE_DEVICE_FD_DIR).
-    for where in ("dev/vfio/devices", ".sim-vfio-device"):
+    for where in ((".sim-vfio-device",) if via_group else
+                  ("dev/vfio/devices", ".sim-vfio-device")):
         node = os.path.join(root, where, names[0])
         if os.path.exists(node):
             return node
@@ -204,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if os.path.exists(real):  # a missing node is ENOENT below, as on the kernel
                 claim(_group_of_node(path))
             held.append(os.open(real, os.O_RDWR | os.O_CLOEXEC))
-        for address in filter(None, device_fds.split(",")):
-            node = _device_node(root, address)
+        for entry in filter(None, device_fds.split(",")):
+            address = entry.lstrip("@")
+            node = _device_node(root, address, via_group=entry.startswith("@"))
             claim(_group_of_device(root, address))
             held.append(os.open(node, os.O_RDWR | os.O_CLOEXEC))
     except OSError as exc:

@@ -222,7 +222,11 @@ class SimHost(Host):
     # -- the simulation's own tools ------------------------------------------------------
     def spawn_holder(self, paths: Sequence[str], comm: str = "qemu-system-x86",
                      device_fds: Sequence[str] = ()) -> Holder:
-        """Start a real process holding these host paths open (see vfiod.sim.holder)."""
+        """Start a real process holding these host paths open (see vfiod.sim.holder).
+
+        *device_fds*: addresses whose VFIO device fd it holds, through the cdev where
+        the kernel has them, or through the group for ``@ADDRESS``.
+        """
         holder = spawn_holder(self.root, paths, comm=comm, device_fds=device_fds)
         self._holders.append(holder)
         return holder
