@@ -211,3 +211,23 @@ def test_a_blocked_bind_finishes_by_itself_and_verifies(quick: Engine, host: Sim
         quick.bind(GPU)
     assert done.wait(5.0)
     assert [quick.device_status(a).state for a in (GPU, AUDIO)] == [State.VFIO, State.VFIO]
+
+
+def test_recovery_leaves_a_group_a_guest_holds_for_the_next_start(
+        engine: Engine, host: SimHost, tmp_path: Path) -> None:
+    from vfiod.sim import SimulatedCrash
+
+    engine.bind(GPU)
+    host.faults.crash_after(0)  # killed right after the unbind's first write
+    with pytest.raises(SimulatedCrash):
+        engine.unbind(GPU)
+    host.faults.clear()
+    with host.spawn_holder(["/dev/vfio/31"]):
+        restarted = Engine(host, tmp_path / "state", write_timeout=5.0)
+        assert restarted.recover() == []
+        assert len(restarted.journal.unfinished()) == 1
+        assert "is in use by qemu-system-x86" in restarted.device_status(GPU).error
+    again = Engine(host, tmp_path / "state", write_timeout=5.0)
+    assert sorted(again.recover()) == [GPU, AUDIO]
+    assert again.journal.unfinished() == []
+    assert again.device_status(GPU).driver == "vfio-pci"

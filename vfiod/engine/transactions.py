@@ -370,6 +370,24 @@ class Transactions:
             raise Failed(f"{a}: could not put it back on {record.driver} "
                          f"(driver now: {got or 'none'})")
 
+    def _recovery_fence(self, txn: Transaction) -> Fence | None | bool:
+        """The fence for rolling *txn* back (a roll-back may detach from vfio-pci), None
+        when nothing needs one, False (logged, recorded) when a guest holds the group."""
+        for record in txn.members:
+            if not self.host.exists(paths.device_dir(record.address)):
+                continue
+            try:
+                dev, _members = self.inventory.fresh(record.address)
+                return raise_fence(self.inventory, dev, f"roll back the unfinished "
+                                   f"{txn.operation}")
+            except InUse as exc:
+                log.error("%s; leaving it for the next start", exc)
+                self.inventory.record_error([m.address for m in txn.members], str(exc))
+                return False
+            except VfiodError:
+                continue
+        return None
+
     def recover(self) -> list[str]:
         """Roll back the transactions a killed process left unfinished; return who moved.
 
@@ -379,7 +397,14 @@ class Transactions:
         touched: list[str] = []
         for txn in self.journal.unfinished():
             log.warning("recovering an unfinished %s of %s", txn.operation, txn.key)
-            problems = self.roll_back(txn)
+            fence = self._recovery_fence(txn)
+            if fence is False:
+                continue  # a guest holds the group: kept for the next start
+            try:
+                problems = self.roll_back(txn)
+            finally:
+                if isinstance(fence, Fence):
+                    fence.close()
             touched += [m.address for m in txn.members]
             if problems:
                 self.inventory.record_error([m.address for m in txn.members],
