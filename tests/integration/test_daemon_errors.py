@@ -114,7 +114,8 @@ def test_write_that_outlives_its_timeout_leaves_the_group_busy_then_finishes_by_
             # The daemon answers while the write is in the kernel: the group is busy, why.
             row = await asyncio.to_thread(lambda: daemon.status()[GPU])
             reason = await asyncio.to_thread(daemon.get_property, GPU, "Error")
-            await signals.wait(lambda: "vfio" in signals.states(GPU), timeout=10.0)
+            await signals.wait(lambda: all(
+                signals.states(a)[-1:] == ["vfio"] for a in (GPU, AUDIO)), timeout=10.0)
             return name, message, {**row, "reason": reason}, signals.states(GPU)
 
     name, message, busy, states = asyncio.run(scenario())

@@ -45,8 +45,11 @@ class Inventory:
         # Holders the kernel vouched for (the fence's EBUSY) that /proc cannot tie to
         # a group: a 6.1 device fd is an anonymous inode. Kept while they live.
         self._vouched: dict[int, list[Process]] = {}
-        # Functions with a write still in the kernel: address -> why (nothing reads them).
+        # Functions with a write still in the kernel, or an operation finishing in the
+        # background: address -> why (operations refused, shown busy).
         self._stalled: dict[str, str] = {}
+        # Those of them that must not even be read (the write is still in the kernel).
+        self._unreadable: set[str] = set()
         #: Called (on whatever thread) with the addresses an operation that finished in
         #: the background changed, so that a daemon can publish them.
         self.listener: Callable[[list[str]], None] | None = None
@@ -60,7 +63,7 @@ class Inventory:
     def rescan(self) -> None:
         """Re-read every PCI function, every holder and every usage from the host."""
         with self._lock:
-            stalled = {a: self._devices[a] for a in self._stalled if a in self._devices}
+            stalled = {a: self._devices[a] for a in self._unreadable if a in self._devices}
         devices = self.scanner.read([a for a in self.scanner.addresses() if a not in stalled])
         devices.update(stalled)  # as last read: reading them now could hang
         with self._lock:
@@ -82,7 +85,7 @@ class Inventory:
         with self._lock:
             # A function with a write still in the kernel is not read (a read of its
             # driver_override would wait for the write); it keeps its last snapshot.
-            addresses = [a for a in addresses if a not in self._stalled]
+            addresses = [a for a in addresses if a not in self._unreadable]
         fresh = self.scanner.read(addresses)
         with self._lock:
             self._scanned_once()
@@ -329,18 +332,24 @@ class Inventory:
         with self._lock:
             self._busy.difference_update(addresses)
 
-    def stall(self, addresses: Iterable[str], reason: str) -> None:
+    def stall(self, addresses: Iterable[str], reason: str, *, readable: bool = False) -> None:
         """A write to these functions is still in the kernel: show them busy with
-        *reason*, read nothing of them, and refuse operations on them until unstall()."""
+        *reason*, refuse operations on them until unstall(), and read nothing of them
+        (unless *readable*: the write returned and the operation is finishing)."""
         with self._lock:
             for a in addresses:
                 self._stalled[a] = reason
+                if readable:
+                    self._unreadable.discard(a)
+                else:
+                    self._unreadable.add(a)
 
     def unstall(self, addresses: Iterable[str]) -> None:
-        """The kernel returned from the write that stalled these functions."""
+        """The operation that stalled these functions is over."""
         with self._lock:
             for a in addresses:
                 self._stalled.pop(a, None)
+                self._unreadable.discard(a)
 
     def stalled_reason(self, address: str) -> str | None:
         """Why an operation must not touch this function or its group now, or None."""

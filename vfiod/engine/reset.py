@@ -129,7 +129,8 @@ class Resetter:
             try:
                 if isinstance(exc.pending, PendingWrite):
                     exc.pending.wait()
-                self.inventory.unstall([address])
+                self.inventory.stall([address], "checking the device after the kernel "
+                                     "returned from its reset", readable=True)
                 self.inventory.reread([address])
                 if self.config_alive(address):
                     self.inventory.clear_errors([address])

@@ -243,7 +243,9 @@ class Transactions:
                 pending = exc.pending
                 if isinstance(pending, PendingWrite):
                     pending.wait()
-                self.inventory.unstall(stalled)
+                # Readable again, still closed to other operations until it is over.
+                self.inventory.stall(stalled, f"finishing the {txn.operation} after the "
+                                     "kernel returned", readable=True)
                 try:
                     if isinstance(pending, PendingWrite) and pending.error is not None:
                         raise pending.error
@@ -264,8 +266,8 @@ class Transactions:
                 return
         except BaseException:
             log.exception("%s: finishing the %s failed", txn.key, txn.operation)
-            self.inventory.unstall(stalled)
         finally:
+            self.inventory.unstall(stalled)
             if fence is not None:
                 fence.close()
             self.inventory.notify(stalled)
