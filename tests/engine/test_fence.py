@@ -231,3 +231,52 @@ def test_recovery_leaves_a_group_a_guest_holds_for_the_next_start(
     assert sorted(again.recover()) == [GPU, AUDIO]
     assert again.journal.unfinished() == []
     assert again.device_status(GPU).driver == "vfio-pci"
+
+
+def test_a_blocked_unbind_finishing_by_itself_writes_the_commit_mark_with_the_drivers(
+        quick: Engine, host: SimHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    quick.bind(GPU)
+    marks: list[dict[str, str | None]] = []
+    commit = quick.journal.commit
+    monkeypatch.setattr(quick.journal, "commit",
+                        lambda txn, after: (marks.append(dict(after)), commit(txn, after))[1])
+    done = threading.Event()
+    quick.set_listener(lambda addresses: done.set())
+    host.faults.delay("*/unbind", 1.0, times=1)
+    with pytest.raises(Timeout):
+        quick.unbind(GPU)
+    assert marks == []  # nothing is committed while the write is in the kernel
+    assert done.wait(5.0)
+    assert marks == [{GPU: "nvidia", AUDIO: "snd_hda_intel"}]
+    assert not quick.journal.unfinished()
+
+
+def test_a_blocked_unbind_with_a_stale_host_driver_finishes_on_the_kernels_choice(
+        quick: Engine, host: SimHost) -> None:
+    quick.bind(GPU)
+    quick.journal.remember_host_drivers({GPU: "nouveau"})  # module gone since
+    done = threading.Event()
+    quick.set_listener(lambda addresses: done.set())
+    host.faults.delay("*/unbind", 1.0, times=1)
+    with pytest.raises(Timeout):
+        quick.unbind(GPU)
+    assert done.wait(5.0)
+    row = quick.device_status(GPU)
+    assert (row.state, row.driver, row.error) == (State.HOST, "nvidia", "")
+    assert quick.journal.host_driver(GPU) == "nvidia"
+
+
+def test_recovery_rolls_a_committed_bind_forward_while_a_guest_holds_the_group(
+        engine: Engine, host: SimHost, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from vfiod.sim import SimulatedCrash
+
+    monkeypatch.setattr(engine.journal, "end", lambda txn: (_ for _ in ()).throw(
+        SimulatedCrash("killed after the commit mark")))
+    with pytest.raises(SimulatedCrash):
+        engine.bind(GPU)
+    with host.spawn_holder(["/dev/vfio/31"]):  # a roll-forward writes nothing: no fence
+        restarted = Engine(host, tmp_path / "state", write_timeout=5.0)
+        assert sorted(restarted.recover()) == [GPU, AUDIO]
+        assert restarted.journal.unfinished() == []
+        assert restarted.device_status(GPU).driver == "vfio-pci"

@@ -202,7 +202,8 @@ class SimHost(Host):
         group = self.kernel.states[address].group if address in self.kernel.states else None
         node = f"/dev/vfio/{group}" if group is not None else "/dev/vfio"
         try:
-            reset = self.kernel.hot_reset(address, self._held_by_another)
+            reset = self.kernel.hot_reset(
+                address, lambda node: self._held_by_another(node, group_fds or {}))
         except OSError as exc:
             err = exc.errno or errno.EIO
             self.write_log.append((node, "hot reset", err))
@@ -274,11 +275,14 @@ class SimHost(Host):
     def _device_held(self, host_path: str) -> bool:
         return bool(self.holders([host_path]))
 
-    def _held_by_another(self, host_path: str) -> bool:
-        # A real hot reset opens the groups itself (or uses vfiod's fence): only other
-        # openers are in the way, whether they hold the node, a device fd or a cdev.
+    def _held_by_another(self, host_path: str, group_fds: Mapping[int, int]) -> bool:
+        # A real hot reset opens every group not in *group_fds* itself, and that open is
+        # exclusive even within one process: a group vfiod fenced but did not hand over
+        # is as busy as one a guest holds. Otherwise only other openers are in the way,
+        # whether they hold the node, a device fd or a cdev.
         group = host_path.rpartition("/")[2]
-        if group.isdigit() and int(group) not in {g for g, _ in self._fences.values()}:
+        given = {g for g, fd in group_fds.items() if self._fences.get(fd, (None,))[0] == g}
+        if group.isdigit() and int(group) not in given:
             try:
                 os.close(lock_group(os.fspath(self.root), int(group)))
             except OSError:
