@@ -156,6 +156,18 @@ def quick(host: SimHost, tmp_path: Path) -> Engine:
     return Engine(host, tmp_path / "state", write_timeout=0.3)
 
 
+def blocked(engine: Engine, host: SimHost, operation: str, address: str,
+            write: str) -> threading.Event:
+    """Run *operation* with its write to *write* kept in the kernel for 1 s: it answers
+    Timeout; the event is set once the engine has finished it by itself."""
+    done = threading.Event()
+    engine.set_listener(lambda addresses: done.set())
+    host.faults.delay(write, 1.0, times=1)
+    with pytest.raises(Timeout):
+        getattr(engine, operation)(address)
+    return done
+
+
 def test_a_blocked_unbind_leaves_the_group_busy_with_the_reason(quick: Engine,
                                                                host: SimHost) -> None:
     quick.bind(GPU)
@@ -204,11 +216,7 @@ def test_a_blocked_unbind_finishes_by_itself_when_the_kernel_returns(quick: Engi
 
 
 def test_a_blocked_bind_finishes_by_itself_and_verifies(quick: Engine, host: SimHost) -> None:
-    done = threading.Event()
-    quick.set_listener(lambda addresses: done.set())
-    host.faults.delay("/sys/bus/pci/drivers_probe", 1.0, times=1)
-    with pytest.raises(Timeout):
-        quick.bind(GPU)
+    done = blocked(quick, host, "bind", GPU, "/sys/bus/pci/drivers_probe")
     assert done.wait(5.0)
     assert [quick.device_status(a).state for a in (GPU, AUDIO)] == [State.VFIO, State.VFIO]
 
@@ -240,11 +248,7 @@ def test_a_blocked_unbind_finishing_by_itself_writes_the_commit_mark_with_the_dr
     commit = quick.journal.commit
     monkeypatch.setattr(quick.journal, "commit",
                         lambda txn, after: (marks.append(dict(after)), commit(txn, after))[1])
-    done = threading.Event()
-    quick.set_listener(lambda addresses: done.set())
-    host.faults.delay("*/unbind", 1.0, times=1)
-    with pytest.raises(Timeout):
-        quick.unbind(GPU)
+    done = blocked(quick, host, "unbind", GPU, "*/unbind")
     assert marks == []  # nothing is committed while the write is in the kernel
     assert done.wait(5.0)
     assert marks == [{GPU: "nvidia", AUDIO: "snd_hda_intel"}]
@@ -255,12 +259,7 @@ def test_a_blocked_unbind_with_a_stale_host_driver_finishes_on_the_kernels_choic
         quick: Engine, host: SimHost) -> None:
     quick.bind(GPU)
     quick.journal.remember_host_drivers({GPU: "nouveau"})  # module gone since
-    done = threading.Event()
-    quick.set_listener(lambda addresses: done.set())
-    host.faults.delay("*/unbind", 1.0, times=1)
-    with pytest.raises(Timeout):
-        quick.unbind(GPU)
-    assert done.wait(5.0)
+    assert blocked(quick, host, "unbind", GPU, "*/unbind").wait(5.0)
     row = quick.device_status(GPU)
     assert (row.state, row.driver, row.error) == (State.HOST, "nvidia", "")
     assert quick.journal.host_driver(GPU) == "nvidia"

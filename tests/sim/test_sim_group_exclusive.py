@@ -9,13 +9,13 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from simtest import GPU, dev, to_vfio
+from simtest import GPU, TEST_GUEST_NIC, dev, guest_nic_on_vfio, to_vfio
 
 from vfiod.errors import HostWriteTimeout
 from vfiod.host import paths
 from vfiod.sim import SimHost
 
-NIC_61 = "0000:02:00.0"  # the 6.1 test guest's e1000e, alone in IOMMU group 10
+NIC_61 = TEST_GUEST_NIC  # alone in IOMMU group 10
 
 
 @pytest.fixture
@@ -29,13 +29,8 @@ def guest_ready(sim: SimHost) -> SimHost:
 @pytest.fixture
 def kernel61() -> Iterator[SimHost]:
     """The 6.1 test guest (no cdevs: a device fd is an anonymous inode), NIC on vfio-pci."""
-    host = SimHost(profile="test-guest")
-    try:
-        host.load_module("vfio-pci")
-        to_vfio(host, NIC_61)
+    with guest_nic_on_vfio() as host:
         yield host
-    finally:
-        host.close()
 
 
 def open_errno(host: SimHost, group: int) -> int:
