@@ -90,6 +90,15 @@ def test_unit_lets_the_guards_open_block_devices_read_only_and_nothing_more() ->
     assert "DevicePolicy=closed" in UNIT.read_text().splitlines()
 
 
+def test_unit_lets_the_fence_and_the_hot_reset_open_dev_vfio_and_nothing_else_new() -> None:
+    lines = [line for line in UNIT.read_text().splitlines() if not line.startswith("#")]
+    allowed = {line.partition("=")[2] for line in lines if line.startswith("DeviceAllow=")}
+    # The group nodes (any number) and the container, read-write; DevicePolicy stays closed.
+    assert {"char-vfio rw", "/dev/vfio/vfio rw"} <= allowed
+    assert "DevicePolicy=closed" in lines
+    assert not any(entry.split()[0] in ("char-misc", "char-*", "/dev/vfio") for entry in allowed)
+
+
 # -- D-Bus and polkit files --------------------------------------------------------------
 
 def test_bus_policy_lets_only_root_own_and_everyone_call() -> None:

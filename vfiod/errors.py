@@ -110,10 +110,13 @@ class HostWriteError(Failed):
 class HostWriteTimeout(Timeout):
     """A write to a kernel control file was still blocked when its time ran out."""
 
-    def __init__(self, path: str, value: str, seconds: float, device: str | None = None) -> None:
+    def __init__(self, path: str, value: str, seconds: float, device: str | None = None,
+                 pending: object | None = None) -> None:
         self.path = path
         self.value = value
         self.device = device
+        #: The write still in the kernel (vfiod.host.base.PendingWrite): wait on it.
+        self.pending = pending
         who = f"{device}: " if device else ""
         super().__init__(
             f"{who}writing {value.strip()!s} to {path} did not return within {seconds:g} s "

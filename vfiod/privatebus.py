@@ -332,7 +332,8 @@ class VfiodProcess(subprocess.Popen[bytes]):
 def vfiod_command(bus: PrivateBus | str, sim_root: str | os.PathLike[str] | None,
                   profile: str | None, state_dir: str | os.PathLike[str],
                   config: str | os.PathLike[str] | None = None, *,
-                  real_host: bool = False, program: Sequence[str] | None = None) -> list[str]:
+                  real_host: bool = False, program: Sequence[str] | None = None,
+                  write_timeout: float | None = None) -> list[str]:
     """The command line that runs vfiod on the simulated *profile* on *bus*.
 
     *program* is what runs vfiod (``python -m vfiod.daemon.main`` with this Python by
@@ -353,6 +354,8 @@ def vfiod_command(bus: PrivateBus | str, sim_root: str | os.PathLike[str] | None
     cmd += ["--address", address, "--state-dir", os.fspath(state_dir)]
     if config is not None:
         cmd += ["--config", os.fspath(config)]
+    if write_timeout is not None:
+        cmd += ["--write-timeout", f"{write_timeout:g}"]
     return cmd
 
 

@@ -4,6 +4,8 @@ the hot reset is tried whenever the bus qualifies, and says what stands in its w
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Mapping
 
 import pytest
 
@@ -139,3 +141,44 @@ def test_a_bus_entirely_on_vfio_pci_qualifies(engine: Engine) -> None:
     devices = engine.devices()
     ports = {a: dataclasses.replace(devices[a], driver="vfio-pci") for a in (PORT0, PORT1)}
     assert hot_reset_obstacle(ports[PORT0], ports) is None
+
+
+def test_port_reset_is_refused_at_once_while_a_guest_holds_only_a_device_fd_of_the_sibling(
+        engine: Engine, host: SimHost) -> None:
+    engine.bind(PORT0)
+    engine.bind(PORT1)
+    with host.spawn_holder([], device_fds=[PORT0]) as guest:
+        began = time.monotonic()
+        with pytest.raises(InUse) as refusal:
+            engine.reset(PORT1)
+        took = time.monotonic() - began
+    assert f"pid {guest.pid}" in str(refusal.value)
+    assert "IOMMU group 42" in str(refusal.value)
+    assert took < 1.0
+    assert _hot_resets(host) == []
+
+
+def test_the_hot_reset_is_handed_the_fence_of_every_group_on_its_bus(
+        engine: Engine, host: SimHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine.bind(PORT0)
+    engine.bind(PORT1)
+    handed: list[set[int]] = []
+    hot_reset = host.vfio_hot_reset
+
+    def spy(address: str, group_fds: Mapping[int, int] | None = None) -> list[str]:
+        handed.append(set(group_fds or {}))
+        return hot_reset(address, group_fds)
+
+    monkeypatch.setattr(host, "vfio_hot_reset", spy)
+    assert engine.reset(PORT1) == "bus"
+    assert handed == [{42, 43}]
+
+
+def test_both_groups_are_free_again_after_the_hot_reset(engine: Engine,
+                                                        host: SimHost) -> None:
+    engine.bind(PORT0)
+    engine.bind(PORT1)
+    assert engine.reset(PORT1) == "bus"
+    for node in ("/dev/vfio/42", "/dev/vfio/43"):
+        fd = host.open_group(int(node.rpartition("/")[2]))
+        host.close_group(fd)

@@ -1,5 +1,9 @@
 """Random sequences of operations, guests, faults and kills keep the invariants.
 
+Guests hold a group in each way the kernel knows: the group node, a device fd only
+(group fd closed), or the iommufd cdev only; writes fail, the process is killed, or a
+write stays in the kernel past its timeout (the engine then finishes by itself).
+
 - every endpoint of an IOMMU group is on the same side (all on vfio-pci, or none);
 - every device is either on vfio-pci because it was asked to be, or on its original
   driver (no device is ever left without the driver it had).
@@ -10,6 +14,7 @@ from __future__ import annotations
 import errno
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
@@ -17,7 +22,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from vfiod.engine import Engine
-from vfiod.errors import VfiodError
+from vfiod.errors import Timeout, VfiodError
+from vfiod.records import State
 from vfiod.sim import SimHost
 
 from vfiod.sim import SimulatedCrash
@@ -107,19 +113,51 @@ class BindingMachine(RuleBasedStateMachine):
         self.engine = Engine(self.host, self.tmp / "state", write_timeout=5.0)
         self.engine.recover()
 
+    @rule(group=st.sampled_from(sorted(GROUPS)), operation=st.sampled_from(["bind", "unbind"]))
+    def write_stays_in_the_kernel_past_its_timeout(self, group: int, operation: str) -> None:
+        finished = threading.Event()
+        self.engine.set_listener(lambda _addresses: finished.set())
+        writer = self.engine.transactions.writer
+        timeout, writer.timeout = writer.timeout, 0.1
+        self.host.faults.delay("*", 0.4, times=1)  # the operation's first write
+        try:
+            getattr(self.engine, operation)(GROUPS[group][0])
+        except Timeout:
+            # The engine finishes by itself once the kernel returns.
+            assert finished.wait(10.0), "the stalled operation never finished"
+        except VfiodError:
+            return  # refused before any write (a guest holds the group)
+        finally:
+            writer.timeout = timeout
+            self.host.faults.clear()
+            self.engine.set_listener(None)
+        if operation == "bind":
+            self.asked_vfio.add(group)
+        else:
+            self.asked_vfio.discard(group)
+
     @precondition(lambda self: any(g not in self.guests for g in self.asked_vfio))
-    @rule(data=st.data())
-    def guest_starts(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), kind=st.sampled_from(["group node", "device fd only", "cdev only"]))
+    def guest_starts(self, data: st.DataObject, kind: str) -> None:
         group = data.draw(st.sampled_from(sorted(g for g in self.asked_vfio
                                                  if g not in self.guests)))
+        device = GROUPS[group][1][0]
+        paths = [f"/dev/vfio/{group}"] if kind == "group node" else []
+        device_fds = {"group node": [], "device fd only": [f"@{device}"],
+                      "cdev only": [device]}[kind]
         self.guests[group] = self.host.spawn_holder(  # type: ignore[attr-defined]
-            [f"/dev/vfio/{group}"], comm="qemu-system-x86")
+            paths, comm="qemu-system-x86", device_fds=device_fds)
 
     @precondition(lambda self: bool(self.guests))
     @rule(data=st.data())
     def guest_stops(self, data: st.DataObject) -> None:
         group = data.draw(st.sampled_from(sorted(self.guests)))
         self.guests.pop(group).close()  # type: ignore[attr-defined]
+
+    @invariant()
+    def nothing_stays_busy_once_operations_are_over(self) -> None:
+        busy = [row.address for row in self.engine.status() if row.state is State.BUSY]
+        assert busy == [], busy
 
     @invariant()
     def every_group_is_on_one_side(self) -> None:

@@ -85,3 +85,17 @@ def test_dev_vfio_appearing_later_is_watched_from_then_on(tmp_path: Path) -> Non
         assert HolderEvent("node") in _wait(source)
     finally:
         source.close()
+
+
+def test_opening_a_device_cdev_is_a_node_event(tmp_path: Path) -> None:
+    # A guest that uses only the iommufd cdev (6.6+) never opens the group node.
+    dev, vfio = _dev(tmp_path)
+    (vfio / "devices").mkdir()
+    (vfio / "devices" / "vfio0").write_bytes(b"")
+    source = HolderEventSource(str(dev), str(vfio))
+    try:
+        with open(vfio / "devices" / "vfio0", "rb"):
+            pass
+        assert HolderEvent("node") in _wait(source)
+    finally:
+        source.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from vfiod.errors import HostWriteError
 from vfiod.host.base import Host, UEvent
+from vfiod.sim import SimHost
 
 GPU = "0000:06:00.0"  # the guest's GTX 1080 Ti
 AUDIO = "0000:06:00.1"  # its HDMI audio
@@ -63,3 +65,19 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+TEST_GUEST_NIC = "0000:02:00.0"  # the 6.1 test guest's e1000e, alone in IOMMU group 10
+
+
+@contextmanager
+def guest_nic_on_vfio() -> Iterator[SimHost]:
+    """The simulated 6.1 test guest (no cdevs: a device fd is an anonymous inode) with
+    its NIC on vfio-pci; closed afterwards."""
+    host = SimHost(profile="test-guest")
+    try:
+        host.load_module("vfio-pci")
+        to_vfio(host, TEST_GUEST_NIC)
+        yield host
+    finally:
+        host.close()

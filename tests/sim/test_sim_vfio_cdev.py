@@ -10,24 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from simtest import dev, driver_of, to_vfio, wait_for
+from simtest import TEST_GUEST_NIC, dev, driver_of, guest_nic_on_vfio, wait_for
 
 from vfiod.errors import HostWriteTimeout
 from vfiod.sim import SimHost
 
-NIC = "0000:02:00.0"  # the test guest's e1000e, alone in IOMMU group 10
+NIC = TEST_GUEST_NIC  # alone in IOMMU group 10
 
 
 @pytest.fixture
 def guest() -> Iterator[SimHost]:
     """The simulated test guest with its NIC on vfio-pci."""
-    host = SimHost(profile="test-guest")
-    try:
-        host.load_module("vfio-pci")
-        to_vfio(host, NIC)
+    with guest_nic_on_vfio() as host:
         yield host
-    finally:
-        host.close()
 
 
 def test_dev_vfio_holds_only_the_container_and_the_group_node(guest: SimHost) -> None:

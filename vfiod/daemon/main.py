@@ -58,8 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state-dir", default=None, metavar="DIR",
                         help="where state that survives a crash is kept "
                              "(default $STATE_DIRECTORY or /var/lib/vfiod)")
+    parser.add_argument("--write-timeout", type=float, default=None, metavar="SECONDS",
+                        help="how long a kernel write may block (an unbind while a guest "
+                             "holds the device) before the call answers Timeout and the "
+                             "group stays busy until the kernel returns (default 10)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
+    if args.write_timeout is not None and not args.write_timeout > 0:
+        parser.error("--write-timeout must be a positive number of seconds")
     if args.sim_root and not args.simulate:
         parser.error("--sim-root needs --simulate PROFILE")
     return args
@@ -109,8 +115,8 @@ async def _serve(args: argparse.Namespace, host_opener: HostOpener,
     state_dir = Path(args.state_dir or default_state_dir())
     daemon: Daemon | None = None
     try:
-        engine = Engine(host, state_dir, config,
-                        write_timeout=write_timeout or DEFAULT_WRITE_TIMEOUT)
+        engine = Engine(host, state_dir, config, write_timeout=(
+            write_timeout or args.write_timeout or DEFAULT_WRITE_TIMEOUT))
         bus_type = BusType.SESSION if args.session else BusType.SYSTEM
         daemon = Daemon(engine, args.config, bus_address=args.address, bus_type=bus_type,
                         simulated=host.simulated)

@@ -89,6 +89,9 @@ class Daemon:
         assert self.bus is not None
         self.bus.announce = True  # from now on objects come and go with signals
 
+        # An operation whose write outlived its timeout finishes on an engine thread.
+        self.engine.set_listener(lambda addresses: loop.call_soon_threadsafe(
+            self._finished_in_background, addresses))
         self.uevents.start()
         self.holders.start()
         # The name last: a client that sees it finds vfiod fully up.
@@ -268,6 +271,11 @@ class Daemon:
         shown = result if isinstance(result, str) else ", ".join(result) or "nothing to move"
         log.info("%s %s: done in %.2f s: %s", op, address, took, shown, extra=extra)
         return result
+
+    def _finished_in_background(self, addresses: list[str]) -> None:
+        """A stalled operation finished when the kernel returned: publish its outcome."""
+        if not self._stopping:
+            self._spawn(self.republish(addresses), f"publish {', '.join(addresses)}")
 
     def _spawn(self, coro: Any, name: str) -> None:
         """Run an internal operation in the background, logging its failure."""

@@ -19,7 +19,7 @@ different groups in parallel. The engine itself holds no operation lock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -221,6 +221,11 @@ class Engine:
                 entry = self.config.entry_for(dev) if self.config else None
                 actions.append((address, entry.on_release if entry else "keep"))
         return actions
+
+    def set_listener(self, listener: "Callable[[list[str]], None] | None") -> None:
+        """Call *listener* (on a worker thread) with the addresses an operation that
+        finished in the background changed: one whose write outlived its timeout."""
+        self.inventory.listener = listener
 
     # -- status -----------------------------------------------------------------------
     def mark_busy(self, addresses: Iterable[str]) -> None:

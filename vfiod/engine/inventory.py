@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from vfiod.discovery import Scanner, iommu_enabled
-from vfiod.errors import NoSuchDevice
+from vfiod.errors import NoSuchDevice, Timeout
 from vfiod.guards import find_usages, node_paths
 from vfiod.host import paths
 from vfiod.host.base import Host, Process
@@ -42,6 +42,17 @@ class Inventory:
         self._host_holders: dict[str, list[Process]] = {}
         self._used_by: dict[str, str] = {}
         self._released: set[int] = set()
+        # Holders the kernel vouched for (the fence's EBUSY) that /proc cannot tie to
+        # a group: a 6.1 device fd is an anonymous inode. Kept while they live.
+        self._vouched: dict[int, list[Process]] = {}
+        # Functions with a write still in the kernel, or an operation finishing in the
+        # background: address -> why (operations refused, shown busy).
+        self._stalled: dict[str, str] = {}
+        # Those of them that must not even be read (the write is still in the kernel).
+        self._unreadable: set[str] = set()
+        #: Called (on whatever thread) with the addresses an operation that finished in
+        #: the background changed, so that a daemon can publish them.
+        self.listener: Callable[[list[str]], None] | None = None
 
     # -- reading ----------------------------------------------------------------------
     @property
@@ -51,7 +62,10 @@ class Inventory:
 
     def rescan(self) -> None:
         """Re-read every PCI function, every holder and every usage from the host."""
-        devices = self.scanner.scan()
+        with self._lock:
+            stalled = {a: self._devices[a] for a in self._unreadable if a in self._devices}
+        devices = self.scanner.read([a for a in self.scanner.addresses() if a not in stalled])
+        devices.update(stalled)  # as last read: reading them now could hang
         with self._lock:
             self._devices = devices
             self._scanned = True
@@ -69,7 +83,10 @@ class Inventory:
         With *holders* (a scan that covered these functions' group nodes and host
         nodes), their holders and usages are brought up to date from it too.
         """
-        addresses = list(addresses)
+        with self._lock:
+            # A function with a write still in the kernel is not read (a read of its
+            # driver_override would wait for the write); it keeps its last snapshot.
+            addresses = [a for a in addresses if a not in self._unreadable]
         fresh = self.scanner.read(addresses)
         with self._lock:
             self._scanned_once()
@@ -88,7 +105,14 @@ class Inventory:
         return fresh
 
     def fresh(self, address: str) -> tuple[PciDevice, list[PciDevice]]:
-        """Re-read a function and every member of its IOMMU group (one read of all)."""
+        """Re-read a function and every member of its IOMMU group (one read of all).
+
+        Raises Timeout while a write to the function or its group is still in the
+        kernel: nothing may touch them until it returns.
+        """
+        reason = self.stalled_reason(address)
+        if reason is not None:
+            raise Timeout(f"{address}: busy until the kernel returns: {reason}")
         group = self.host.link_name(paths.device_file(address, "iommu_group"))
         members = self.scanner.group_members(int(group)) if group and group.isdigit() else []
         if address not in members:
@@ -148,6 +172,10 @@ class Inventory:
             return recorded
         return self.host.kernel_choice(dev.modalias) or ""
 
+    def _members_locked(self, group: int) -> list[str]:
+        """The functions of a group as last read (the caller holds the lock)."""
+        return sorted(a for a, d in self._devices.items() if d.iommu_group == group)
+
     def _scanned_once(self) -> None:
         if not self._scanned:
             self.rescan()
@@ -179,6 +207,54 @@ class Inventory:
                 nodes += lst
         return nodes
 
+    def cdev_nodes(self, address: str) -> list[str]:
+        """A function's VFIO device cdev nodes (``/dev/vfio/devices/vfio0``; 6.6+)."""
+        return [paths.vfio_device_node(n)
+                for n in self.host.listdir(paths.device_file(address, "vfio-dev"))]
+
+    def name_vfio_holders(self, group: int) -> str:
+        """Who holds a group the kernel says is held (one /proc scan), for a message.
+
+        Holders of the group node and of its members' cdevs are named for sure; a 6.1
+        device fd (an anonymous inode) names no device, so processes holding one are
+        named as candidates, and remembered as the group's holders for Status.
+        """
+        names = self.vfio_holder_names(group, vouch=True)
+        return ", ".join(names) or "a process vfiod cannot see (the kernel says it is held)"
+
+    def vfio_holder_names(self, group: int, *, vouch: bool = False) -> list[str]:
+        """``qemu-system-x86 (pid 4242) through /dev/vfio/31`` for each process that
+        holds the group's node or a member's cdev; else each holder of any VFIO device
+        fd (remembered as the group's holders when the kernel vouched: *vouch*)."""
+        members = self.scanner.group_members(group)
+        exact = [paths.group_node(group)] + [n for a in members for n in self.cdev_nodes(a)]
+        found = self.scan_holders([*exact, paths.VFIO_DEVICE_FD])
+        named = [f"{p} through {node}" for node in exact for p in found.get(node, [])]
+        if named:
+            return named
+        candidates = found.get(paths.VFIO_DEVICE_FD, [])
+        if candidates and vouch:
+            with self._lock:
+                self._vouched[group] = list(candidates)
+                self._group_holders[group] = list(candidates)
+                self._released.discard(group)
+        return [f"{p} through a VFIO device fd" for p in candidates]
+
+    def _holders_of_group(self, group: int, cdevs: Iterable[str], found: Holders
+                          ) -> list[Process]:
+        """A group's holders from a scan: its node, its members' cdevs (a guest may use
+        only the iommufd cdev), and living holders the kernel vouched for."""
+        procs = {p.pid: p for node in [paths.group_node(group), *cdevs]
+                 for p in found.get(node, [])}
+        vouched = [p for p in self._vouched.get(group, []) if self.host.alive(p.pid)]
+        if vouched:
+            self._vouched[group] = vouched
+        else:
+            self._vouched.pop(group, None)
+        for p in vouched:
+            procs.setdefault(p.pid, p)
+        return list(procs.values())
+
     def rescan_holders_of(self, addresses: Iterable[str]) -> None:
         """Re-check who holds these functions (one /proc scan), as last read."""
         with self._lock:
@@ -198,13 +274,21 @@ class Inventory:
                   if d.on_vfio and d.iommu_group is not None}
         host_nodes = {d.address: node_paths(self.host, d)["drm"] for d in devices.values()
                       if d.children.drm or d.children.nvidia_minor is not None}
+        cdevs: dict[int, list[str]] = {}
+        for d in devices.values():
+            if d.on_vfio and d.iommu_group is not None:
+                cdevs.setdefault(d.iommu_group, []).extend(self.cdev_nodes(d.address))
         nodes = [paths.group_node(g) for g in groups]
+        nodes += [n for lst in cdevs.values() for n in lst]
         nodes += [p for lst in host_nodes.values() for p in lst]
         found = self.scan_holders([*nodes, *extra])
         with self._lock:
             before = {g for g, procs in self._group_holders.items() if procs}
-            self._group_holders = {g: found[paths.group_node(g)] for g in groups
-                                   if found.get(paths.group_node(g))}
+            self._group_holders = {}
+            for g in groups:
+                procs = self._holders_of_group(g, cdevs.get(g, []), found)
+                if procs:
+                    self._group_holders[g] = procs
             now = set(self._group_holders)
             self._released |= before - now
             self._released -= now
@@ -219,7 +303,8 @@ class Inventory:
             for dev in devices:
                 if dev.on_vfio and dev.iommu_group is not None:
                     g = dev.iommu_group
-                    procs = found.get(paths.group_node(g), [])
+                    cdevs = [n for a in self._members_locked(g) for n in self.cdev_nodes(a)]
+                    procs = self._holders_of_group(g, cdevs, found)
                     if procs:
                         self._released.discard(g)
                         self._group_holders[g] = procs
@@ -270,6 +355,43 @@ class Inventory:
         with self._lock:
             self._busy.difference_update(addresses)
 
+    def stall(self, addresses: Iterable[str], reason: str, *, readable: bool = False) -> None:
+        """A write to these functions is still in the kernel: show them busy with
+        *reason*, refuse operations on them until unstall(), and read nothing of them
+        (unless *readable*: the write returned and the operation is finishing)."""
+        with self._lock:
+            for a in addresses:
+                self._stalled[a] = reason
+                if readable:
+                    self._unreadable.discard(a)
+                else:
+                    self._unreadable.add(a)
+
+    def unstall(self, addresses: Iterable[str]) -> None:
+        """The operation that stalled these functions is over."""
+        with self._lock:
+            for a in addresses:
+                self._stalled.pop(a, None)
+                self._unreadable.discard(a)
+
+    def stalled_reason(self, address: str) -> str | None:
+        """Why an operation must not touch this function or its group now, or None."""
+        with self._lock:
+            if address in self._stalled:
+                return self._stalled[address]
+            dev = self._devices.get(address)
+            if dev is not None and dev.iommu_group is not None:
+                for a in self._members_locked(dev.iommu_group):
+                    if a in self._stalled:
+                        return self._stalled[a]
+            return None
+
+    def notify(self, addresses: Iterable[str]) -> None:
+        """Tell the listener that an operation finishing in the background changed these."""
+        listener = self.listener
+        if listener is not None:
+            listener(sorted(set(addresses)))
+
     def record_error(self, addresses: Iterable[str], message: str) -> None:
         """The last operation on these devices failed: show it until one succeeds."""
         with self._lock:
@@ -303,8 +425,9 @@ class Inventory:
 
     def _status(self, dev: PciDevice) -> DeviceStatus:
         with self._lock:
-            busy = dev.address in self._busy
-            error = self._errors.get(dev.address, "")
+            stalled = self._stalled.get(dev.address)
+            busy = dev.address in self._busy or stalled is not None
+            error = stalled or self._errors.get(dev.address, "")
             used_by = self._used_by.get(dev.address, "") if not dev.on_vfio else ""
             if dev.on_vfio and dev.iommu_group is not None:
                 holders = self._group_holders.get(dev.iommu_group, [])

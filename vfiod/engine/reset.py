@@ -6,19 +6,27 @@ bus) goes straight to the hot reset. The hot reset is tried whenever the bus
 qualifies: every function on it on vfio-pci and free; otherwise the failure names the
 functions in the way. Refused while a guest holds the group (or any group on the bus,
 for the hot reset), or while the host uses the device.
+
+The fence: vfiod holds the device's group node through the reset, and for a hot reset
+the node of every group on the bus, whose fds the hot reset uses (a second open of a
+group is EBUSY). A reset write that outlives its timeout leaves the device busy until
+the kernel returns; it is then checked in the background.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import logging
+import threading
 from collections.abc import Mapping
 
 from vfiod.address import bus_of
+from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Inventory
-from vfiod.engine.transactions import check_not_held
+from vfiod.engine.transactions import check_not_held, stall_reason
 from vfiod.engine.writes import Writer
-from vfiod.errors import HostWriteError, ResetFailed, VfiodError
+from vfiod.errors import HostWriteError, HostWriteTimeout, ResetFailed, Timeout, VfiodError
+from vfiod.host.base import PendingWrite
 from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.model import PciDevice
@@ -88,14 +96,33 @@ class Resetter:
         every group on the bus (Engine.lock_keys), as the hot reset resets them all.
         """
         dev, members = self.inventory.fresh(address)
-        holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
-        check_not_held(self.inventory, dev, "reset it", holders)
-        if dev.driver and not dev.on_vfio:
-            check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
+        fence = raise_fence(self.inventory, dev, "reset it")
+        try:
+            if fence is None:  # no group node: /proc is all there is to ask
+                holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
+                check_not_held(self.inventory, dev, "reset it", holders)
+            else:
+                holders = self.inventory.scan_holders(self.inventory.nodes_of([dev]))
+            if dev.driver and not dev.on_vfio:
+                check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
+            try:
+                return self._reset(dev, fence)
+            except HostWriteTimeout as exc:
+                self._stall(dev, fence, exc)
+                fence = None  # the finisher holds it now
+                raise Timeout(f"{exc}; {address} stays busy until the kernel returns, "
+                              "then vfiod checks it by itself") from None
+        finally:
+            if fence is not None:
+                fence.close()
+
+    def _reset(self, dev: PciDevice, fence: Fence | None) -> str:
+        """Its own methods, then the hot reset; the method that worked, or ResetFailed."""
+        address = dev.address
         failures: list[str] = []
         worked = self._own_methods(dev, failures) if dev.reset_methods else None
         if worked is None:
-            worked = self._hot_reset(dev, failures)
+            worked = self._hot_reset(dev, failures, fence)
         if worked is None:
             if dev.reset_methods:
                 message = f"{address}: no reset method worked: " + "; ".join(failures)
@@ -107,6 +134,33 @@ class Resetter:
         self.inventory.clear_errors([address])
         return worked
 
+    def _stall(self, dev: PciDevice, fence: Fence | None, exc: HostWriteTimeout) -> None:
+        """Show the device busy until the stalled reset write returns; then check it
+        (on a thread of its own) and tell the listener."""
+        address = dev.address
+        self.inventory.stall([address], stall_reason(self.inventory, exc, dev.iommu_group))
+
+        def finish() -> None:
+            try:
+                if isinstance(exc.pending, PendingWrite):
+                    exc.pending.wait()
+                self.inventory.stall([address], "checking the device after the kernel "
+                                     "returned from its reset", readable=True)
+                self.inventory.reread([address])
+                if self.config_alive(address):
+                    self.inventory.clear_errors([address])
+                    log.info("%s: the stalled reset returned; the device is alive", address)
+                else:
+                    self.inventory.record_error([address], f"{address}: the reset returned "
+                                                "late and the device did not come back")
+            finally:
+                self.inventory.unstall([address])
+                if fence is not None:
+                    fence.close()
+                self.inventory.notify([address])
+
+        threading.Thread(target=finish, name=f"finish reset {address}", daemon=True).start()
+
     def _own_methods(self, dev: PciDevice, failures: list[str]) -> str | None:
         """Try the function's own methods, best first; the one that worked, or None with
         why each failed added to *failures*."""
@@ -116,6 +170,7 @@ class Resetter:
         # shares the bus), and writing "default" afterwards would probe it away for good.
         selectable = len(dev.reset_methods) > 1
         selected = False
+        stalled = False
         try:
             for method in dev.reset_methods:
                 try:
@@ -123,6 +178,9 @@ class Resetter:
                         write(paths.device_file(address, "reset_method"), method, address)
                         selected = True
                     write(paths.device_file(address, "reset"), "1", address)
+                except HostWriteTimeout:
+                    stalled = True  # the device is the kernel's until it returns
+                    raise
                 except HostWriteError as exc:
                     failures.append(_reset_failure(method, exc.errno))
                     continue
@@ -132,12 +190,13 @@ class Resetter:
                                 "(config space reads all ones)")
             return None
         finally:
-            if selected:  # a refused selection leaves the kernel's selection as it was
+            if selected and not stalled:  # a refused selection leaves the kernel's as it was
                 try:
                     write(paths.device_file(address, "reset_method"), "default", address)
                 except VfiodError as exc:
                     log.warning("%s: could not restore reset_method: %s", address, exc)
-            self.inventory.reread([address])
+            if not stalled:
+                self.inventory.reread([address])
 
     def bus_mates(self, address: str) -> list[str]:
         """The functions a hot reset through *address* would reset (itself included), as
@@ -150,7 +209,8 @@ class Resetter:
         mates = sorted(a for a in devices if bus_of(a) == bus)
         return mates if len(mates) > 1 else []
 
-    def _hot_reset(self, dev: PciDevice, failures: list[str]) -> str | None:
+    def _hot_reset(self, dev: PciDevice, failures: list[str],
+                   fence: Fence | None = None) -> str | None:
         """Reset the device's whole bus through VFIO when its own methods cannot.
 
         A function's own bus reset fails while another shares its bus (a GPU and its
@@ -159,6 +219,8 @@ class Resetter:
         every function of the bus, given all their groups, so it needs all of them on
         vfio-pci and free. Returns "bus" when it worked; otherwise adds why to
         *failures* (naming the functions in the way and what to do) and returns None.
+        *fence* is the device's own group, held already; every other group on the bus
+        is fenced here, and a held one refuses the reset (InUse) at once.
         """
         address = dev.address
         bus = bus_of(address)
@@ -178,22 +240,17 @@ class Resetter:
         if obstacle is not None:
             failures.append(obstacle)
             return None
-        others: dict[int, PciDevice] = {}
-        for d in on_bus.values():
-            if d.iommu_group is not None and d.iommu_group != dev.iommu_group:
-                others.setdefault(d.iommu_group, d)
-        if others:
-            holders = self.inventory.scan_holders(self.inventory.nodes_of(others.values()))
-            for group in sorted(others):
-                check_not_held(self.inventory, others[group],
-                               f"reset {address} (they share bus {bus})", holders)
+        fences = self._fence_bus(dev, on_bus, fence)
         try:
-            reset = self.host.vfio_hot_reset(address)
+            reset = self.host.vfio_hot_reset(address, {f.group: f.fd for f in fences})
         except HostWriteError as exc:
             failures.append(f"bus through VFIO hot reset: "
                             f"{errno_mod.errorcode.get(exc.errno, str(exc.errno))}")
             return None
         finally:
+            for f in fences:
+                if f is not fence:
+                    f.close()
             self.inventory.reread(on_bus)
         if not self.config_alive(address):
             failures.append("bus through VFIO hot reset: the device did not come back "
@@ -203,6 +260,33 @@ class Resetter:
         log.info("%s: reset the bus %s through VFIO's hot reset (%s)", address, bus,
                  ", ".join(reset))
         return "bus"
+
+    def _fence_bus(self, dev: PciDevice, on_bus: Mapping[str, PciDevice],
+                   fence: Fence | None) -> list[Fence]:
+        """Open the node of every IOMMU group on the bus (the groups Engine.lock_keys
+        names for a reset), reusing *fence* for the device's own; InUse, naming the
+        holder, as soon as one is held (the ones opened so far are closed again)."""
+        action = f"reset {dev.address} (they share bus {bus_of(dev.address)})"
+        fences = [fence] if fence is not None else []
+        groups: dict[int, PciDevice] = {}
+        for d in sorted(on_bus.values(), key=lambda d: d.address):
+            if d.iommu_group is not None and (fence is None or d.iommu_group != fence.group):
+                groups.setdefault(d.iommu_group, d)
+        try:
+            for group in sorted(groups):
+                other = raise_fence(self.inventory, groups[group], action)
+                if other is not None:
+                    fences.append(other)
+                else:  # no node to open: /proc is all there is to ask
+                    member = groups[group]
+                    holders = self.inventory.scan_holders(self.inventory.nodes_of([member]))
+                    check_not_held(self.inventory, member, action, holders)
+        except BaseException:
+            for f in fences:
+                if f is not fence:
+                    f.close()
+            raise
+        return fences
 
     def config_alive(self, address: str) -> bool:
         """False when the function's config space reads all ones (it did not come back)."""

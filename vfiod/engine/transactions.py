@@ -12,6 +12,13 @@ A recorded host driver is a preference: when it does not bind (its module gone o
 replaced, nouveau by nvidia), Unbind takes the kernel's choice, says so once, and
 records that driver instead.
 
+Before detaching devices from vfio-pci an unbind opens the group node itself (the
+fence, vfiod.engine.fence) and holds it to the end. A write that outlives its timeout
+is not rolled back at once (that would touch a device whose write is still in the
+kernel): its group stays busy with the reason, the caller gets Timeout, and a
+background thread finishes the transaction when the kernel returns (every step can be
+run again), or rolls it back, and tells the inventory's listener.
+
 Each operation scans /proc for holders once, before it writes, and hands that scan and
 the addresses it touched to the inventory afterwards.
 """
@@ -19,15 +26,20 @@ the addresses it touched to the inventory afterwards.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Literal
 
 from pydantic import ValidationError
 
+from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Holders, Inventory
 from vfiod.engine.writes import Writer
-from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError, InUse,
-                          InvalidArgument, ModuleLoadError, VfiodError)
+from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError,
+                          HostWriteTimeout, InUse, InvalidArgument, ModuleLoadError, Timeout,
+                          VfiodError)
+from vfiod.host.base import PendingWrite
 from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.journal import Journal, MemberRecord, Transaction
@@ -70,6 +82,16 @@ def refuse_bridge(dev: PciDevice) -> None:
         raise InvalidArgument(f"{dev.address}: is a PCI bridge; bridges stay on their "
                               "driver and are never bound or unbound: name a device of "
                               "its IOMMU group instead")
+
+
+def stall_reason(inventory: Inventory, exc: HostWriteTimeout, group: int | None) -> str:
+    """Why a group is busy while a write is in the kernel: which write, since when, who."""
+    pending = exc.pending
+    since = pending.since if isinstance(pending, PendingWrite) else time.time()
+    reason = (f"writing {exc.value.strip() or repr(exc.value)} to {exc.path} is blocked in "
+              f"the kernel since {time.strftime('%H:%M:%S', time.gmtime(since))} UTC")
+    names = inventory.vfio_holder_names(group) if group is not None else []
+    return reason + (f", held by {', '.join(names)}" if names else "")
 
 
 def check_not_held(inventory: Inventory, dev: PciDevice, action: str,
@@ -151,45 +173,138 @@ class Transactions:
             targets = [dev] if dev.on_vfio else []
         if not targets:
             return []
-        holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
-        check_not_held(self.inventory, dev, "unbind it", holders)
-        return self._transaction("unbind", targets, self._move_to_host, None)
+        # The kernel's answer, not /proc's: a guest holding only a device fd (group fd
+        # closed, or received over a socket) or the cdev shows in no /dev path.
+        fence = raise_fence(self.inventory, dev, "unbind it")
+        if fence is None:  # no group node: /proc is all there is to ask
+            holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
+            check_not_held(self.inventory, dev, "unbind it", holders)
+        return self._transaction("unbind", targets, self._move_to_host, None, fence)
 
     def _transaction(self, operation: Literal["bind", "unbind"], targets: list[PciDevice],
-                     step: Callable[[PciDevice], str | None],
-                     holders: Holders | None) -> list[str]:
+                     step: Callable[[PciDevice], str | None], holders: Holders | None,
+                     fence: Fence | None = None) -> list[str]:
         """Run *step* on every target under a journalled transaction.
 
         *step* moves one member and returns the driver it verified. *holders*: the scan
         taken before, still true afterwards (a bind: the members' group node); None
         when the move made new nodes whose holders are unknown (a return to host
-        drivers), so they are scanned once afterwards.
+        drivers), so they are scanned once afterwards. *fence* is held until the
+        transaction is over (closed here, or by the background finisher).
         """
-        txn = self.journal.new(operation, [self._record(m) for m in targets])
         touched = [m.address for m in targets]
-        self.journal.begin(txn)
-        moved: list[str] = []
         after: dict[str, str | None] = {}
         try:
-            for member in targets:
-                after[member.address] = step(member)
-                moved.append(member.address)
-        except Exception as exc:  # a BaseException (a kill) leaves the journal for recover()
-            problems = self.roll_back(txn)
-            if not problems:
-                self.journal.end(txn)
-            self.inventory.record_error(touched, str(exc))
-            self._reread(touched, None)  # back on host drivers: their nodes are new
-            if problems:
-                raise Failed(f"{exc}; rolling back also failed: {'; '.join(problems)}") from None
-            raise public_error(exc, "every device was put back where it was") from None
-        # Every step done and verified: from here on, recovery rolls forward.
+            txn = self.journal.new(operation, [self._record(m) for m in targets])
+            self.journal.begin(txn)
+            try:
+                self._apply(targets, step, 0, after)
+            except HostWriteTimeout as exc:
+                group = targets[0].iommu_group
+                self._stall(txn, targets, step, holders, fence, exc, after)
+                fence = None  # the finisher holds it now
+                where = f"IOMMU group {group}" if group is not None else touched[0]
+                raise Timeout(f"{exc}; {where} stays busy until the kernel returns, then "
+                              f"vfiod finishes the {operation} by itself") from None
+            except Exception as exc:  # a BaseException (a kill) leaves the journal for recover()
+                raise self._fail(txn, touched, exc) from None
+            self._succeed(txn, touched, after, holders)
+            return touched
+        finally:
+            if fence is not None:
+                fence.close()
+
+    def _apply(self, targets: list[PciDevice], step: Callable[[PciDevice], str | None],
+               start: int, after: dict[str, str | None]) -> None:
+        """Run *step* on targets[start:], noting in *after* the driver each verified; a
+        timeout says which target it stalled at."""
+        for index in range(start, len(targets)):
+            try:
+                after[targets[index].address] = step(targets[index])
+            except HostWriteTimeout as exc:
+                exc.index = index  # type: ignore[attr-defined]
+                raise
+
+    def _succeed(self, txn: Transaction, touched: list[str], after: dict[str, str | None],
+                 holders: Holders | None) -> None:
+        """Every step done and verified: the commit mark (from here on, recovery rolls
+        forward), then what follows it, and the journal entry goes."""
         done = self.journal.commit(txn, after)
         self._finish(done)
         self.journal.end(done)
-        self.inventory.clear_errors(moved)
+        self.inventory.clear_errors(touched)
         self._reread(touched, holders)
-        return moved
+
+    def _fail(self, txn: Transaction, touched: list[str], exc: Exception) -> VfiodError:
+        """Roll a failed transaction back; return the error its caller reports."""
+        problems = self.roll_back(txn)
+        if not problems:
+            self.journal.end(txn)
+        self.inventory.record_error(touched, str(exc))
+        self._reread(touched, None)  # back on host drivers: their nodes are new
+        if problems:
+            return Failed(f"{exc}; rolling back also failed: {'; '.join(problems)}")
+        return public_error(exc, "every device was put back where it was")
+
+    # -- a write that outlived its timeout ---------------------------------------------
+    def _stall(self, txn: Transaction, targets: list[PciDevice],
+               step: Callable[[PciDevice], str | None], holders: Holders | None,
+               fence: Fence | None, exc: HostWriteTimeout,
+               after: dict[str, str | None]) -> None:
+        """Show the group busy with why, and finish the transaction when the kernel
+        returns, on a thread of its own (nothing touches the group meanwhile)."""
+        group = targets[0].iommu_group
+        stalled = sorted({m.address for m in targets}
+                         | set(self.inventory.members(targets[0].address)))
+        reason = stall_reason(self.inventory, exc, group)
+        self.inventory.stall(stalled, reason)
+        log.warning("%s: %s; finishing the %s when the kernel returns",
+                    txn.key, reason, txn.operation)
+        threading.Thread(target=self._finish_stalled, name=f"finish {txn.key}", daemon=True,
+                         args=(txn, targets, step, holders, fence, exc, after,
+                               stalled)).start()
+
+    def _finish_stalled(self, txn: Transaction, targets: list[PciDevice],
+                        step: Callable[[PciDevice], str | None], holders: Holders | None,
+                        fence: Fence | None, exc: HostWriteTimeout,
+                        after: dict[str, str | None], stalled: list[str]) -> None:
+        """Wait for the stalled write; then run the rest (from the stalled step, which
+        is safe to run again) and verify, then the commit mark (_succeed), or roll back;
+        then tell the listener. *after*: the drivers the steps before it verified."""
+        touched = [m.address for m in targets]
+        try:
+            while True:
+                pending = exc.pending
+                if isinstance(pending, PendingWrite):
+                    pending.wait()
+                # Readable again, still closed to other operations until it is over.
+                self.inventory.stall(stalled, f"finishing the {txn.operation} after the "
+                                     "kernel returned", readable=True)
+                try:
+                    if isinstance(pending, PendingWrite) and pending.error is not None:
+                        raise pending.error
+                    self._apply(targets, step, getattr(exc, "index", 0), after)
+                except HostWriteTimeout as again:
+                    exc = again
+                    self.inventory.stall(stalled, stall_reason(
+                        self.inventory, again, targets[0].iommu_group))
+                    continue
+                except Exception as failed:
+                    error = self._fail(txn, touched, failed)
+                    log.error("%s: the %s finished after the kernel returned, and failed: %s",
+                              txn.key, txn.operation, error)
+                    return
+                self._succeed(txn, touched, after, holders)
+                log.info("%s: the kernel returned; the %s finished: %s", txn.key,
+                         txn.operation, ", ".join(touched))
+                return
+        except BaseException:
+            log.exception("%s: finishing the %s failed", txn.key, txn.operation)
+        finally:
+            self.inventory.unstall(stalled)
+            if fence is not None:
+                fence.close()
+            self.inventory.notify(stalled)
 
     @staticmethod
     def _record(dev: PciDevice) -> MemberRecord:
@@ -220,10 +335,14 @@ class Transactions:
             self.inventory.reread(touched, holders)
 
     # -- the steps --------------------------------------------------------------------
+    # Each step can be run again after a stalled write returned: it looks first.
     def _move_to_vfio(self, dev: PciDevice) -> str:
         a, write = dev.address, self.writer.write
         write(paths.device_file(a, "driver_override"), VFIO_DRIVER, a)
-        if self.writer.driver(a):
+        current = self.writer.driver(a)
+        if current == VFIO_DRIVER:
+            return current
+        if current:
             write(paths.device_file(a, "driver/unbind"), a, a)
         write(paths.drivers_probe(), a, a)
         now = self.writer.driver(a)
@@ -236,7 +355,7 @@ class Transactions:
         a, write = dev.address, self.writer.write
         want = self.journal.host_driver(a)
         write(paths.device_file(a, "driver_override"), "\n", a)
-        if self.writer.driver(a):
+        if is_vfio_driver(self.writer.driver(a) or ""):
             write(paths.device_file(a, "driver/unbind"), a, a)
         got = self._probe_host_driver(a, want, dev.modalias)
         if want and got is None:
@@ -314,6 +433,24 @@ class Transactions:
             raise Failed(f"{a}: could not put it back on {record.driver} "
                          f"(driver now: {got or 'none'})")
 
+    def _recovery_fence(self, txn: Transaction) -> Fence | None | bool:
+        """The fence for rolling *txn* back (a roll-back may detach from vfio-pci), None
+        when nothing needs one, False (logged, recorded) when a guest holds the group."""
+        for record in txn.members:
+            if not self.host.exists(paths.device_dir(record.address)):
+                continue
+            try:
+                dev, _members = self.inventory.fresh(record.address)
+                return raise_fence(self.inventory, dev, f"roll back the unfinished "
+                                   f"{txn.operation}")
+            except InUse as exc:
+                log.error("%s; leaving it for the next start", exc)
+                self.inventory.record_error([m.address for m in txn.members], str(exc))
+                return False
+            except VfiodError:
+                continue
+        return None
+
     def roll_forward(self, txn: Transaction) -> None:
         """Finish a transaction whose commit mark shows every step done and verified.
 
@@ -343,10 +480,18 @@ class Transactions:
             if txn.committed:
                 log.warning("rolling forward a %s of %s: every step was done", txn.operation,
                             members)
-                self.roll_forward(txn)
+                self.roll_forward(txn)  # writes nothing: no fence needed
             else:
+                # A roll-back may detach from vfio-pci: the fence first.
+                fence = self._recovery_fence(txn)
+                if fence is False:
+                    continue  # a guest holds the group: kept for the next start
                 log.warning("rolling back an unfinished %s of %s", txn.operation, members)
-                problems = self.roll_back(txn)
+                try:
+                    problems = self.roll_back(txn)
+                finally:
+                    if isinstance(fence, Fence):
+                        fence.close()
             touched += txn.addresses
             if problems:
                 self.inventory.record_error(txn.addresses, "; ".join(problems))

@@ -16,12 +16,14 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vfiod.errors import HostWriteError, HostWriteTimeout
 from vfiod.host import paths
+from vfiod.host import paths as _paths  # holders() has a parameter called paths
 from vfiod.host.holders import HolderEventSource
 from vfiod.host.modules import ModuleIndex
 from vfiod.printable import printable
@@ -59,6 +61,37 @@ class UEvent:
     def pci_address(self) -> str | None:
         """The PCI address the event is about, for PCI devices."""
         return self.properties.get("PCI_SLOT_NAME")
+
+
+class PendingWrite:
+    """A control-file write still in the kernel after its timeout ran out.
+
+    The worker thread that made it stays blocked until the kernel returns; ``wait()``
+    says when, and ``error`` then holds what it raised (None: it succeeded).
+    """
+
+    def __init__(self, path: str, value: str, device: str | None) -> None:
+        self.path = path
+        self.value = value
+        self.device = device
+        #: Wall-clock time (seconds since the epoch) the write began.
+        self.since = time.time()
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        """True once the kernel has returned from the write."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the kernel returns (or *timeout*); True when it has."""
+        return self._done.wait(timeout)
+
+    def finish(self, error: BaseException | None) -> None:
+        """The write returned, with *error* or None (called by the worker thread)."""
+        self.error = error
+        self._done.set()
 
 
 class EventSource(abc.ABC):
@@ -262,6 +295,10 @@ class Host(abc.ABC):
         except OSError:
             return []
 
+    def alive(self, pid: int) -> bool:
+        """True while the host's /proc lists this process."""
+        return os.path.exists(f"{self.proc_dir}/{pid}")
+
     def process(self, pid: int) -> Process:
         """The process with this pid, named by its comm."""
         try:
@@ -274,18 +311,26 @@ class Host(abc.ABC):
     def holders(self, paths: Iterable[str]) -> dict[str, list[Process]]:
         """Which processes hold each of these host paths open.
 
-        Scans ``/proc/*/fd`` once for all paths. Processes we may not inspect are
-        skipped; the daemon runs as root, so on a real host that is none.
+        Scans ``/proc/*/fd`` once for all paths. ``vfiod.host.paths.VFIO_DEVICE_FD``
+        among them stands for every VFIO device fd (an anonymous inode, whichever
+        device). Processes we may not inspect are skipped; the daemon runs as root, so
+        on a real host that is none.
         """
         wanted: dict[str, str] = {}
+        device_fds = False
         for p in paths:
-            wanted[canonical(self.real_path(p))] = p
+            if p == _paths.VFIO_DEVICE_FD:
+                device_fds = True
+            else:
+                wanted[canonical(self.real_path(p))] = p
         found: dict[str, list[Process]] = {}
-        if not wanted:
+        if not wanted and not device_fds:
             return found
         for pid in self.pids():
             for target in self._fd_targets(pid):
                 host = wanted.get(target)
+                if host is None and device_fds and self.is_vfio_device_fd(target):
+                    host = _paths.VFIO_DEVICE_FD
                 if host is not None:
                     lst = found.setdefault(host, [])
                     if not any(proc.pid == pid for proc in lst):
@@ -318,8 +363,18 @@ class Host(abc.ABC):
                 target = readlink(fd_dir + fd)
             except OSError:
                 continue
-            if target[0] == "/":  # skip sockets, pipes and anon inodes
+            # Paths, and VFIO device fds (an anonymous inode on 6.1); not sockets or pipes.
+            if target[0] == "/" or target == paths.VFIO_DEVICE_FD:
                 yield target
+
+    def is_vfio_device_fd(self, target: str) -> bool:
+        """True when an fd's link target is a VFIO device fd (VFIO_GROUP_GET_DEVICE_FD).
+
+        On the real kernel that is the anonymous inode ``anon_inode:[vfio-device]``,
+        which does not say which device: only the kernel's EBUSY on the group says
+        which group is held.
+        """
+        return target == paths.VFIO_DEVICE_FD
 
     # -- writes -----------------------------------------------------------------------
     def write_attr(self, path: str, value: str, *, timeout: float = DEFAULT_WRITE_TIMEOUT,
@@ -331,40 +386,60 @@ class Host(abc.ABC):
         *timeout*: HostWriteTimeout is raised then, and the thread stays blocked in the
         kernel until it returns. An errno becomes HostWriteError naming the file,
         the value and *device*.
+
+        The timeout's ``pending`` (a PendingWrite) says when the kernel returns and
+        what the write gave then (already as HostWriteError).
         """
-        outcome: list[BaseException | None] = []
+        pending = PendingWrite(path, value, device)
 
         def run() -> None:
             try:
                 self._write(path, value)
-                outcome.append(None)
+                pending.finish(None)
+            except OSError as exc:
+                pending.finish(HostWriteError(path, value, exc.errno, device)
+                               if exc.errno is not None else exc)
             except BaseException as exc:  # handed to the caller below
-                outcome.append(exc)
+                pending.finish(exc)
 
         worker = threading.Thread(target=run, name=f"write {path}", daemon=True)
         worker.start()
         worker.join(timeout)
-        if not outcome:
-            raise HostWriteTimeout(path, value, timeout, device)
-        exc = outcome[0]
-        if exc is None:
-            return
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise HostWriteError(path, value, exc.errno, device) from None
-        raise exc
+        if not pending.done:
+            raise HostWriteTimeout(path, value, timeout, device, pending=pending)
+        if pending.error is not None:
+            raise pending.error
 
     @abc.abstractmethod
     def _write(self, path: str, value: str) -> None:
         """Perform one write; raise OSError with the kernel's errno on failure."""
 
+    # -- VFIO group nodes ---------------------------------------------------------------
+    def open_group(self, group: int) -> int:
+        """Open ``/dev/vfio/N`` for vfiod itself and return the descriptor.
+
+        The kernel lets one opener have a group at a time: OSError EBUSY means a
+        holder, whether it holds the group node, a device fd it got through it (also
+        after closing the group fd), or the device's iommufd cdev. Held open, the
+        descriptor keeps any guest out until close_group().
+        """
+        return os.open(self.real_path(paths.group_node(group)), os.O_RDWR | os.O_CLOEXEC)
+
+    def close_group(self, fd: int) -> None:
+        """Close a descriptor open_group() returned."""
+        os.close(fd)
+
     @abc.abstractmethod
-    def vfio_hot_reset(self, address: str) -> list[str]:
+    def vfio_hot_reset(self, address: str, group_fds: Mapping[int, int] | None = None
+                       ) -> list[str]:
         """Reset the bus below *address*'s parent bridge through VFIO; return who was reset.
 
         The kernel refuses a per-function bus reset while other functions share the bus
         (a GPU and its HDMI audio); VFIO_DEVICE_PCI_HOT_RESET resets them all, given the
         group fds of every affected device. The caller checks first that the device and
         every function on its bus are on vfio-pci and that no process holds their groups.
+        *group_fds* are groups vfiod holds open already (open_group(), by group number):
+        they are used as they are, since a second open of a group fails EBUSY.
         Raises HostWriteError(path="/dev/vfio/N", value="hot reset") on an errno.
         """
 

@@ -3,8 +3,8 @@
 The uevent source (``Host.open_events()``) says when devices change; this one says when
 the processes that hold them may have changed, so the daemon knows when to recheck who
 holds a group without polling /proc. It is one epoll descriptor for an event loop,
-over an inotify watch on /dev/vfio (and on /dev, for /dev/vfio appearing when vfio
-loads) and one pidfd per holder process (a guest may die without closing cleanly).
+over an inotify watch on /dev/vfio and /dev/vfio/devices (a guest may open only a
+device's iommufd cdev; and on /dev, for /dev/vfio appearing when vfio loads) and one pidfd per holder process (a guest may die without closing cleanly).
 Without inotify it still watches pidfds and says ``polling``: the caller then rechecks
 on a timer.
 """
@@ -37,6 +37,7 @@ class HolderEventSource:
         self._inotify: object | None = None
         self._dev_wd: int | None = None
         self._vfio_wd: int | None = None
+        self._cdev_wd: int | None = None
         #: True when inotify is unavailable: the caller must recheck on a timer.
         self.polling = False
         #: Why polling is on ("" when it is not).
@@ -109,6 +110,13 @@ class HolderEventSource:
                 f.OPEN | f.CLOSE_WRITE | f.CLOSE_NOWRITE | f.CREATE | f.DELETE | f.ONLYDIR)
         except OSError:
             self._vfio_wd = None  # not there yet
+        # A guest may open only a device's iommufd cdev (6.6+): watch those opens too.
+        try:
+            self._cdev_wd = self._inotify.add_watch(  # type: ignore[attr-defined]
+                os.path.join(self._vfio_dir, "devices"),
+                f.OPEN | f.CLOSE_WRITE | f.CLOSE_NOWRITE | f.ONLYDIR)
+        except OSError:
+            self._cdev_wd = None  # a kernel without cdevs, or vfio not loaded
 
     def _read_inotify(self) -> bool:
         assert self._inotify is not None
@@ -122,6 +130,13 @@ class HolderEventSource:
             elif event.wd == self._vfio_wd:
                 if event.mask & self._flags.IGNORED:
                     self._vfio_wd = None  # /dev/vfio went away (vfio unloaded)
-                elif event.name.isdigit():  # a group node, not "vfio" or "devices"
+                elif event.name.isdigit():  # a group node, not "vfio"
+                    interesting = True
+                elif event.name == "devices" and event.mask & self._flags.CREATE:
+                    self._watch_vfio_dir()  # the cdev folder appeared
+            elif event.wd == self._cdev_wd:
+                if event.mask & self._flags.IGNORED:
+                    self._cdev_wd = None
+                elif event.name:
                     interesting = True
         return interesting

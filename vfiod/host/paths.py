@@ -81,6 +81,11 @@ def group_node(group: int | str) -> str:
     return f"{VFIO_DIR}/{group}"
 
 
+#: Not a path: what /proc/PID/fd/N links to for a VFIO device fd on Linux 6.1 (an
+#: anonymous inode, naming no device). Host.holders() accepts it as a node.
+VFIO_DEVICE_FD = "anon_inode:[vfio-device]"
+
+
 def vfio_device_node(name: str) -> str:
     """A VFIO cdev node (``/dev/vfio/devices/vfio0``, the iommufd interface)."""
     return f"{VFIO_DIR}/devices/{name}"

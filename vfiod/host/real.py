@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 
 from vfiod.errors import HostWriteError, ModuleLoadError
 from vfiod.host import paths, vfio
@@ -32,12 +33,14 @@ class RealHost(Host):
         os.close(fd)
         return 0
 
-    def vfio_hot_reset(self, address: str) -> list[str]:
+    def vfio_hot_reset(self, address: str, group_fds: Mapping[int, int] | None = None
+                       ) -> list[str]:
         group = self.link_name(paths.device_file(address, "iommu_group"))
         if group is None or not group.isdigit():
             raise HostWriteError(paths.VFIO_DIR, "hot reset", errno.ENODEV, address)
         try:
-            return vfio.hot_reset(self.real_path(paths.VFIO_DIR), int(group), address)
+            return vfio.hot_reset(self.real_path(paths.VFIO_DIR), int(group), address,
+                                  group_fds)
         except vfio.VfioError as exc:
             raise HostWriteError(exc.node, "hot reset", exc.errno or errno.EIO, address) from None
 

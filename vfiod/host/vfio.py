@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import struct
+from collections.abc import Mapping
 
 _VFIO_TYPE = ord(";")
 _VFIO_BASE = 100
@@ -54,19 +55,24 @@ def _group_path(group: int) -> str:
     return f"/dev/vfio/{group}"
 
 
-def _open_group(real_dev_vfio: str, group: int) -> int:
-    """Open a group node and check it is viable (every endpoint on a VFIO driver).
+def _check_viable(fd: int) -> None:
+    """Raise EPERM unless the group is viable (every endpoint on a VFIO driver).
 
     A non-viable group opens fine but SET_CONTAINER fails EPERM; saying so here names
     the group instead.
     """
+    status = bytearray(struct.pack("=II", 8, 0))
+    fcntl.ioctl(fd, VFIO_GROUP_GET_STATUS, status, True)
+    _argsz, flags = struct.unpack("=II", status)
+    if not flags & VFIO_GROUP_FLAGS_VIABLE:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+
+def _open_group(real_dev_vfio: str, group: int) -> int:
+    """Open a group node and check it is viable."""
     fd = os.open(f"{real_dev_vfio}/{group}", os.O_RDWR | os.O_CLOEXEC)
     try:
-        status = bytearray(struct.pack("=II", 8, 0))
-        fcntl.ioctl(fd, VFIO_GROUP_GET_STATUS, status, True)
-        _argsz, flags = struct.unpack("=II", status)
-        if not flags & VFIO_GROUP_FLAGS_VIABLE:
-            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        _check_viable(fd)
     except BaseException:
         os.close(fd)
         raise
@@ -109,20 +115,32 @@ def _hot_reset_info(device_fd: int) -> list[tuple[int, str]]:
         return found
 
 
-def hot_reset(real_dev_vfio: str, group: int, address: str) -> list[str]:
+def hot_reset(real_dev_vfio: str, group: int, address: str,
+              held: Mapping[int, int] | None = None) -> list[str]:
     """Reset the bus below *address*'s parent bridge through VFIO; return who was reset.
 
-    *real_dev_vfio* is the real path of ``/dev/vfio``. Everything opened is closed
-    before returning: vfio-pci resets the devices again when their last fd closes,
-    which is harmless. Raises VfioError naming the group node an errno concerned.
+    *real_dev_vfio* is the real path of ``/dev/vfio``. *held* are group fds the caller
+    holds open already (its fence), by group: they are used, not reopened (a second
+    open fails EBUSY) and not closed. Everything this opens is closed before
+    returning: vfio-pci resets the devices again when their last fd closes, which is
+    harmless. Raises VfioError naming the group node an errno concerned.
     """
+    held = dict(held or {})
     fds: list[int] = []
     node = _group_path(group)
+
+    def group_fd_of(number: int) -> int:
+        if number in held:
+            _check_viable(held[number])
+            return held[number]
+        fd = _open_group(real_dev_vfio, number)
+        fds.append(fd)
+        return fd
+
     try:
         container = os.open(f"{real_dev_vfio}/vfio", os.O_RDWR | os.O_CLOEXEC)
         fds.append(container)
-        group_fd = _open_group(real_dev_vfio, group)
-        fds.append(group_fd)
+        group_fd = group_fd_of(group)
         _attach(group_fd, container, first=True)
         device_fd = fcntl.ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD,
                                 bytearray(address.encode() + b"\0"), True)
@@ -132,8 +150,7 @@ def hot_reset(real_dev_vfio: str, group: int, address: str) -> list[str]:
         for other, _ in affected:
             if other not in group_fds:
                 node = _group_path(other)
-                other_fd = _open_group(real_dev_vfio, other)
-                fds.append(other_fd)
+                other_fd = group_fd_of(other)
                 _attach(other_fd, container, first=False)
                 group_fds[other] = other_fd
         node = _group_path(group)

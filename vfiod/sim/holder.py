@@ -5,15 +5,20 @@ a real process with real open files. ``spawn_holder`` starts one
 (``python -m vfiod.sim.holder``), names it through ``/proc/self/comm``, and returns once
 every file is open. A holder exits when terminated or when its parent goes away.
 
-``device_fds`` model VFIO device file descriptors (VFIO_GROUP_GET_DEVICE_FD): the
-holder opens ``/dev/vfio/devices/vfioN`` of each named PCI address (on a profile
-without VFIO device cdevs, a stand-in outside /dev that no /proc scan of /dev paths
-finds, like the anonymous inode of a real 6.1 device fd), which makes the simulated
+``device_fds`` model VFIO device file descriptors: the holder opens
+``/dev/vfio/devices/vfioN`` of each named PCI address (the iommufd cdev), or, on a
+profile without VFIO device cdevs or for an address written ``@ADDRESS``, the device
+fd VFIO_GROUP_GET_DEVICE_FD gives: a stand-in outside /dev that no /proc scan of /dev
+paths finds, like the anonymous inode of a real device fd. Either makes the simulated
 kernel block an ``unbind`` of that device until the holder lets go.
 
-Not modelled: on a real kernel a second open of ``/dev/vfio/N`` fails EBUSY while one
-process holds the group. The simulated nodes are regular files, which any number of
-processes can open; nothing fakes that errno.
+A group is exclusive, as on the real kernel: a second open of ``/dev/vfio/N`` fails
+EBUSY while another process holds the group node, a device fd of one of its devices
+(also after closing the group fd: ``paths=[]`` with ``device_fds``), or a device's
+iommufd cdev. The simulated nodes are regular files, so the exclusivity is a flock on a
+per-group lock file outside /dev (``GROUP_LOCK_DIR``, invisible to /proc scans of /dev
+paths) that a holder keeps while it holds anything of the group, and that
+``SimHost.open_group`` takes too.
 """
 
 from __future__ import annotations
@@ -34,6 +39,43 @@ if TYPE_CHECKING:
 
 READY_TIMEOUT = 15.0
 PARENT_POLL = 0.2
+#: Per-group lock files (under the simulated root) that model a group's exclusive open.
+GROUP_LOCK_DIR = ".sim-vfio-group"
+
+
+def lock_group(root: str, group: int) -> int:
+    """Take group *group*'s exclusive open, as the kernel grants one opener a group.
+
+    Returns the lock's descriptor (closing it lets go); OSError EBUSY when another
+    opener has the group.
+    """
+    import fcntl
+
+    directory = os.path.join(root, GROUP_LOCK_DIR)
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, str(group)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), f"/dev/vfio/{group}") from None
+    return fd
+
+
+def _group_of_node(path: str) -> int | None:
+    """The group a host path names when it is a group node (``/dev/vfio/31``)."""
+    head, _, tail = path.rstrip("/").rpartition("/")
+    return int(tail) if head == "/dev/vfio" and tail.isdigit() else None
+
+
+def _group_of_device(root: str, address: str) -> int | None:
+    link = os.path.join(root, "sys/bus/pci/devices", address, "iommu_group")
+    try:
+        name = os.path.basename(os.readlink(link))
+    except OSError:
+        return None
+    return int(name) if name.isdigit() else None
 
 
 class Holder:
@@ -96,7 +138,7 @@ def spawn_holder(root: str | os.PathLike[str], paths: Sequence[str],
     finally:
         os.close(read_fd)
     if answer == "ok":
-        return Holder(proc, [*paths, *(f"device fd of {a}" for a in device_fds)])
+        return Holder(proc, [*paths, *(f"device fd of {a.lstrip('@')}" for a in device_fds)])
     if proc.poll() is None:
         proc.kill()
     proc.wait()
@@ -123,7 +165,7 @@ def _read_answer(fd: int, timeout: float) -> str:
         data += chunk
 
 
-def _device_node(root: str, address: str) -> str:
+def _device_node(root: str, address: str, via_group: bool = False) -> str:
     vfio_dev = os.path.join(root, "sys/bus/pci/devices", address, "vfio-dev")
     try:
         names = sorted(os.listdir(vfio_dev))
@@ -133,7 +175,8 @@ def _device_node(root: str, address: str) -> str:
         raise OSError(errno.ENODEV, f"{address} is not on vfio-pci")
     # A kernel with device cdevs has /dev/vfio/devices; without, the simulation keeps
     # its stand-in outside /dev (vfiod.sim.render.PRIVATE_DEVICE_FD_DIR).
-    for where in ("dev/vfio/devices", ".sim-vfio-device"):
+    for where in ((".sim-vfio-device",) if via_group else
+                  ("dev/vfio/devices", ".sim-vfio-device")):
         node = os.path.join(root, where, names[0])
         if os.path.exists(node):
             return node
@@ -149,13 +192,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ready_fd = int(ready)
     parent = os.getppid()
     held: list[int] = []
+    locks: dict[int, int] = {}  # group -> its exclusive open, kept while we hold any of it
+
+    def claim(group: int | None) -> None:
+        if group is not None and group not in locks:
+            locks[group] = lock_group(root, group)
+
     try:
         with open("/proc/self/comm", "w") as f:
             f.write(comm[:15])
         for path in paths:
-            held.append(os.open(os.path.join(root, path.lstrip("/")), os.O_RDWR | os.O_CLOEXEC))
-        for address in filter(None, device_fds.split(",")):
-            held.append(os.open(_device_node(root, address), os.O_RDWR | os.O_CLOEXEC))
+            real = os.path.join(root, path.lstrip("/"))
+            if os.path.exists(real):  # a missing node is ENOENT below, as on the kernel
+                claim(_group_of_node(path))
+            held.append(os.open(real, os.O_RDWR | os.O_CLOEXEC))
+        for entry in filter(None, device_fds.split(",")):
+            address = entry.lstrip("@")
+            node = _device_node(root, address, via_group=entry.startswith("@"))
+            claim(_group_of_device(root, address))
+            held.append(os.open(node, os.O_RDWR | os.O_CLOEXEC))
     except OSError as exc:
         os.write(ready_fd, f"{exc.errno or errno.EIO} {exc}".encode())
         return 1

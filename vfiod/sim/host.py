@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -16,7 +16,7 @@ from vfiod.errors import HostWriteError
 from vfiod.host.base import Host, canonical
 from vfiod.sim.events import EventHub, SimEventSource
 from vfiod.sim.faults import Faults, SimulatedCrash
-from vfiod.sim.holder import Holder, spawn_holder
+from vfiod.sim.holder import GROUP_LOCK_DIR, Holder, lock_group, spawn_holder
 from vfiod.sim.kernel import Kernel
 from vfiod.sim.pci_ids_subset import load_subset
 from vfiod.sim.profiles import PROFILES
@@ -119,6 +119,8 @@ class SimHost(Host):
         self._hub = EventHub()
         self._watcher: ExternalWriteWatcher | None = None
         self._lock_fd = self._lock_root()
+        #: open_group() descriptors -> (group, the group's exclusive-open lock).
+        self._fences: dict[int, tuple[int, int]] = {}
         fresh = False  # True once this SimHost may delete what it builds on failure
         try:
             saved = load(self.root)
@@ -183,11 +185,43 @@ class SimHost(Host):
     def file_device_number(self, path: str) -> str | None:
         return self.kernel.storage.file_device_number(path)
 
-    def vfio_hot_reset(self, address: str) -> list[str]:
+    def read_text(self, path: str) -> str | None:
+        # The real kernel: while an unbind of a device waits for its device fd, a read
+        # of that device's driver_override waits too (device_lock; kernel-facts.md).
+        if path.endswith("/driver_override"):
+            self._wait_while_releasing(os.path.basename(os.path.dirname(path)))
+        return super().read_text(path)
+
+    def is_vfio_device_fd(self, target: str) -> bool:
+        # The stand-in for a 6.1 device fd is shown like the anonymous inode it models.
+        return (super().is_vfio_device_fd(target)
+                or target.startswith(self._prefix + PRIVATE_DEVICE_FD_DIR + "/"))
+
+    def open_group(self, group: int) -> int:
+        lock = lock_group(os.fspath(self.root), group)  # EBUSY: another opener has it
+        try:
+            fd = super().open_group(group)
+        except BaseException:
+            os.close(lock)
+            raise
+        self._fences[fd] = (group, lock)
+        return fd
+
+    def close_group(self, fd: int) -> None:
+        _group, lock = self._fences.pop(fd, (0, -1))
+        try:
+            os.close(fd)
+        finally:
+            if lock >= 0:
+                os.close(lock)
+
+    def vfio_hot_reset(self, address: str, group_fds: Mapping[int, int] | None = None
+                       ) -> list[str]:
         group = self.kernel.states[address].group if address in self.kernel.states else None
         node = f"/dev/vfio/{group}" if group is not None else "/dev/vfio"
         try:
-            reset = self.kernel.hot_reset(address, self._held_by_another)
+            reset = self.kernel.hot_reset(
+                address, lambda node: self._held_by_another(node, group_fds or {}))
         except OSError as exc:
             err = exc.errno or errno.EIO
             self.write_log.append((node, "hot reset", err))
@@ -218,7 +252,11 @@ class SimHost(Host):
 
     def spawn_holder(self, paths: Sequence[str], comm: str = "qemu-system-x86",
                      device_fds: Sequence[str] = ()) -> Holder:
-        """Start a real process holding these host paths open (see vfiod.sim.holder)."""
+        """Start a real process holding these host paths open (see vfiod.sim.holder).
+
+        *device_fds*: addresses whose VFIO device fd it holds, through the cdev where
+        the kernel has them, or through the group for ``@ADDRESS``.
+        """
         holder = spawn_holder(self.root, paths, comm=comm, device_fds=device_fds)
         self._holders.append(holder)
         return holder
@@ -260,9 +298,24 @@ class SimHost(Host):
     def _device_held(self, host_path: str) -> bool:
         return bool(self.holders([host_path]))
 
-    def _held_by_another(self, host_path: str) -> bool:
-        # A real hot reset opens the groups itself: only other processes are in the way.
+    def _held_by_another(self, host_path: str, group_fds: Mapping[int, int]) -> bool:
+        # A real hot reset opens every group not in *group_fds* itself, and that open is
+        # exclusive even within one process: a group vfiod fenced but did not hand over
+        # is as busy as one a guest holds. Otherwise only other openers are in the way,
+        # whether they hold the node, a device fd or a cdev.
+        group = host_path.rpartition("/")[2]
+        given = {g for g, fd in group_fds.items() if self._fences.get(fd, (None,))[0] == g}
+        if group.isdigit() and int(group) not in given:
+            try:
+                os.close(lock_group(os.fspath(self.root), int(group)))
+            except OSError:
+                return True
         return any(p.pid != os.getpid() for p in self.holders([host_path]).get(host_path, []))
+
+    def _wait_while_releasing(self, address: str) -> None:
+        state = self.kernel.states.get(address) if hasattr(self, "kernel") else None
+        while state is not None and state.releasing and not self._closed:
+            time.sleep(0.02)
 
     def _lock_root(self) -> int:
         fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -283,7 +336,8 @@ class SimHost(Host):
 
 def remove_machine(root: Path) -> None:
     """Remove the simulated machine's tree and state from *root* (nothing else there)."""
-    for name in ("sys", "dev", "proc", "usr", PRIVATE_DEVICE_FD_DIR.lstrip("/"), STATE_FILE):
+    for name in ("sys", "dev", "proc", "usr", PRIVATE_DEVICE_FD_DIR.lstrip("/"),
+                 GROUP_LOCK_DIR, STATE_FILE):
         path = root / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -648,12 +648,15 @@ class Kernel:
         """
         st = self.states[address]
         if st.driver == VFIO_DRIVER:
-            node = render.device_fd_node(st.vfio_index or 0, self.profile.vfio_cdev)
-            if self._is_held(node):
+            # The cdev (6.6+) and the device fd got through the group (an anonymous
+            # inode, modelled by a private stand-in): either keeps the device.
+            nodes = {render.device_fd_node(st.vfio_index or 0, cdev)
+                     for cdev in (self.profile.vfio_cdev, False)}
+            if any(self._is_held(n) for n in nodes):
                 st.releasing = True
                 self._touch(address)
                 self._commit()
-                while self._is_held(node):
+                while any(self._is_held(n) for n in nodes):
                     if self.closing:
                         raise _err(errno.EINTR)
                     self._cond.wait(HOLDER_POLL)

@@ -170,7 +170,8 @@ def module_nodes(k: Kernel, name: str) -> dict[str, Node]:
                                                    f"{d}/drivers/pci:{m.driver}")
     if name == "vfio":
         for extra in ("/dev/vfio", "/sys/class/vfio", "/sys/class/vfio-dev",
-                      "/sys/devices/virtual/vfio", device_fd_dir(k.profile.vfio_cdev)):
+                      "/sys/devices/virtual/vfio", device_fd_dir(k.profile.vfio_cdev),
+                      PRIVATE_DEVICE_FD_DIR):
             nodes[extra] = DIR
     if name == "nvidia":
         for extra in ("/proc/driver/nvidia", "/proc/driver/nvidia/gpus"):
@@ -327,6 +328,8 @@ def device_nodes(k: Kernel, address: str) -> dict[str, Node]:
             _uevent_text(vfio_device_properties(st.vfio_index, cdev)), RW)
         nodes[f"/sys/class/vfio-dev/{name}"] = rel(vd, f"/sys/class/vfio-dev/{name}")
         nodes[device_fd_node(st.vfio_index, cdev)] = dev(0o600)
+        # A device fd got through the group is an anonymous inode on every kernel.
+        nodes[device_fd_node(st.vfio_index, False)] = dev(0o600)
     if k.children_active(address):
         nodes.update(children_nodes(spec, d))
     return nodes

@@ -50,8 +50,11 @@ READY = "]: ready on "
 class GuestVfiod:
     """One vfiod process on the guest's real kernel; start() again after kill()."""
 
-    def __init__(self, bus: PrivateBus, workdir: Path, config: str = "") -> None:
+    def __init__(self, bus: PrivateBus, workdir: Path, config: str = "",
+                 write_timeout: float | None = None) -> None:
         self.bus = bus
+        #: ``--write-timeout`` (None: the daemon's default).
+        self.write_timeout = write_timeout
         self.state_dir = workdir / "state"
         self.config = workdir / "vfiod.toml"
         self.log_path = workdir / "vfiod.log"
@@ -82,7 +85,7 @@ class GuestVfiod:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 vfiod_command(self.bus, None, None, self.state_dir, self.config,
-                              real_host=True),
+                              real_host=True, write_timeout=self.write_timeout),
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until(lambda: self.log().count(READY) > ready_before
