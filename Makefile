@@ -13,7 +13,7 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	procps iproute2 qemu-system-x86 busybox-static kmod cpio \
 	shellcheck python3-pip python3-wheel
 # Why the less obvious ones: dbus (dbus.socket, for `systemd-analyze verify` of the unit),
-# procps (`kill`, the unit's ExecReload), iproute2 (`ip`, which the guest tier runs).
+# procps (`kill`, `ps`), iproute2 (`ip`, which the guest tier runs).
 
 .PHONY: all setup apt venv demo test test-host test-vm test-minbase bench install clean
 

@@ -25,6 +25,8 @@ PACKAGED_POLICY = REPO / "vfiod" / "data" / "org.vfiod1.conf"
 ACTIVATION = REPO / "dbus" / "org.vfiod1.service"
 POLKIT = REPO / "dbus" / "org.vfiod1.policy"
 
+#: The unit's ExecReload: the daemon's Reload method, synchronously.
+RELOAD_COMMAND = "busctl --timeout=60 call org.vfiod1 /org/vfiod1 org.vfiod1.Manager Reload"
 #: The exposure systemd-analyze gave the unit (systemd 252); it must never rise.
 MAX_EXPOSURE = 2.4
 NOBODY = 65534
@@ -71,7 +73,7 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
     assert settings["Type"] == ["notify"]
     assert settings["BusName"] == ["org.vfiod1"]
     assert settings["ExecStart"] == ["@bindir@/vfiod"]
-    assert settings["ExecReload"] == ["kill -HUP $MAINPID"]
+    assert settings["ExecReload"] == [RELOAD_COMMAND]
     assert settings["Restart"] == ["on-failure"]
     assert settings["StateDirectory"] == ["vfiod"]
     assert settings["ConfigurationDirectory"] == ["vfiod"]
