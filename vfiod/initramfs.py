@@ -30,6 +30,9 @@ from vfiod.model import PciDevice
 #: Where install_shim writes the shim on the host (the integrations copy it from here).
 SHIM_PATH = "/var/lib/vfiod/early-boot.sh"
 
+#: Where the integrations put it inside the initramfs (the hooks spell it too).
+SHIM_IN_INITRAMFS = "/usr/lib/vfiod/early-boot.sh"
+
 TEMPLATE_NAME = "vfiod-shim.sh.in"
 _DEVICES_MARKER = "\t# @DEVICES@\n"
 
@@ -54,14 +57,14 @@ INTEGRATIONS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 #: What marks each tool as the one in use, most specific first.
-_TOOL_MARKERS: dict[str, tuple[str, ...]] = {
+TOOL_MARKERS: dict[str, tuple[str, ...]] = {
     "initramfs-tools": ("/usr/sbin/update-initramfs", "/sbin/update-initramfs",
                         "/usr/sbin/mkinitramfs"),
     "dracut": ("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut"),
     "mkinitcpio": ("/usr/bin/mkinitcpio", "/etc/mkinitcpio.conf"),
 }
 
-_REBUILD = {
+REBUILD = {
     "initramfs-tools": "update-initramfs -u -k all",
     "dracut": "dracut --regenerate-all --force",
     "mkinitcpio": "mkinitcpio -P",
@@ -216,7 +219,7 @@ def detect_tool(root: str | os.PathLike[str] = "/") -> str | None:
     """The initramfs tool installed under *root*, or None."""
     base = Path(root)
     for tool in TOOLS:
-        if any(_under(base, marker).exists() for marker in _TOOL_MARKERS[tool]):
+        if any(_under(base, marker).exists() for marker in TOOL_MARKERS[tool]):
             return tool
     return None
 
@@ -276,7 +279,7 @@ def install_shim(config: Config, host: Host, *, root: str | os.PathLike[str] = "
         if shim_path.exists():
             shim_path.unlink()
             result.removed.append(shim_path)
-        result.next_steps.append(f"{_REBUILD[tool]}   # the next initramfs claims nothing")
+        result.next_steps.append(f"{REBUILD[tool]}   # the next initramfs claims nothing")
         return result
 
     if check_host:
@@ -300,7 +303,7 @@ def install_shim(config: Config, host: Host, *, root: str | os.PathLike[str] = "
     if tool == "mkinitcpio" and not _mkinitcpio_has_hook(base):
         result.next_steps.append('add "vfiod" to HOOKS in /etc/mkinitcpio.conf '
                                  '(before "udev" or "systemd")')
-    result.next_steps.append(_REBUILD[tool])
+    result.next_steps.append(REBUILD[tool])
     return result
 
 
