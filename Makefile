@@ -11,9 +11,10 @@ DESTDIR  ?=
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	libdbus-1-dev libglib2.0-dev dbus dbus-daemon dbus-bin systemd udev pci.ids \
 	procps iproute2 qemu-system-x86 busybox-static kmod cpio \
-	shellcheck python3-pip python3-wheel
+	shellcheck python3-pip python3-wheel zstd lz4
 # Why the less obvious ones: dbus (dbus.socket, for `systemd-analyze verify` of the unit),
-# procps (`kill`, `ps`), iproute2 (`ip`, which the guest tier runs).
+# procps (`kill`, `ps`), zstd and lz4 (the doctor reads initramfs images compressed
+# with them; so do its tests), iproute2 (`ip`, which the guest tier runs).
 
 .PHONY: all setup apt venv demo test test-host test-vm test-minbase bench install uninstall clean
 

@@ -112,10 +112,10 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
         nodes[d] = DIR
         nodes[f"{d}/devices"] = DIR
         nodes["/sys/class/iommu/dmar0"] = rel(d, "/sys/class/iommu/dmar0")
-        # QEMU's intel-iommu with intremap=on: ECAP bit 3 (IR) set.
+        # As QEMU 7.2's intel-iommu,intremap=on reads (tests/vm): ECAP bit 3 (IR) set.
         nodes[f"{d}/intel-iommu"] = DIR
         nodes[f"{d}/intel-iommu/cap"] = text("d2008c22260286\n")
-        nodes[f"{d}/intel-iommu/ecap"] = text("f00f5e\n")
+        nodes[f"{d}/intel-iommu/ecap"] = text("f00f4a\n")
     nodes["/proc/cmdline"] = text(p.cmdline + "\n")
     nodes["/proc/interrupts"] = text(interrupts(p.iommu and "intremap=off" not in p.cmdline))
     nodes["/proc/mounts"] = text("".join(line + "\n" for line in p.mounts))
