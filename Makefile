@@ -11,14 +11,15 @@ DESTDIR  ?=
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	libdbus-1-dev libglib2.0-dev dbus dbus-daemon dbus-bin systemd udev pci.ids \
 	procps iproute2 qemu-system-x86 busybox-static kmod cpio \
-	shellcheck python3-pip python3-wheel \
+	shellcheck python3-pip python3-wheel zstd lz4 \
 	xvfb xfce4-panel dunst xdotool imagemagick
 # Why the less obvious ones: dbus (dbus.socket, for `systemd-analyze verify` of the unit),
-# procps (`kill`, the unit's ExecReload), iproute2 (`ip`, which the guest tier runs);
-# xvfb, xfce4-panel (its tray hosts StatusNotifierItems), dunst, xdotool and imagemagick
+# procps (`kill`, `ps`), zstd and lz4 (the doctor reads initramfs images compressed
+# with them; so do its tests), iproute2 (`ip`, which the guest tier runs); xvfb,
+# xfce4-panel (its tray hosts StatusNotifierItems), dunst, xdotool and imagemagick
 # (screenshots) for the applet's desktop test.
 
-.PHONY: all setup apt venv demo test test-host test-vm test-minbase bench install clean
+.PHONY: all setup apt venv demo test test-host test-vm test-minbase bench install uninstall clean
 
 all: venv
 
@@ -110,12 +111,18 @@ INITRAMFSTOOLSDIR ?= /usr/share/initramfs-tools
 DRACUTMODULESDIR  ?= /usr/lib/dracut/modules.d
 INITCPIODIR       ?= /usr/lib/initcpio
 AUTOSTARTDIR      ?= $(SYSCONFDIR)/xdg/autostart
+# vfiod's state (StateDirectory=vfiod): journal, host-driver records, the rendered shim.
+STATEDIR          ?= /var/lib/vfiod
 
 install:
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)'
 	$(INSTALL_PYTHON) -m pip install --quiet $(PIP_DEPS) --no-compile --no-warn-script-location \
 	  --disable-pip-version-check $(PIP_INSTALL_FLAGS) --target '$(DESTDIR)$(PKGLIBDIR)' "$(PIP_SOURCE)"
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)/bin' build
+	# Compiled here, because /usr is read-only under the unit (ProtectSystem=strict): the
+	# daemon would otherwise compile every module in memory at every start. -d records
+	# the installed path (not a target: no DESTDIR) in tracebacks.
+	$(INSTALL_PYTHON) -m compileall -q -j0 -d "$(PKGLIBDIR)" '$(DESTDIR)$(PKGLIBDIR)'
 	install -d '$(DESTDIR)$(BINDIR)'
 	for cmd in vfiod:vfiod.daemon.main vfioctl:vfiod.ctl.main vfiod-applet:vfiod.applet.main; do \
 	  name=$${cmd%%:*}; module=$${cmd#*:}; \
@@ -150,6 +157,39 @@ install:
 	# The example config, never over one that is there.
 	if [ ! -e '$(DESTDIR)$(SYSCONFDIR)/vfiod/vfiod.toml' ]; then \
 	  install -D -m 0644 etc/vfiod.toml '$(DESTDIR)$(SYSCONFDIR)/vfiod/vfiod.toml'; \
+	fi
+
+# `make uninstall [DESTDIR=...] [PREFIX=...] [REBUILD_INITRAMFS=1]`: everything install
+# put there, the initramfs hooks `vfioctl initramfs install` writes (the same paths), the
+# rendered shim and vfiod's state go; the config stays. The initramfs built before still
+# holds the shim and claims its devices at every boot until it is rebuilt: with
+# REBUILD_INITRAMFS=1 (and no DESTDIR) this rebuilds it with the tool the system has
+# (or INITRAMFS_REBUILD, a command), otherwise it says what to run. Stop the service first: systemctl disable --now vfiod.
+INITRAMFS_REBUILD ?=
+UNINSTALL_FILES := $(BINDIR)/vfiod $(BINDIR)/vfioctl $(SYSTEMDUNITDIR)/vfiod.service \
+	$(DBUSSYSTEMDIR)/org.vfiod1.conf $(DBUSSERVICEDIR)/org.vfiod1.service \
+	$(POLKITACTIONDIR)/org.vfiod1.policy $(INITRAMFSTOOLSDIR)/hooks/vfiod \
+	$(INITRAMFSTOOLSDIR)/scripts/init-top/00-vfiod $(INITCPIODIR)/install/vfiod \
+	$(INITCPIODIR)/hooks/vfiod
+UNINSTALL_DIRS  := $(PKGLIBDIR) $(DATADIR) $(DRACUTMODULESDIR)/90vfiod $(STATEDIR)
+
+uninstall:
+	@if [ -n '$(REBUILD_INITRAMFS)' ] && [ -n '$(DESTDIR)' ]; then \
+	  echo 'uninstall: REBUILD_INITRAMFS rebuilds this system'"'"'s initramfs; not with DESTDIR' >&2; exit 2; \
+	fi
+	rm -f $(foreach f,$(UNINSTALL_FILES),'$(DESTDIR)$(f)')
+	rm -rf $(foreach d,$(UNINSTALL_DIRS),'$(DESTDIR)$(d)')
+	@echo 'uninstall: kept the config, $(DESTDIR)$(SYSCONFDIR)/vfiod'
+	@root='$(DESTDIR)'; rebuild='$(INITRAMFS_REBUILD)'; \
+	if [ -n "$$rebuild" ]; then :; \
+	elif [ -e "$$root/usr/sbin/update-initramfs" ] || [ -e "$$root/sbin/update-initramfs" ]; then rebuild='update-initramfs -u -k all'; \
+	elif [ -e "$$root/usr/bin/dracut" ] || [ -e "$$root/usr/sbin/dracut" ]; then rebuild='dracut --regenerate-all --force'; \
+	elif [ -e "$$root/usr/bin/mkinitcpio" ]; then rebuild='mkinitcpio -P'; \
+	  echo 'uninstall: remove "vfiod" from HOOKS in /etc/mkinitcpio.conf first'; fi; \
+	if [ -n '$(REBUILD_INITRAMFS)' ] && [ -n "$$rebuild" ]; then \
+	  echo "uninstall: taking the shim out of the initramfs: $$rebuild"; $$rebuild; \
+	elif [ -n "$$rebuild" ]; then \
+	  echo "uninstall: the initramfs built before still has the shim and claims its devices at every boot; rebuild it: $$rebuild (or make uninstall REBUILD_INITRAMFS=1)"; \
 	fi
 
 clean:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -189,10 +190,14 @@ def test_detail_shows_every_property_and_the_group_peers() -> None:
     assert shown["group peers"] == "0000:00:03.0 (pcieport), 0000:06:00.1 (snd_hda_intel)"
 
 
-def test_detail_shows_properties_it_does_not_know_too() -> None:
+def test_detail_shows_properties_it_does_not_know_too_with_readable_labels() -> None:
     dev = gpu()
     dev.extra["ConfigName"] = "gpu"
-    assert "ConfigName" in output.device_detail(dev)
+    dev.extra["IommuEnabled"] = True
+    detail = output.device_detail(dev)
+    assert re.search(r"Config name +gpu$", detail, re.M), detail
+    assert re.search(r"Iommu enabled +yes$", detail, re.M), detail
+    assert "ConfigName" not in detail
 
 
 def test_json_objects_have_exactly_the_devicestatus_fields_in_order() -> None:

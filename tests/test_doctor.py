@@ -10,6 +10,8 @@ from vfiod.doctor import Check, _Facts, check_vendor_reset, run_checks, worst
 from vfiod.initramfs import install_shim
 from vfiod.sim import SimHost
 
+from initramfs_images import write_image
+
 GPU = '[[device]]\nmatch = "0000:06:00.0"\nname = "gpu"\nboot = "vfio"\n'
 
 
@@ -201,9 +203,22 @@ def test_boot_vfio_without_the_shim_fails(seed: SimHost) -> None:
     assert "vfioctl initramfs install" in check.fix
 
 
+RELEASE = "6.1.0-sim-amd64"
+SHIM_MEMBER = "./usr/lib/vfiod/early-boot.sh"
+
+
+def rebuild_initramfs(sim: SimHost, codec: str = "gzip") -> None:
+    """What update-initramfs does with the installed hook: the shim into the image."""
+    shim = (sim.root / "var/lib/vfiod/early-boot.sh").read_bytes()
+    write_image(sim.root, RELEASE, {"./init": b"#!/bin/sh\n", SHIM_MEMBER: shim}, codec)
+
+
 def test_the_installed_shim_is_ok_until_the_config_changes(sim: SimHost) -> None:
     install_shim(config(GPU), sim, root=sim.root, tool="initramfs-tools")
-    assert by_id(run_checks(sim, config(GPU)))["shim"].status == "ok"
+    rebuild_initramfs(sim)
+    check = by_id(run_checks(sim, config(GPU)))["shim"]
+    assert check.status == "ok"
+    assert f"/boot/initrd.img-{RELEASE}" in check.summary
     usb = '[[device]]\nmatch = "11:00.0"\nname = "usb"\nboot = "vfio"\n'
     check = by_id(run_checks(sim, config(GPU, usb)))["shim"]
     assert check.status == "warn"
@@ -214,6 +229,110 @@ def test_a_shim_left_behind_without_boot_entries_is_a_warning(sim: SimHost) -> N
     install_shim(config(GPU), sim, root=sim.root, tool="dracut")
     check = by_id(run_checks(sim, config('[[device]]\nmatch = "06:00.0"\n')))["shim"]
     assert check.status == "warn"
+
+
+def test_a_shim_installed_but_not_yet_in_the_initramfs_fails_and_says_rebuild(
+        sim: SimHost) -> None:
+    write_image(sim.root, RELEASE, {"./init": b"#!/bin/sh\n"})
+    install_shim(config(GPU), sim, root=sim.root, tool="initramfs-tools")
+    check = by_id(run_checks(sim, config(GPU)))["shim"]
+    assert check.status == "fail"
+    assert f"/boot/initrd.img-{RELEASE} does not have it" in check.summary
+    assert "rebuild the initramfs" in check.fix
+
+
+def test_the_rebuild_advice_names_the_machines_own_tool(sim: SimHost) -> None:
+    write_image(sim.root, RELEASE, {"./init": b"#!/bin/sh\n"})
+    install_shim(config(GPU), sim, root=sim.root, tool="dracut")
+    (sim.root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    (sim.root / "usr/bin/dracut").write_text("")
+    assert "dracut --regenerate-all --force" in by_id(run_checks(sim, config(GPU)))["shim"].fix
+
+
+def test_a_zstd_initramfs_is_read_too(sim: SimHost) -> None:
+    install_shim(config(GPU), sim, root=sim.root, tool="initramfs-tools")
+    rebuild_initramfs(sim, codec="zstd")
+    assert by_id(run_checks(sim, config(GPU)))["shim"].status == "ok"
+
+
+def test_an_initramfs_with_an_older_shim_is_a_warning(sim: SimHost) -> None:
+    install_shim(config(GPU), sim, root=sim.root, tool="initramfs-tools")
+    write_image(sim.root, RELEASE, {SHIM_MEMBER: b"#!/bin/sh\n# an older one\n"})
+    check = by_id(run_checks(sim, config(GPU)))["shim"]
+    assert check.status == "warn"
+    assert "older early-boot shim" in check.summary
+
+
+def test_no_initramfs_for_the_running_kernel_is_a_warning_not_ok(sim: SimHost) -> None:
+    install_shim(config(GPU), sim, root=sim.root, tool="initramfs-tools")
+    osrelease = sim.root / "proc/sys/kernel/osrelease"
+    osrelease.parent.mkdir(parents=True, exist_ok=True)
+    osrelease.write_text(RELEASE + "\n")
+    check = by_id(run_checks(sim, config(GPU)))["shim"]
+    assert check.status == "warn"
+    assert f"no initramfs for the running kernel {RELEASE}" in check.summary
+
+
+def test_a_shim_left_in_the_initramfs_after_removal_is_a_warning(sim: SimHost) -> None:
+    install_shim(config(GPU), sim, root=sim.root, tool="initramfs-tools")
+    rebuild_initramfs(sim)
+    (sim.root / "var/lib/vfiod/early-boot.sh").unlink()  # vfioctl initramfs install, no boot
+    check = by_id(run_checks(sim, config('[[device]]\nmatch = "06:00.0"\n')))["shim"]
+    assert check.status == "warn"
+    assert "still has the early-boot shim" in check.summary
+
+
+def test_with_the_iommu_off_the_doctor_never_advises_reinstalling_the_shim(
+        noiommu: SimHost) -> None:
+    checks = run_checks(noiommu, config(GPU))
+    shim = by_id(checks)["shim"]
+    assert shim.status == "warn"
+    assert "IOMMU is off" in shim.summary
+    assert not any("initramfs install" in c.fix for c in checks)
+
+
+def test_interrupt_remapping_on_is_ok(seed: SimHost) -> None:
+    check = by_id(run_checks(seed, None))["intremap"]
+    assert check.status == "ok"
+    assert "IR-IO-APIC" in check.summary
+
+
+def _interrupts_without_remapping(sim: SimHost) -> None:
+    path = sim.root / "proc/interrupts"
+    path.write_text(path.read_text().replace("IR-", ""))
+
+
+def test_intremap_off_on_the_command_line_fails_with_its_removal(sim: SimHost) -> None:
+    (sim.root / "proc/cmdline").write_text("ro intel_iommu=on intremap=off\n")
+    _interrupts_without_remapping(sim)
+    checks = by_id(run_checks(sim, None))
+    assert checks["intremap"].status == "fail"
+    assert "No interrupt remapping support" in checks["intremap"].summary
+    assert "remove intremap=off" in checks["intremap"].fix
+    assert worst(checks.values()) == "fail"
+
+
+def test_an_iommu_without_remapping_hardware_is_named(sim: SimHost) -> None:
+    _interrupts_without_remapping(sim)
+    (sim.root / "sys/devices/virtual/iommu/dmar0/intel-iommu/ecap").write_text("f00f56\n")
+    check = by_id(run_checks(sim, None))["intremap"]
+    assert check.status == "fail"
+    assert "dmar0 cannot remap" in check.summary
+    assert "allow_unsafe_interrupts" in check.fix
+
+
+def test_allow_unsafe_interrupts_is_a_warning(sim: SimHost) -> None:
+    _interrupts_without_remapping(sim)
+    param = sim.root / "sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts"
+    param.parent.mkdir(parents=True)
+    param.write_text("Y\n")
+    check = by_id(run_checks(sim, None))["intremap"]
+    assert check.status == "warn"
+    assert "allow_unsafe_interrupts" in check.summary
+
+
+def test_interrupt_remapping_is_not_judged_with_the_iommu_off(noiommu: SimHost) -> None:
+    assert "intremap" not in by_id(run_checks(noiommu, None))
 
 
 def test_the_doctor_never_writes(seed: SimHost) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
 import shutil
@@ -25,6 +26,8 @@ PACKAGED_POLICY = REPO / "vfiod" / "data" / "org.vfiod1.conf"
 ACTIVATION = REPO / "dbus" / "org.vfiod1.service"
 POLKIT = REPO / "dbus" / "org.vfiod1.policy"
 
+#: The unit's ExecReload: the daemon's Reload method, synchronously.
+RELOAD_COMMAND = "busctl --timeout=60 call org.vfiod1 /org/vfiod1 org.vfiod1.Manager Reload"
 #: The exposure systemd-analyze gave the unit (systemd 252); it must never rise.
 MAX_EXPOSURE = 2.4
 NOBODY = 65534
@@ -71,7 +74,7 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
     assert settings["Type"] == ["notify"]
     assert settings["BusName"] == ["org.vfiod1"]
     assert settings["ExecStart"] == ["@bindir@/vfiod"]
-    assert settings["ExecReload"] == ["kill -HUP $MAINPID"]
+    assert settings["ExecReload"] == [RELOAD_COMMAND]
     assert settings["Restart"] == ["on-failure"]
     assert settings["StateDirectory"] == ["vfiod"]
     assert settings["ConfigurationDirectory"] == ["vfiod"]
@@ -416,6 +419,68 @@ def test_install_honours_prefix(tmp_path: Path) -> None:
     assert (tmp_path / "usr/lib/vfiod/vfiod/__init__.py").exists()
     assert "ExecStart=/usr/bin/vfiod\n" in (tmp_path / "lib/systemd/system/vfiod.service"
                                            ).read_text()
+
+
+@needs_make
+def test_install_compiles_every_module_for_the_installed_path(installed: Path) -> None:
+    tag = subprocess.run(["/usr/bin/python3", "-c",
+                          "import sys; print(sys.implementation.cache_tag)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    package = installed / "usr/local/lib/vfiod"
+    sources = sorted(package.rglob("*.py"))
+    assert sources
+    missing = [str(s) for s in sources
+               if not (s.parent / "__pycache__" / f"{s.stem}.{tag}.pyc").is_file()]
+    assert missing == []
+    # Tracebacks name the installed file, not the DESTDIR staging copy.
+    pyc = package / "vfiod" / "__pycache__" / f"__init__.{tag}.pyc"
+    code = marshal.loads(pyc.read_bytes()[16:])
+    assert code.co_filename == "/usr/local/lib/vfiod/vfiod/__init__.py"
+
+
+@needs_make
+def test_uninstall_leaves_only_the_config(tmp_path: Path) -> None:
+    assert _make_install(tmp_path).returncode == 0
+    shim = tmp_path / "var/lib/vfiod/early-boot.sh"
+    shim.parent.mkdir(parents=True)
+    shim.write_text("#!/bin/sh\n")
+    proc = subprocess.run(["make", "-s", "uninstall", f"DESTDIR={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    left = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if not f.is_dir())
+    assert left == ["etc/vfiod/vfiod.toml"]
+
+
+@needs_make
+def test_uninstall_says_how_to_take_the_shim_out_of_the_initramfs(tmp_path: Path) -> None:
+    assert _make_install(tmp_path).returncode == 0
+    tool = tmp_path / "usr/sbin/update-initramfs"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("")
+    proc = subprocess.run(["make", "-s", "uninstall", f"DESTDIR={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "still has the shim" in proc.stdout
+    assert "update-initramfs -u -k all" in proc.stdout
+
+
+@needs_make
+def test_uninstall_refuses_to_rebuild_this_machines_initramfs_for_a_destdir(
+        tmp_path: Path) -> None:
+    proc = subprocess.run(["make", "-s", "uninstall", f"DESTDIR={tmp_path}",
+                           "REBUILD_INITRAMFS=1"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "not with DESTDIR" in proc.stderr
+
+
+def test_makefile_uninstall_uses_destdir_everywhere() -> None:
+    text = (REPO / "Makefile").read_text()
+    recipe = text.split("\nuninstall:\n", 1)[1].split("\n\n", 1)[0]
+    removals = [line for line in recipe.splitlines() if line.lstrip().startswith("rm ")]
+    assert len(removals) == 2
+    for line in removals:
+        assert "'$(DESTDIR)$(" in line, line
 
 
 def test_makefile_install_uses_destdir_everywhere() -> None:

@@ -19,7 +19,9 @@ from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.discovery import scan
 from vfiod.host import paths
 from vfiod.host.base import Host
-from vfiod.initramfs import INTEGRATIONS, SHIM_PATH, shim_is_current
+from vfiod.host.initramfs_image import ImageError, read_members
+from vfiod.initramfs import (INTEGRATIONS, REBUILD, SHIM_IN_INITRAMFS, SHIM_PATH,
+                             TOOL_MARKERS, TOOLS, shim_is_current)
 from vfiod.model import VFIO_DRIVER, PciDevice
 
 Status = Literal["ok", "warn", "fail"]
@@ -158,6 +160,59 @@ def check_cmdline(facts: _Facts) -> Check:
     said = ", ".join(given) if given else "the kernel's default"
     advice = "" if pt else "; iommu=pt may spare host devices the IOMMU's translation cost"
     return _ok("cmdline", f"the IOMMU is on by {said}{advice}")
+
+
+#: ECAP bit 3 of an Intel IOMMU unit: the hardware can remap interrupts (VT-d spec).
+ECAP_IR = 1 << 3
+
+
+def check_interrupt_remapping(facts: _Facts) -> Check | None:
+    """Interrupts are remapped, or VFIO refuses every device (VFIO_SET_IOMMU: EPERM).
+
+    The kernel's own answer is /proc/interrupts: with remapping enabled its irqchips
+    read ``IR-IO-APIC`` and ``IR-PCI-MSI`` (Intel and AMD alike). vfio_iommu_type1
+    refuses a container without it ("No interrupt remapping support") unless its
+    allow_unsafe_interrupts parameter is set. Nothing to say while the IOMMU is off.
+    Seen on Debian's 6.1 under QEMU's intel-iommu: intremap=on gives IR-IO-APIC and
+    IR-PCI-MSI lines; booted with intremap=off, none (plain IO-APIC, PCI-MSI).
+    """
+    if not facts.iommu_on:
+        return None
+    host = facts.host
+    interrupts = host.read_text(paths.INTERRUPTS)
+    if interrupts is None:
+        return _warn("intremap", f"cannot read {paths.INTERRUPTS} to see whether "
+                     "interrupts are remapped", "run `vfioctl doctor` again as root")
+    chips = {word for line in interrupts.splitlines() for word in line.split()}
+    remapped = sorted(c for c in chips if c.startswith("IR-"))
+    if remapped:
+        return _ok("intremap", f"interrupt remapping is on ({', '.join(remapped[:2])})")
+    unsafe = host.read_text(paths.module_parameter("vfio_iommu_type1",
+                                                   "allow_unsafe_interrupts"))
+    if unsafe in ("Y", "1"):
+        return _warn("intremap", "interrupt remapping is off; VFIO runs only because "
+                     "vfio_iommu_type1 allow_unsafe_interrupts is set",
+                     "a guest can then inject interrupts into the host: turn remapping on "
+                     "and drop allow_unsafe_interrupts")
+    summary = ("interrupt remapping is off, so VFIO refuses every device (QEMU: "
+               "\"No interrupt remapping support\")")
+    for key in ("intremap", "nointremap"):
+        value = facts.cmdline_value(key)
+        if value is not None and (key == "nointremap" or value in ("off", "no_x2apic_optout")):
+            given = key if key == "nointremap" else f"{key}={value}"
+            return _fail("intremap", summary, f"remove {given} from the kernel command line "
+                         "(/etc/default/grub), run update-grub, and reboot")
+    without_ir = []
+    for unit in facts.iommu_units:
+        ecap = host.read_int(paths.iommu_unit_file(unit, "ecap"), 16)
+        if ecap is not None and not ecap & ECAP_IR:
+            without_ir.append(unit)
+    if without_ir:
+        return _fail("intremap", summary + f"; {', '.join(without_ir)} cannot remap",
+                     "enable interrupt remapping (or x2APIC) in the firmware setup; only if "
+                     "that is impossible: options vfio_iommu_type1 allow_unsafe_interrupts=1")
+    return _fail("intremap", summary, "enable interrupt remapping (or x2APIC) in the "
+                 "firmware setup, and check `dmesg | grep -i remapping` for why it is off")
 
 
 def _modprobe_d_ids(host: Host) -> list[tuple[str, str]]:
@@ -403,18 +458,61 @@ def check_vendor_reset(facts: _Facts, passing: Iterable[PciDevice]) -> list[Chec
     return out
 
 
+def _rebuild_command(host: Host) -> str:
+    """How this machine rebuilds its initramfs (the tool it has)."""
+    for tool in TOOLS:
+        if any(host.exists(marker) for marker in TOOL_MARKERS[tool]):
+            return REBUILD[tool]
+    return "update-initramfs -u, dracut -f or mkinitcpio -P"
+
+
+def _current_initramfs_shim(host: Host) -> tuple[str, bytes | None] | str:
+    """(image, the shim inside it or None) for the running kernel; else why not known."""
+    release = host.read_text(paths.OSRELEASE)
+    if not release:
+        return "cannot tell which kernel runs"
+    images = [p for p in paths.initramfs_images(release) if host.exists(p)]
+    if not images:
+        return f"found no initramfs for the running kernel {release} in /boot"
+    image = images[0]
+    data = host.read_bytes(image)
+    if data is None:
+        return f"cannot read {image} (run `vfioctl doctor` as root)"
+    try:
+        members = read_members(data, [SHIM_IN_INITRAMFS])
+    except ImageError as exc:
+        return f"cannot read {image}: {exc}"
+    return image, members.get(SHIM_IN_INITRAMFS.lstrip("/"))
+
+
 def check_shim(facts: _Facts, config: Config | None) -> Check:
-    """The early-boot shim exists, and is current, when devices have boot = "vfio"."""
+    """The early-boot shim is installed, current, and inside the running kernel's initramfs.
+
+    The initramfs is what runs at boot: a shim installed but not yet rebuilt into it
+    claims nothing, and one left inside it after removal still claims its devices.
+    """
     host = facts.host
     boot = config.boot_entries() if config is not None else []
     exists = host.exists(SHIM_PATH)
+    inside = _current_initramfs_shim(host)
     if not boot:
         if exists:
             return _warn("shim", f"{SHIM_PATH} exists but no device has boot = \"vfio\"",
                          "run `vfioctl initramfs install` to remove it, then rebuild the "
                          "initramfs")
+        if isinstance(inside, tuple) and inside[1] is not None:
+            return _warn("shim", f"no device has boot = \"vfio\", but {inside[0]} still "
+                         "has the early-boot shim and claims its devices at every boot",
+                         f"rebuild the initramfs: {_rebuild_command(host)}")
         return _ok("shim", "no device is claimed at boot (no boot = \"vfio\")")
     names = ", ".join(e.label for e in boot)
+    if not facts.iommu_on:
+        # A shim rendered now would have no IOMMU groups: it would claim devices
+        # without their group-mates. Nothing about it can be advised before the IOMMU.
+        return _warn("shim", f"{names}: boot = \"vfio\", but the early-boot shim cannot be "
+                     "checked or installed while the IOMMU is off",
+                     "turn the IOMMU on first (see the iommu check), then run `vfioctl "
+                     "doctor` again")
     if not exists:
         them = "it" if len(boot) == 1 else "them"
         return _fail("shim", f"{names}: boot = \"vfio\" but the early-boot shim is missing, "
@@ -429,7 +527,19 @@ def check_shim(facts: _Facts, config: Config | None) -> Check:
         return _warn("shim", f"{SHIM_PATH} does not match the config (a device or the "
                      "config changed since it was generated)",
                      "run `vfioctl initramfs install`, then rebuild the initramfs")
-    return _ok("shim", f"the early-boot shim claims {names} at boot")
+    rebuild = _rebuild_command(host)
+    if isinstance(inside, str):
+        return _warn("shim", f"the early-boot shim is installed, but {inside}, so whether "
+                     "the next boot runs it is unknown", f"rebuild the initramfs: {rebuild}")
+    image, copy = inside
+    if copy is None:
+        return _fail("shim", f"the early-boot shim is installed but {image} does not have "
+                     f"it: host drivers take {names} at boot",
+                     f"rebuild the initramfs: {rebuild}")
+    if copy != host.read_bytes(SHIM_PATH):
+        return _warn("shim", f"{image} has an older early-boot shim than {SHIM_PATH}",
+                     f"rebuild the initramfs: {rebuild}")
+    return _ok("shim", f"the early-boot shim claims {names} at boot (in {image})")
 
 
 # -- all of them -------------------------------------------------------------------------
@@ -437,8 +547,11 @@ def check_shim(facts: _Facts, config: Config | None) -> Check:
 def run_checks(host: Host, config: Config | None) -> list[Check]:
     """Every check, in the order a user fixes things: IOMMU, kernel, devices, boot."""
     facts = _Facts(host)
-    checks = [check_iommu(facts), check_cmdline(facts), check_vfio_module(facts),
-              check_vfio_ids(facts, config)]
+    checks = [check_iommu(facts), check_cmdline(facts)]
+    intremap = check_interrupt_remapping(facts)
+    if intremap is not None:
+        checks.append(intremap)
+    checks += [check_vfio_module(facts), check_vfio_ids(facts, config)]
     passing: dict[str, PciDevice] = {}
     if config is None or not config.devices:
         where = config.path if config is not None and config.path else DEFAULT_CONFIG_PATH

@@ -10,6 +10,13 @@ as ``/usr/lib/vfiod/early-boot.sh`` and run it before udev loads host drivers.
 
 Rendering is deterministic (no timestamps), so that the doctor can tell a stale shim by
 rendering it again and comparing.
+
+``install_shim_offline(config, root=...)`` is for image builders (a chroot, mkosi,
+Packer): it renders from the config alone, reading no device. Each boot = "vfio" entry
+must then give ids and address (``match = "10de:1b06@0000:06:00.0"``); the shim checks
+those ids at that address at boot, and finds each device's IOMMU group there: a group
+holding an endpoint the config does not list is left to the host, so every member of a
+group must be listed.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ from vfiod.printable import printable
 
 #: Where install_shim writes the shim on the host (the integrations copy it from here).
 SHIM_PATH = "/var/lib/vfiod/early-boot.sh"
+
+#: Where the integrations put it inside the initramfs (the hooks spell it too).
+SHIM_IN_INITRAMFS = "/usr/lib/vfiod/early-boot.sh"
+
+#: The group argument of an offline-rendered device: the shim looks it up at boot.
+GROUP_AT_BOOT = "-"
 
 TEMPLATE_NAME = "vfiod-shim.sh.in"
 _DEVICES_MARKER = "\t# @DEVICES@\n"
@@ -55,14 +68,14 @@ INTEGRATIONS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 #: What marks each tool as the one in use, most specific first.
-_TOOL_MARKERS: dict[str, tuple[str, ...]] = {
+TOOL_MARKERS: dict[str, tuple[str, ...]] = {
     "initramfs-tools": ("/usr/sbin/update-initramfs", "/sbin/update-initramfs",
                         "/usr/sbin/mkinitramfs"),
     "dracut": ("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut"),
     "mkinitcpio": ("/usr/bin/mkinitcpio", "/etc/mkinitcpio.conf"),
 }
 
-_REBUILD = {
+REBUILD = {
     "initramfs-tools": "update-initramfs -u -k all",
     "dracut": "dracut --regenerate-all --force",
     "mkinitcpio": "mkinitcpio -P",
@@ -81,10 +94,17 @@ class ShimDevice:
     address: str
     ids: str
     why: str
+    #: Rendered offline: the shim reads the IOMMU group at boot.
+    group_at_boot: bool = False
 
     @property
     def unit(self) -> str:
-        """What the shim claims or leaves together: the IOMMU group, else the address."""
+        """What the shim claims or leaves together: the IOMMU group, else the address.
+
+        ``-`` asks the shim to find the group at boot (an offline render).
+        """
+        if self.group_at_boot:
+            return GROUP_AT_BOOT
         return str(self.group) if self.group is not None else self.address
 
 
@@ -158,6 +178,25 @@ def plan_shim(config: Config,
                   key=lambda s: (s.group if s.group is not None else -1, s.address))
 
 
+def plan_shim_offline(config: Config) -> list[ShimDevice]:
+    """The functions the shim claims, from the config alone (no device is read).
+
+    ShimError for an entry without both ids and an address: the shim must know what
+    to expect where without this machine's devices.
+    """
+    planned: dict[str, ShimDevice] = {}
+    for entry in config.boot_entries():
+        ids, _, address = entry.match.rpartition("@")
+        if not ids or entry.address is None:
+            raise ShimError(f"{entry.label}: offline, boot = \"vfio\" needs ids and address "
+                            f"in match (\"VENDOR:DEVICE@{entry.address or 'ADDRESS'}\", as "
+                            "lspci -nn shows them), not just "
+                            f"{'an address' if entry.address else 'ids'}")
+        planned.setdefault(address, ShimDevice(None, address, ids, entry.label,
+                                               group_at_boot=True))
+    return sorted(planned.values(), key=lambda s: s.address)
+
+
 def template_dirs() -> list[Path]:
     """Where the initramfs/ templates are looked for, in order.
 
@@ -191,15 +230,20 @@ def _sh_quote(text: str) -> str:
 
 
 def render_shim(config: Config,
-                devices: Mapping[str, PciDevice] | Iterable[PciDevice],
+                devices: Mapping[str, PciDevice] | Iterable[PciDevice] | None,
                 warnings: Iterable[str] = ()) -> str:
     """The shim as a POSIX sh script, for the boot = "vfio" entries of *config*.
 
     *devices* is the live host's device list (vfiod.discovery.scan); ShimError when an
-    entry does not resolve to exactly the device(s) it names. Each of *warnings*
-    becomes a ``# WARNING:`` comment at the top, below the ``#!`` line.
+    entry does not resolve to exactly the device(s) it names. None renders offline
+    (plan_shim_offline). Each of *warnings* becomes a ``# WARNING:`` comment at the top,
+    below the ``#!`` line.
     """
-    planned = plan_shim(config, devices)
+    planned = plan_shim(config, devices) if devices is not None else plan_shim_offline(config)
+    return _render(config, planned, warnings)
+
+
+def _render(config: Config, planned: list[ShimDevice], warnings: Iterable[str] = ()) -> str:
     template = (template_dir() / TEMPLATE_NAME).read_text(encoding="utf-8")
     if _DEVICES_MARKER not in template:
         raise ShimError(f"the shim template has no {_DEVICES_MARKER.strip()!r} line")
@@ -230,7 +274,7 @@ def detect_tool(root: str | os.PathLike[str] = "/") -> str | None:
     """The initramfs tool installed under *root*, or None."""
     base = Path(root)
     for tool in TOOLS:
-        if any(_under(base, marker).exists() for marker in _TOOL_MARKERS[tool]):
+        if any(_under(base, marker).exists() for marker in TOOL_MARKERS[tool]):
             return tool
     return None
 
@@ -288,30 +332,66 @@ def install_shim(config: Config, host: Host, *, root: str | os.PathLike[str] = "
     devices the running host needs, unless *check_host* is False.
     """
     base = Path(root)
+    tool = _tool_under(base, tool)
+    if devices is None:
+        from vfiod.discovery import scan
+
+        devices = scan(host)
+    result = InstallResult(tool=tool, shim=None)
+    planned = plan_shim(config, devices)
+    if not planned:
+        _remove_shim(base, tool, result)
+        return result
+
+    if check_host:
+        _check_host_needs(host, planned, devices)
+    _write_shim(base, tool, _render(config, planned), planned, result)
+    return result
+
+
+def install_shim_offline(config: Config, *, root: str | os.PathLike[str],
+                         tool: str | None = None) -> InstallResult:
+    """Render the shim from *config* alone and install it into the tree at *root*.
+
+    For image builders: no device of this machine is read and nothing of it is
+    checked (the shim checks ids at each address at boot). *tool* is detected under
+    *root* when None. With no boot = "vfio" entry an existing shim is removed.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise ShimError(f"{base} is not a directory (the root of the image to install into)")
+    tool = _tool_under(base, tool)
+    result = InstallResult(tool=tool, shim=None)
+    planned = plan_shim_offline(config)
+    if not planned:
+        _remove_shim(base, tool, result)
+        return result
+    _write_shim(base, tool, _render(config, planned), planned, result)
+    return result
+
+
+def _tool_under(base: Path, tool: str | None) -> str:
     tool = tool or detect_tool(base)
     if tool is None:
         raise ShimError(f"no initramfs tool found under {base} (initramfs-tools, dracut or "
                         "mkinitcpio); name one explicitly")
     if tool not in INTEGRATIONS:
         raise ShimError(f"unknown initramfs tool {tool!r} (known: {', '.join(TOOLS)})")
-    if devices is None:
-        from vfiod.discovery import scan
+    return tool
 
-        devices = scan(host)
-    result = InstallResult(tool=tool, shim=None)
+
+def _remove_shim(base: Path, tool: str, result: InstallResult) -> None:
     shim_path = _under(base, SHIM_PATH)
+    if shim_path.exists():
+        shim_path.unlink()
+        result.removed.append(shim_path)
+    result.next_steps.append(f"{REBUILD[tool]}   # the next initramfs claims nothing")
 
-    planned = plan_shim(config, devices)
-    if not planned:
-        if shim_path.exists():
-            shim_path.unlink()
-            result.removed.append(shim_path)
-        result.next_steps.append(f"{_REBUILD[tool]}   # the next initramfs claims nothing")
-        return result
 
-    if check_host:
-        _check_host_needs(host, planned, devices)
-    text = render_shim(config, devices)
+def _write_shim(base: Path, tool: str, text: str, planned: list[ShimDevice],
+                result: InstallResult) -> None:
+    """Write the shim and the tool's integration files under *base*."""
+    shim_path = _under(base, SHIM_PATH)
     atomic_write(shim_path, text, 0o755)
     result.shim = shim_path
     result.claimed = planned
@@ -330,8 +410,7 @@ def install_shim(config: Config, host: Host, *, root: str | os.PathLike[str] = "
     if tool == "mkinitcpio" and not _mkinitcpio_has_hook(base):
         result.next_steps.append('add "vfiod" to HOOKS in /etc/mkinitcpio.conf '
                                  '(before "udev" or "systemd")')
-    result.next_steps.append(_REBUILD[tool])
-    return result
+    result.next_steps.append(REBUILD[tool])
 
 
 def _mkinitcpio_has_hook(root: Path) -> bool:
@@ -360,13 +439,18 @@ def shim_is_current(config: Config, host: Host,
                     devices: Mapping[str, PciDevice]) -> bool | None:
     """True when the installed shim is what the config renders now; None when absent.
 
+    Either render counts: from *devices*, or offline from the config alone.
     False also when the config no longer renders (an entry does not resolve).
     """
     installed = host.read_text(SHIM_PATH)
     if installed is None:
         return None
-    try:
-        wanted = render_shim(config, devices)
-    except ShimError:
-        return False
-    return installed == wanted.rstrip("\n")
+    # Rendered here from the live devices, or offline (an image builder) from the config.
+    for source in (devices, None):
+        try:
+            wanted = render_shim(config, source)
+        except ShimError:
+            continue
+        if installed == wanted.rstrip("\n"):
+            return True
+    return False

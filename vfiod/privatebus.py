@@ -59,7 +59,8 @@ _POLKIT_POLICY = """
 """
 
 # The default policy of Debian's /usr/share/dbus-1/system.conf, trimmed to what a
-# private bus without activation needs.
+# private bus needs. Activation ({servicedirs}) is direct: no setuid launch helper, so
+# an activated service runs as the bus's user with the bus's environment.
 _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -91,6 +92,7 @@ _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configura
     <allow send_destination="org.freedesktop.DBus"
            send_interface="org.freedesktop.DBus.Monitoring"/>
   </policy>
+{servicedirs}
 {polkit}
   <include>{policy}</include>
 </busconfig>
@@ -123,14 +125,18 @@ class PrivateBus:
     ``policy`` is the bus policy file to include (the project's by default; a copy
     goes into the bus's temp dir, so a policy inside a zipped package works too);
     ``polkit`` adds the bus policy polkit ships, so that a mock polkitd may run.
+    ``servicedirs`` are folders of D-Bus ``.service`` files the bus activates on demand
+    (none by default: then nothing is activatable, as on a system without the service).
     The socket's directory is world-searchable so that an unprivileged caller (a test
     run under ``setpriv``) can connect and be judged by the policy, not by file modes.
     """
 
     def __init__(self, policy: str | os.PathLike[str] | None = None, *,
-                 polkit: bool = True, start_timeout: float = 10.0) -> None:
+                 polkit: bool = True, servicedirs: Sequence[str | os.PathLike[str]] = (),
+                 start_timeout: float = 10.0) -> None:
         self.policy: Traversable = Path(policy) if policy is not None else PROJECT_POLICY
         self.polkit = polkit
+        self.servicedirs = [Path(d) for d in servicedirs]
         self.start_timeout = start_timeout
         self.dir: Path | None = None
         self.address = ""
@@ -167,6 +173,8 @@ class PrivateBus:
             config.write_text(_CONFIG.format(
                 socket=escape(str(self.socket_path)),
                 polkit=_POLKIT_POLICY if self.polkit else "",
+                servicedirs="\n".join(f"  <servicedir>{escape(str(d))}</servicedir>"
+                                      for d in self.servicedirs),
                 policy=escape(str(policy)),
             ))
             # --nofork: the daemon is our own child, so its pid is ours to stop. Its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -320,3 +321,34 @@ def test_a_state_directory_others_can_write_is_refused_at_start(
     with pytest.raises(PrivateBusError, match="exited with status 1"):
         daemon.start()
     assert "is writable by others (mode 0777)" in daemon.log()
+
+
+def _unit_reload_command() -> list[str]:
+    """The unit's ExecReload line, as systemctl reload runs it."""
+    unit = Path(__file__).resolve().parents[2] / "systemd" / "vfiod.service"
+    lines = [line for line in unit.read_text().splitlines() if line.startswith("ExecReload=")]
+    assert len(lines) == 1
+    return shlex.split(lines[0].removeprefix("ExecReload="))
+
+
+def test_unit_reload_command_fails_naming_file_and_line_when_the_config_is_refused(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None
+    daemon.config.write_text(BAD_CONFIG)
+    result = subprocess.run(_unit_reload_command(), env=daemon.bus.env(), capture_output=True,
+                            text=True, timeout=90)
+    assert result.returncode != 0
+    assert f"{daemon.config}:4: device[0].boot" in result.stderr
+    assert daemon.get_property(GPU, "ConfigName") == "gpu"
+
+
+def test_unit_reload_command_succeeds_and_applies_a_good_config(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(config=CONFIG).start()
+    assert daemon.config is not None
+    daemon.config.write_text(CONFIG.replace('"gpu"', '"guest-gpu"'))
+    result = subprocess.run(_unit_reload_command(), env=daemon.bus.env(), capture_output=True,
+                            text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert daemon.get_property(GPU, "ConfigName") == "guest-gpu"

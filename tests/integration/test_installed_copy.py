@@ -49,6 +49,8 @@ class Installed:
                 f"POLKITACTIONDIR={p}/share/polkit-1/actions",
                 f"INITRAMFSTOOLSDIR={p}/share/initramfs-tools",
                 f"DRACUTMODULESDIR={p}/lib/dracut/modules.d", f"INITCPIODIR={p}/lib/initcpio",
+                # Never this machine's /var/lib/vfiod (make uninstall removes it).
+                f"STATEDIR={p}/var/lib/vfiod",
                 # This Python has vfiod's dependencies and builds offline.
                 f"INSTALL_PYTHON={sys.executable}"]
 
@@ -159,3 +161,25 @@ def test_installed_applet_has_its_wrapper_and_an_autostart_file_naming_it(
     assert help_text.stdout.startswith("usage: vfiod-applet")
     autostart = installed.prefix / "etc" / "xdg" / "autostart" / "vfiod-applet.desktop"
     assert f"Exec={wrapper}\n" in autostart.read_text()
+
+
+def test_uninstall_removes_all_but_the_config_and_rebuilds_the_initramfs_when_asked(
+        tmp_path: Path) -> None:
+    where = Installed(tmp_path / "prefix")
+    install = subprocess.run(["make", "-s", "install", *where.make_variables()], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stdout + install.stderr
+    # What `vfioctl initramfs install` leaves: the rendered shim in the state dir.
+    shim = where.prefix / "var/lib/vfiod/early-boot.sh"
+    shim.parent.mkdir(parents=True)
+    shim.write_text("#!/bin/sh\n")
+    rebuilt = tmp_path / "rebuilt"
+    proc = subprocess.run(["make", "-s", "uninstall", *where.make_variables(),
+                           "REBUILD_INITRAMFS=1", f"INITRAMFS_REBUILD=touch {rebuilt}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    left = sorted(str(f.relative_to(where.prefix)) for f in where.prefix.rglob("*")
+                  if not f.is_dir())
+    assert left == ["etc/vfiod/vfiod.toml"]
+    assert rebuilt.exists()
+    assert f"taking the shim out of the initramfs: touch {rebuilt}" in proc.stdout

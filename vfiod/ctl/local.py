@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from vfiod.contract import DEFAULT_CONFIG_PATH
@@ -127,6 +128,8 @@ def cmd_initramfs(args: argparse.Namespace) -> int:
     from vfiod import initramfs
     from vfiod.discovery import scan
 
+    if getattr(args, "root", None) is not None:
+        return _initramfs_offline(args)
     config = load(args.config)
     with open_host(args.simulate) as host:
         devices = scan(host)
@@ -139,6 +142,29 @@ def cmd_initramfs(args: argparse.Namespace) -> int:
             return exitcodes.OK
         result = initramfs.install_shim(config, host, root=args.destdir, tool=args.tool,
                                         devices=devices)
+    _report(result)
+    return exitcodes.OK
+
+
+def _initramfs_offline(args: argparse.Namespace) -> int:
+    """``initramfs install --root DIR``: into an image, from its config alone."""
+    from vfiod import initramfs
+
+    if args.simulate or args.destdir != "/":
+        raise CtlError("initramfs install --root reads no host: it takes neither "
+                       "--simulate nor --destdir", exitcodes.USAGE)
+    root = Path(args.root)
+    config = load(args.config or str(root / DEFAULT_CONFIG_PATH.lstrip("/")))
+    result = initramfs.install_shim_offline(config, root=root, tool=args.tool)
+    _report(result)
+    if result.claimed:
+        print("note: rendered offline: at boot the shim checks these ids at these addresses "
+              "and claims only whole IOMMU groups")
+    return exitcodes.OK
+
+
+def _report(result: Any) -> None:
+    """What an install did, and what to run next."""
     for dev in result.claimed:
         print(f"claims {dev.address} ({dev.ids}) at boot: {dev.why}")
     for path in result.written:
@@ -147,7 +173,6 @@ def cmd_initramfs(args: argparse.Namespace) -> int:
         print(f"removed {path} (no device has boot = \"vfio\")")
     for step in result.next_steps:
         print(f"next: {step}")
-    return exitcodes.OK
 
 
 # -- libvirt-hook ----------------------------------------------------------------------

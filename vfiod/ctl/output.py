@@ -7,6 +7,7 @@ exact text.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -155,6 +156,15 @@ _DETAIL_LABELS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _property_label(prop: str) -> str:
+    """A D-Bus property name a person can read: ``ConfigName`` -> ``Config name``."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", prop)
+    if not words:
+        return prop
+    rest = [w if w.isupper() and len(w) > 1 else w.lower() for w in words[1:]]
+    return " ".join([words[0], *rest])
+
+
 def _shown(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -176,7 +186,8 @@ def device_detail(dev: DeviceProperties, group: Sequence[DeviceProperties] = ())
     lines = [f"{dev.address}  {dev.name or dev.ids}"]
     pairs = [(label, _shown(name, dev.ids if name == "ids" else getattr(dev, name)))
              for name, label in _DETAIL_LABELS]
-    pairs += [(prop, _shown(prop, value)) for prop, value in sorted(dev.extra.items())]
+    pairs += [(_property_label(prop), _shown(prop, value))
+              for prop, value in sorted(dev.extra.items())]
     width = max(len(label) for label, _ in pairs)
     lines += [f"{_INDENT}{label.ljust(width)}  {value}" for label, value in pairs]
     others = [d for d in group if d.address != dev.address]

@@ -146,6 +146,11 @@ def build_parser() -> CtlArgumentParser:
                        help="resolve IOMMU groups on a simulated host (e.g. seed-x99)")
     iinstall.add_argument("--destdir", metavar="DIR", default="/",
                           help="install under this root (default /)")
+    iinstall.add_argument("--root", metavar="DIR", default=None,
+                          help="offline, for image builders: render from the config alone "
+                               "(default DIR/etc/vfiod/vfiod.toml; each boot = \"vfio\" "
+                               "entry as ids@address, every group member listed), reading "
+                               "no device of this machine, into the image at DIR")
     iinstall.add_argument("--tool", choices=("initramfs-tools", "dracut", "mkinitcpio"),
                           help="the initramfs tool (default: the one installed)")
 

@@ -6,6 +6,11 @@ an ``async`` method runs in a task created right after, which copies the context
 the method sees its own caller. The caller's uid comes from the bus
 (GetConnectionUnixUser), the decision for others from polkit's CheckAuthorization with
 a ``system-bus-name`` subject (so polkit itself checks the process behind the name).
+
+polkitd is often not running when the first call comes: servers and minimal installs
+start it by D-Bus activation. So polkit is asked whenever the bus has it, running or
+activatable (ListActivatableNames), and the call lets the bus start it (auto-start is
+dbus-fast's default). Only a bus with no polkit service at all makes vfiod root-only.
 """
 
 from __future__ import annotations
@@ -60,11 +65,18 @@ class Authorizer:
         uid = await self._bus_call("GetConnectionUnixUser", "s", [sender])
         if uid == 0:
             return
-        if not await self._bus_call("NameHasOwner", "s", [POLKIT_NAME]):
+        if not await self._polkit_on_bus():
             raise AccessDenied(f"uid {uid} may not do this: only root may manage devices "
-                               "when polkit is not running")
+                               "when the system has no polkit")
         if not await self._polkit_allows(sender, action):
             raise AccessDenied(f"uid {uid} is not authorized for {action} (polkit said no)")
+
+    async def _polkit_on_bus(self) -> bool:
+        """True when polkitd runs or the bus can start it."""
+        if await self._bus_call("NameHasOwner", "s", [POLKIT_NAME]):
+            return True
+        activatable = await self._bus_call("ListActivatableNames", "", [])
+        return POLKIT_NAME in activatable  # type: ignore[operator]
 
     async def _bus_call(self, member: str, signature: str, body: list[object]) -> object:
         reply = await self.bus.call(Message(

@@ -33,6 +33,8 @@ CPUINFO = "/proc/cpuinfo"
 OSRELEASE = "/proc/sys/kernel/osrelease"
 #: A UUID the kernel draws at every boot: what binds the journal to one boot.
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+#: Every interrupt with its irqchip: remapped ones read ``IR-IO-APIC``, ``IR-PCI-MSI``.
+INTERRUPTS = "/proc/interrupts"
 #: Where modprobe reads its options, most specific first.
 MODPROBE_D = ("/etc/modprobe.d", "/usr/lib/modprobe.d", "/lib/modprobe.d")
 #: Where distributions install pci.ids.
@@ -158,6 +160,25 @@ def udev_data(address: str) -> str:
 def module_dir(name: str) -> str:
     """A loaded (or built-in) module's folder; module names use ``_`` (vfio_pci)."""
     return f"{MODULES}/{name.replace('-', '_')}"
+
+
+def module_parameter(module: str, name: str) -> str:
+    """A loaded module's parameter (``vfio_iommu_type1``'s ``allow_unsafe_interrupts``)."""
+    return f"{module_dir(module)}/parameters/{name}"
+
+
+def iommu_unit_file(unit: str, name: str) -> str:
+    """An Intel IOMMU unit's register file (``/sys/class/iommu/dmar0/intel-iommu/ecap``)."""
+    return f"{IOMMU_UNITS}/{unit}/intel-iommu/{name}"
+
+
+def initramfs_images(release: str) -> tuple[str, ...]:
+    """Where the initramfs of kernel *release* is, by distribution convention.
+
+    Debian and Ubuntu (initramfs-tools, and dracut as Debian packages it) write
+    ``/boot/initrd.img-RELEASE``; Fedora's dracut ``/boot/initramfs-RELEASE.img``.
+    """
+    return (f"/boot/initrd.img-{release}", f"/boot/initramfs-{release}.img")
 
 
 def modules_dir(release: str) -> str:

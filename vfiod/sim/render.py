@@ -114,10 +114,27 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
         nodes[d] = DIR
         nodes[f"{d}/devices"] = DIR
         nodes["/sys/class/iommu/dmar0"] = rel(d, "/sys/class/iommu/dmar0")
+        # As QEMU 7.2's intel-iommu,intremap=on reads (tests/vm): ECAP bit 3 (IR) set.
+        nodes[f"{d}/intel-iommu"] = DIR
+        nodes[f"{d}/intel-iommu/cap"] = text("d2008c22260286\n")
+        nodes[f"{d}/intel-iommu/ecap"] = text("f00f4a\n")
     nodes["/proc/cmdline"] = text(p.cmdline + "\n")
     nodes["/proc/sys/kernel/random/boot_id"] = text(k.boot_id + "\n")
+    nodes["/proc/interrupts"] = text(interrupts(p.iommu and "intremap=off" not in p.cmdline))
     nodes["/usr/share/misc/pci.ids"] = text(pci_ids, 0o644)
     return nodes
+
+
+def interrupts(remapped: bool) -> str:
+    """/proc/interrupts of a two-CPU machine: irqchips read IR-... when remapped."""
+    prefix = "IR-" if remapped else ""
+    rows = [("0", f"{prefix}IO-APIC", "2-edge", "timer"),
+            ("9", f"{prefix}IO-APIC", "9-fasteoi", "acpi"),
+            ("24", f"{prefix}PCI-MSI", "65536-edge", "ahci[0000:00:1f.2]"),
+            ("25", f"{prefix}PCI-MSI", "409600-edge", "enp0s25")]
+    lines = ["           CPU0       CPU1"]
+    lines += [f"{n:>3}:{10:>11}{0:>11}  {chip:<12}{hw:<12}{name}" for n, chip, hw, name in rows]
+    return "\n".join(lines) + "\nNMI:          0          0   Non-maskable interrupts\n"
 
 
 def vtcon_nodes(k: Kernel) -> dict[str, Node]:
