@@ -166,7 +166,8 @@ install:
 # REBUILD_INITRAMFS=1 (and no DESTDIR) this rebuilds it with the tool the system has
 # (or INITRAMFS_REBUILD, a command), otherwise it says what to run. Stop the service first: systemctl disable --now vfiod.
 INITRAMFS_REBUILD ?=
-UNINSTALL_FILES := $(BINDIR)/vfiod $(BINDIR)/vfioctl $(SYSTEMDUNITDIR)/vfiod.service \
+UNINSTALL_FILES := $(BINDIR)/vfiod $(BINDIR)/vfioctl $(BINDIR)/vfiod-applet \
+	$(AUTOSTARTDIR)/vfiod-applet.desktop $(SYSTEMDUNITDIR)/vfiod.service \
 	$(DBUSSYSTEMDIR)/org.vfiod1.conf $(DBUSSERVICEDIR)/org.vfiod1.service \
 	$(POLKITACTIONDIR)/org.vfiod1.policy $(INITRAMFSTOOLSDIR)/hooks/vfiod \
 	$(INITRAMFSTOOLSDIR)/scripts/init-top/00-vfiod $(INITCPIODIR)/install/vfiod \
