@@ -279,3 +279,34 @@ def test_recovery_rolls_a_committed_bind_forward_while_a_guest_holds_the_group(
         assert sorted(restarted.recover()) == [GPU, AUDIO]
         assert restarted.journal.unfinished() == []
         assert restarted.device_status(GPU).driver == "vfio-pci"
+
+
+def test_a_failed_bind_is_not_rolled_back_under_a_guest_that_took_the_group_half_way(
+        engine: Engine, host: SimHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The GPU is on vfio-pci (its group node exists) when a guest opens the group, and
+    # then the audio function's step fails: rolling back would write unbind into devices
+    # the guest holds. The fence refuses; the journal waits for a free group.
+    guests = []
+    write = host._write
+
+    def guest_first_then_fail(path: str, value: str) -> None:
+        if path.endswith(f"{AUDIO}/driver_override") and not guests:
+            guests.append(host.spawn_holder(["/dev/vfio/31"]))
+            raise OSError(errno.EIO, "injected")
+        write(path, value)
+
+    monkeypatch.setattr(host, "_write", guest_first_then_fail)
+    try:
+        with pytest.raises(Exception, match="not rolled back: a process opened the IOMMU "
+                                            f"group of {GPU}"):
+            engine.bind(GPU)
+        assert engine.device_status(GPU).driver == "vfio-pci"
+        assert not [p for p in unbinds_written(host) if GPU in p and "vfio-pci" in p]
+    finally:
+        for guest in guests:
+            guest.close()
+    monkeypatch.setattr(host, "_write", write)
+    # Free again: the next start rolls the bind back.
+    engine.recover()
+    assert engine.device_status(GPU).driver == "nvidia"
+    assert engine.device_status(AUDIO).driver == "snd_hda_intel"

@@ -236,8 +236,22 @@ class Transactions:
         self._reread(touched, holders)
 
     def _fail(self, txn: Transaction, touched: list[str], exc: Exception) -> VfiodError:
-        """Roll a failed transaction back; return the error its caller reports."""
-        problems = self.roll_back(txn)
+        """Roll a failed transaction back; return the error its caller reports.
+
+        Rolling a bind back detaches members from vfio-pci, so it raises the fence first
+        (an unbind holds its own already): a guest that opened the group half-way keeps
+        it, and the journal stays for the next start to roll back once it is free.
+        """
+        fence = self._recovery_fence(txn) if txn.operation == "bind" else None
+        if fence is False:  # logged and recorded by _recovery_fence
+            return Failed(f"{exc}; not rolled back: a process opened the IOMMU group of "
+                          f"{txn.members[0].address} meanwhile and holds it; the next start "
+                          "of vfiod rolls it back once it is free")
+        try:
+            problems = self.roll_back(txn)
+        finally:
+            if isinstance(fence, Fence):
+                fence.close()
         if not problems:
             self.journal.end(txn)
         self.inventory.record_error(touched, str(exc))
