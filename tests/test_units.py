@@ -438,14 +438,18 @@ def test_install_compiles_every_module_for_the_installed_path(installed: Path) -
     assert code.co_filename == "/usr/local/lib/vfiod/vfiod/__init__.py"
 
 
+def _make_uninstall(destdir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "-s", "uninstall", f"DESTDIR={destdir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
 @needs_make
 def test_uninstall_leaves_only_the_config(tmp_path: Path) -> None:
     assert _make_install(tmp_path).returncode == 0
     shim = tmp_path / "var/lib/vfiod/early-boot.sh"
     shim.parent.mkdir(parents=True)
     shim.write_text("#!/bin/sh\n")
-    proc = subprocess.run(["make", "-s", "uninstall", f"DESTDIR={tmp_path}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = _make_uninstall(tmp_path)
     assert proc.returncode == 0, proc.stderr
     left = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if not f.is_dir())
     assert left == ["etc/vfiod/vfiod.toml"]
@@ -457,8 +461,7 @@ def test_uninstall_says_how_to_take_the_shim_out_of_the_initramfs(tmp_path: Path
     tool = tmp_path / "usr/sbin/update-initramfs"
     tool.parent.mkdir(parents=True)
     tool.write_text("")
-    proc = subprocess.run(["make", "-s", "uninstall", f"DESTDIR={tmp_path}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = _make_uninstall(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "still has the shim" in proc.stdout
     assert "update-initramfs -u -k all" in proc.stdout
