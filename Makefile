@@ -10,14 +10,15 @@ DESTDIR  ?=
 # Debian packages the daemon, the tests and the real-kernel tier need.
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	libdbus-1-dev libglib2.0-dev dbus dbus-daemon dbus-bin systemd udev pci.ids \
-	procps iproute2 qemu-system-x86 busybox-static kmod cpio \
+	procps iproute2 qemu-system-x86 busybox-static kmod cpio dmsetup e2fsprogs \
 	shellcheck python3-pip python3-wheel zstd lz4 \
 	xvfb xfce4-panel dunst xdotool imagemagick
 # Why the less obvious ones: dbus (dbus.socket, for `systemd-analyze verify` of the unit),
 # procps (`kill`, `ps`), zstd and lz4 (the doctor reads initramfs images compressed
 # with them; so do its tests), iproute2 (`ip`, which the guest tier runs); xvfb,
 # xfce4-panel (its tray hosts StatusNotifierItems), dunst, xdotool and imagemagick
-# (screenshots) for the applet's desktop test.
+# (screenshots) for the applet's desktop test; dmsetup and e2fsprogs (mkfs.ext4) for the
+# real-kernel tier's block-device guards (the guest runs this machine's tools).
 
 .PHONY: all setup apt venv demo test test-host test-vm test-minbase bench install uninstall clean
 
