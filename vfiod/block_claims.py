@@ -266,17 +266,21 @@ def block_nodes(host: Host, base: Iterable[str]) -> list[str]:
 
 
 def block_findings(host: Host, facts: BlockFacts, base: Iterable[str],
-                   holders: dict[str, list[Process]]) -> list[Finding]:
+                   holders: dict[str, list[Process]], *, probe: bool = True) -> list[Finding]:
     """How the host uses the block devices below a function, hard ones first.
 
     *base*: the function's own disks and partitions. *holders*: who holds which /dev
-    node open (a /proc scan that covered :func:`block_nodes`).
+    node open (a /proc scan that covered :func:`block_nodes`). *probe*: ask the kernel
+    with an exclusive open (before a detach); without it (what Status shows) only the
+    mount, swap, holder and btrfs tables are read, so that describing the machine never
+    claims a disk, not even for a moment.
     """
     hard: list[tuple[tuple[int, int], Finding]] = []
     soft: list[Finding] = []
     for name, via in devices_below(host, facts, base).items():
         node = paths.block_node(name)
-        err = host.exclusive_open_errno(node)
+        err = host.exclusive_open_errno(node) if probe else _claimed_in_tables(host, facts,
+                                                                               name)
         shown = facts.describe(name) + (f" ({via})" if via else "")
         if err == errno.EBUSY:
             rank, reason = _claim(host, facts, name, shown, holders.get(node, []))
@@ -289,6 +293,15 @@ def block_findings(host: Host, facts: BlockFacts, base: Iterable[str],
                 soft.append(Finding(f"{shown} is held open by {proc}", False))
     # A mount (the one nearest the root first: the root filesystem) or swap says most.
     return [f for _, f in sorted(hard, key=lambda r: r[0])] + soft
+
+
+def _claimed_in_tables(host: Host, facts: BlockFacts, name: str) -> int:
+    """EBUSY when the tables show a claim on the device (a mount in any namespace, swap,
+    an md/dm holder, a btrfs membership), else 0: the exclusive open's answer, read."""
+    claimed = (name in facts.mounts_by_device or name in facts.swap_devices
+               or name in facts.btrfs_members
+               or bool(host.listdir(paths.class_entry("block", name, "holders"))))
+    return errno.EBUSY if claimed else 0
 
 
 def _claim(host: Host, facts: BlockFacts, name: str, shown: str,

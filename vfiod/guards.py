@@ -73,11 +73,14 @@ def node_paths(host: Host, dev: PciDevice) -> dict[str, list[str]]:
 
 
 def find_usages(host: Host, devices: Iterable[PciDevice],
-                holders: dict[str, list[Process]] | None = None) -> list[Usage]:
+                holders: dict[str, list[Process]] | None = None, *,
+                probe: bool = True) -> list[Usage]:
     """Every way the host uses these devices, hard ones first.
 
     *holders*: who holds which node open, when the caller scanned /proc already (a scan
-    that covered these devices' nodes); else /proc is scanned here.
+    that covered these devices' nodes); else /proc is scanned here. *probe*: ask the
+    kernel about each disk with an exclusive open (a guard before a detach); False
+    describes the machine from its tables only (Status).
     """
     devices = list(devices)
     facts = HostFacts(host)
@@ -92,7 +95,8 @@ def find_usages(host: Host, devices: Iterable[PciDevice],
         for vt in host.listdir(paths.VTCONSOLES))
     for dev in devices:
         a = dev.address
-        for finding in block_findings(host, facts.blocks, dev.children.block, holders):
+        for finding in block_findings(host, facts.blocks, dev.children.block, holders,
+                                      probe=probe):
             (hard if finding.hard else soft).append(Usage(a, finding.reason, finding.hard))
         for path, proc in _held(holders, nodes[a]["drm"]):
             soft.append(Usage(a, f"{path} is held open by {proc}", False))

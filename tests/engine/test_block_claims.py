@@ -185,3 +185,16 @@ def test_the_root_filesystem_is_named_first(engine: Engine, host: SimHost) -> No
     reasons = refusal.split("refusing to bind it to vfio-pci: ", 1)[1]
     assert reasons.startswith("/dev/sda2 is mounted on / (ext4); "
                               "/dev/sda1 is mounted on /boot/efi (vfat); /dev/sda3 is active swap")
+
+
+def test_status_names_the_root_disk_without_claiming_any_disk(
+        host: SimHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Describing the machine must not take a disk for a moment (a mount running then
+    # would fail EBUSY): only the guard before a detach asks with an exclusive open.
+    probed: list[str] = []
+    monkeypatch.setattr(host, "exclusive_open_errno",
+                        lambda node: probed.append(node) or 0)
+    engine = Engine(host, tmp_path / "state")
+    used_by = engine.device_status("0000:00:1f.2").used_by
+    assert "mounted on / (ext4)" in used_by
+    assert probed == []

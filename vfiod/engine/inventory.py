@@ -324,7 +324,8 @@ class Inventory:
         on_host = [d for d in devices if d.driver and not d.on_vfio]
         found: dict[str, list[str]] = {}
         if on_host:
-            for usage in find_usages(self.host, on_host, holders):
+            # Status describes; only a guard before a detach claims disks to ask the kernel.
+            for usage in find_usages(self.host, on_host, holders, probe=False):
                 found.setdefault(usage.address, []).append(usage.reason)
         with self._lock:
             if replace:
