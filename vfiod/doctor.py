@@ -341,7 +341,7 @@ def check_group(facts: _Facts, config: Config, entry: DeviceEntry,
             return None  # the iommu check reports it
         mates = [m for m in facts.group_members(dev.iommu_group)
                  if m.is_endpoint and m.address != dev.address]
-        usages = find_usages(facts.host, [dev, *mates])
+        usages = find_usages(facts.host, [dev, *mates], probe=False)
         hard = [u for u in usages if u.hard]
         if hard:
             u = hard[0]

@@ -301,7 +301,7 @@ def host_needs(host: Host, planned: list[ShimDevice],
     from vfiod.guards import find_usages  # the guards read /proc; only needed here
 
     targets = [devices[d.address] for d in planned if d.address in devices]
-    return [(u.address, printable(u.reason)) for u in find_usages(host, targets) if u.hard]
+    return [(u.address, printable(u.reason)) for u in find_usages(host, targets, probe=False) if u.hard]
 
 
 def preview_warnings(host: Host, config: Config,
