@@ -25,6 +25,7 @@ from pathlib import Path
 from inotify_simple import INotify, flags
 
 from vfiod.sim.kernel import Kernel
+from vfiod.sim.safefs import check_own_dir, write_own_file
 from vfiod.sim.tree import TEMP_PREFIX
 
 log = logging.getLogger("vfiod.sim")
@@ -45,7 +46,8 @@ class ExternalWriteWatcher:
         self._dir_wd: dict[str, int] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._sync_dir = Path(kernel.root) / SYNC_DIR
-        self._sync_dir.mkdir(exist_ok=True)
+        self._sync_dir.mkdir(mode=0o700, exist_ok=True)
+        check_own_dir(self._sync_dir)  # a planted link would have the marker written elsewhere
         self._sync_wd = self._inotify.add_watch(self._sync_dir, flags.CLOSE_WRITE)
         self._sync_seen = threading.Condition()
         self._sync_token = 0
@@ -82,7 +84,7 @@ class ExternalWriteWatcher:
         with self._sync_seen:
             self._sync_token += 1
             token = self._sync_token
-        (self._sync_dir / "marker").write_text(str(token))
+        write_own_file(self._sync_dir / "marker", str(token).encode())
         with self._sync_seen:
             return self._sync_seen.wait_for(lambda: self._sync_done >= token, timeout)
 
