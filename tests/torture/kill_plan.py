@@ -74,16 +74,18 @@ def prepare(tmp: Path, device: str, operation: str) -> Machine:
     return machine
 
 
-def clean_writes(tmp: Path, device: str, operation: str) -> tuple[int, Placement]:
-    """How many host writes the operation makes when nothing goes wrong, and where it
-    leaves the machine."""
+def clean_writes(tmp: Path, device: str, operation: str) -> tuple[int, Placement, list[str]]:
+    """How many host writes the operation makes when nothing goes wrong (as the fault
+    plan counts them), where it leaves the machine, and the paths it writes."""
     machine = prepare(tmp, device, operation)
     try:
-        before = len(machine.sim.write_log)
+        logged = len(machine.sim.write_log)
+        counted = machine.sim.faults._count  # the index fail_at and crash_* count from
         try:
             machine.run()
         except VfiodError:
             pass
-        return len(machine.sim.write_log) - before, machine.everything()
+        paths = [path for path, _value, _err in machine.sim.write_log[logged:]]
+        return machine.sim.faults._count - counted, machine.everything(), paths
     finally:
         machine.sim.close()

@@ -80,7 +80,7 @@ def test_a_kill_at_every_write_and_in_recovery_misplaces_no_device(
     points = 0
     misplaced: list[str] = []
     for device in groups(sizes.kill_groups):
-        _, done = clean_writes(tmp_path / f"count-{device}", device, operation)
+        _, done, _ = clean_writes(tmp_path / f"count-{device}", device, operation)
         for after in (False, True):
             for step in range(64):  # until the operation has no write left to kill at
                 machine = prepare(tmp_path / f"{device}-{after}-{step}", device, operation)
