@@ -47,7 +47,7 @@ class Surface:
 
     methods: list[Method]
     properties: list[Prop]
-    signals: list[tuple[str, str, str]]  # (path, interface, member)
+    signals: list[tuple[str, str, str, str]]  # (path, interface, member, signature)
 
     @property
     def paths(self) -> list[str]:
@@ -69,7 +69,8 @@ async def introspect(bus: MessageBus, root: str = ROOT) -> Surface:
                 surface.properties.append(Prop(path, iface.name, p.name, p.signature,
                                                p.access.value))
             for s in iface.signals:
-                surface.signals.append((path, iface.name, s.name))
+                surface.signals.append((path, iface.name, s.name,
+                                        "".join(a.signature for a in s.args)))
         for child in node.nodes:
             if child.name:
                 todo.append(path.rstrip("/") + "/" + child.name)
@@ -198,3 +199,38 @@ def call_message(method: Method, signature: str, body: list[object],
     return Message(destination=BUS_NAME, path=method.path, interface=method.interface,
                    member=method.name, signature=signature, body=body,
                    flags=MessageFlag.NO_REPLY_EXPECTED if no_reply else MessageFlag.NONE)
+
+
+def plausible(t: SignatureType, marker: str = "0000:06:00.0") -> object:
+    """A well-formed value of type *t* that a real call could use (a real device, no
+    options): what an unprivileged caller must be refused."""
+    token = t.token
+    if token == "s":
+        return marker
+    if token == "o":
+        return "/org/vfiod1/job/1"
+    if token == "g":
+        return "s"
+    if token == "b":
+        return False
+    if token in "ynqiuxt":
+        return 1
+    if token == "d":
+        return 1.0
+    if token == "v":
+        return Variant("s", marker)
+    if token == "(":
+        return [plausible(c, marker) for c in t.children]
+    if token == "a":
+        child = t.children[0]
+        if child.token == "{":
+            return {}
+        if child.token == "y":
+            return b""
+        return [plausible(child, marker)]
+    raise ValueError(f"no value for {token!r}")
+
+
+def plausible_body(signature: str, marker: str = "0000:06:00.0") -> list[object]:
+    """A well-formed body for *signature*."""
+    return [plausible(t, marker) for t in SignatureTree(signature).types]
