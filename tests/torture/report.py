@@ -37,7 +37,7 @@ class Sizes:
 
 
 SHORT = Sizes("short", dbus_calls=2_000, clients=12, race_seconds=12, kill_groups="some",
-              random_kills=1, errnos="kernel", storm_events=512, xml_copies=2_000)
+              random_kills=1, errnos="kernel", storm_events=192, xml_copies=2_000)
 FULL = Sizes("full", dbus_calls=20_000, clients=50, race_seconds=60, kill_groups="all",
              random_kills=12, errnos="all", storm_events=4_096, xml_copies=20_000)
 
