@@ -43,11 +43,14 @@ class Tally:
     undocumented: list[tuple[str, str]] = field(default_factory=list)
     internal: list[str] = field(default_factory=list)
     oversized: list[str] = field(default_factory=list)
+    wrong_signature_accepted: list[str] = field(default_factory=list)
 
     def check(self, what: str, reply: Message) -> None:
         """Count one reply."""
         if reply.message_type is MessageType.METHOD_RETURN:
             self.replies["success"] += 1
+            if "wrong signature" in what:
+                self.wrong_signature_accepted.append(what)
             return
         name = reply.error_name or "?"
         self.replies[name] += 1
@@ -165,6 +168,8 @@ def test_malformed_calls_to_every_method_crash_nothing_and_write_nothing(
                 len(tally.undocumented), must_be_zero=True)
     summary.add(SCENARIO, f"error texts over {MAX_ERROR_TEXT} characters",
                 len(tally.oversized), must_be_zero=True)
+    summary.add(SCENARIO, "calls with a wrong signature answered as if right",
+                len(tally.wrong_signature_accepted), must_be_zero=True)
     print("replies:", dict(tally.replies.most_common()))
     assert not crashed
     assert tally.internal == []
@@ -172,3 +177,4 @@ def test_malformed_calls_to_every_method_crash_nothing_and_write_nothing(
     assert writes == []
     assert tally.undocumented == []
     assert tally.oversized == [], tally.oversized[:5]
+    assert tally.wrong_signature_accepted == [], sorted(set(tally.wrong_signature_accepted))
