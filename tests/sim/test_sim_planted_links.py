@@ -165,3 +165,19 @@ def test_vfiod_with_a_planted_lock_link_in_its_sim_root_refuses_to_start(
     assert result.returncode == 1
     assert "symbolic link" in result.stderr and "Traceback" not in result.stderr
     assert victim.read_text() == VICTIM_TEXT
+
+
+def test_a_root_directory_writable_only_by_its_users_own_group_is_used(root: Path) -> None:
+    # umask 002 with a user private group makes directories 0775.
+    root.mkdir()
+    root.chmod(0o775)
+    with SimHost(root=root, desktop=False) as host:
+        assert host.exists("/sys/bus/pci/devices/0000:06:00.0")
+
+
+def test_a_root_directory_another_group_can_write_is_refused(root: Path) -> None:
+    root.mkdir()
+    os.chown(root, os.geteuid(), NOBODY)
+    root.chmod(0o775)
+    with pytest.raises(UnsafeSimPath, match="writable by others"):
+        SimHost(root=root, desktop=False)

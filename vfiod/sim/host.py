@@ -107,7 +107,7 @@ class SimHost(Host):
         real_root = real_root.resolve()
         if real_root == Path("/"):
             raise ValueError("a simulated machine is never built at /")
-        real_root.mkdir(parents=True, exist_ok=True)
+        real_root.mkdir(mode=0o755, parents=True, exist_ok=True)
         # Its files are created and truncated as this user (root in demos and tests):
         # a directory someone else can write could hold planted links.
         check_own_dir(real_root)

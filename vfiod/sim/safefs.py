@@ -20,7 +20,8 @@ class UnsafeSimPath(OSError):
 
 def check_own_dir(path: str | os.PathLike[str], *, private: bool = True) -> os.stat_result:
     """Refuse *path* unless it is a real directory (no symbolic link) owned by this
-    process's user and, when *private*, writable by no one else. Its lstat."""
+    process's user and, when *private*, writable by no one else (its group may write
+    it when that is the user's own group). Its lstat."""
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeSimPath(f"{os.fspath(path)} is not a directory (a symbolic link?): "
@@ -28,7 +29,10 @@ def check_own_dir(path: str | os.PathLike[str], *, private: bool = True) -> os.s
     if st.st_uid != os.geteuid():
         raise UnsafeSimPath(f"{os.fspath(path)} is owned by uid {st.st_uid}, not by uid "
                             f"{os.geteuid()}: refusing to use it for a simulated machine")
-    if private and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    # Group-writable is others-writable unless the group is this user's own (a user
+    # private group, as umask 002 makes directories).
+    writable = stat.S_IWOTH | (stat.S_IWGRP if st.st_gid != os.getegid() else 0)
+    if private and st.st_mode & writable:
         raise UnsafeSimPath(f"{os.fspath(path)} is writable by others (mode "
                             f"{stat.S_IMODE(st.st_mode):04o}): chmod go-w it, or use "
                             "another directory for the simulated machine")
