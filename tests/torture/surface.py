@@ -79,7 +79,7 @@ async def introspect(bus: MessageBus, root: str = ROOT) -> Surface:
 
 #: Strings that are never a device vfiod would act on (hostile, malformed or unknown).
 HOSTILE_STRINGS = [
-    "", " ", "\n", "0000:06:00.0\n", " 06:00.0", "06:00.0 ", "0000:06:00.0\x00x"[:12] + "z",
+    "", " ", "\n", "0000:06:00.0\n", " 06:00.0", "06:00.0 ", "0000:06:00.0z",
     "0000:77:00.0", "ffff:ff:1f.7", "00:00.0.0", "../../../../etc/passwd", "/sys/bus/pci",
     "\x1b]0;pwned\x07", "\x1b[2J\x1b[H", "%s%s%n%x", "{0.__class__}", "$(reboot)", "`id`",
     "gpu; rm -rf /", "ガー", "\u202e0.00:60:0000", "\ufeff0000:06:00.0", "A" * 4096,

@@ -136,7 +136,9 @@ def test_many_clients_racing_get_every_call_answered_and_leave_a_consistent_mach
           f"p99 {_percentile(status_ms, 0.99):.1f} ms over {len(status_ms)} calls; {counts}")
     assert counts["D-Bus timeouts"] == 0
     assert spurious == [], spurious[:5]
-    assert disagree == [] and unsettled == [] and journal == [], (disagree, unsettled, journal)
+    assert disagree == [] and unsettled == [] and journal == [], (
+        disagree, unsettled, journal, failed_unbinds,
+        {a: (status[a], sim_driver(vfiod.sim_root, a)) for a in set(disagree + unsettled)})
     assert failed_unbinds == []
     assert "Traceback" not in log, log[-3000:]
     assert operations > sizes.clients  # they really raced
