@@ -20,7 +20,7 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 # (screenshots) for the applet's desktop test; dmsetup and e2fsprogs (mkfs.ext4) for the
 # real-kernel tier's block-device guards (the guest runs this machine's tools).
 
-.PHONY: all setup apt venv demo test test-host test-vm test-minbase bench install uninstall clean
+.PHONY: all setup apt venv demo test test-host test-vm test-minbase torture bench install uninstall clean
 
 all: venv
 
@@ -71,6 +71,13 @@ test-vm: setup
 # repository's HEAD, and `make test` in it. See tests/minbase.sh.
 test-minbase:
 	tests/minbase.sh
+
+# The torture suite at full size (tests/torture: 20,000 malformed D-Bus calls, 50 clients
+# for 60 s, a kill at every host write of every group, every errno, 4,096-event uevent
+# storms...); `make test` runs its short form. Its table goes to build/torture-full.md
+# and .json (README's "Torture suite" shows the last one).
+torture: setup
+	VFIOD_TORTURE=full $(PY) -m pytest tests/torture -p no:randomly -q
 
 bench: setup
 	$(PY) benchmarks/bench.py

@@ -266,3 +266,16 @@ def test_release_logs_an_unreadable_hostdev_and_reports_the_others(hook: Path,
     assert proc.returncode == 0
     assert verbs(calls) == [PROBE, ("Get", "/org/vfiod1/device/pci_0000_06_00_0")]
     assert "skipped on release: <hostdev> #2: its address has no bus" in proc.stderr
+
+
+def test_a_domain_that_declares_a_dtd_is_refused_without_a_call(hook: Path,
+                                                                tmp_path: Path) -> None:
+    # An external parameter entity: expat does not fetch it, and the hook must not
+    # go on as if the document were libvirt's (found by tests/torture).
+    xml = ("<!DOCTYPE d [<!ENTITY % p SYSTEM 'http://127.0.0.1:9/x.dtd'> %p;]>"
+           + SEED_XML[SEED_XML.index("<domain"):])
+    proc, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-", xml=xml)
+    assert proc.returncode == 1
+    assert calls == []
+    assert proc.stderr.strip() == ("vfiod-hook: the domain XML declares a DTD or entities, "
+                                   "which libvirt never writes: refusing it")

@@ -124,6 +124,11 @@ def hostdevs(xml_text):
     """(devices, problems): (address, managed) of every PCI hostdev and hostdev
     interface, each address once, in the domain's order; and one sentence for each
     that names no readable PCI address."""
+    # libvirt never writes a DTD: one in the domain XML can only declare entities
+    # (external ones, or the expansions of a billion laughs), so it is refused unread.
+    if "<!DOCTYPE" in xml_text or "<!ENTITY" in xml_text:
+        raise SystemExit("vfiod-hook: the domain XML declares a DTD or entities, which "
+                         "libvirt never writes: refusing it")
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError as exc:

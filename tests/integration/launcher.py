@@ -11,7 +11,8 @@ opener that opens the simulated host as vfiod would, then arms it.
                            "delay": [{"path": "*/unbind", "seconds": 2}],
                            "crash_after": 3,
                            "reset_outcome": [["0000:06:00.0", "flr", "enotty"]],
-                           "kill_device": ["0000:09:00.0"]}'
+                           "kill_device": ["0000:09:00.0"],
+                           "uevent_queue_limit": 16}'
 
 ``crash_after``/``crash_before`` make the simulated kernel raise SimulatedCrash around
 the n-th write; the launcher's hook turns that into ``os._exit(EXIT_KILLED)`` on the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import errno as errno_mod
+import functools
 import json
 import os
 import signal
@@ -81,6 +83,8 @@ class Knobs(BaseModel):
     crash_before: int | None = None
     reset_outcome: list[tuple[str, str, str]] = []
     kill_device: list[str] = []
+    #: The daemon's uevent queue holds this many events before it loses some (ENOBUFS).
+    uevent_queue_limit: int | None = None
 
 
 def knobs_from_env(environ: Mapping[str, str] = os.environ) -> Knobs:
@@ -108,6 +112,9 @@ def arm(sim: SimHost, knobs: Knobs) -> None:
         sim.kernel.set_reset_outcome(address, method, outcome)
     for address in knobs.kill_device:
         sim.kernel.kill_device(address)
+    if knobs.uevent_queue_limit is not None:
+        sim._hub.open = functools.partial(sim._hub.open,  # type: ignore[method-assign]
+                                          limit=knobs.uevent_queue_limit)
 
 
 def die_at_simulated_crash(sim: SimHost) -> None:

@@ -131,3 +131,42 @@ def test_denied_calls_that_want_no_reply_leave_no_traceback_in_the_log(vfiod: Vf
     assert "unexpected exception in future" not in log
     assert "Traceback" not in log
     assert vfiod.status()[GPU]["driver"] == "nvidia"
+
+
+NO_REPLY_PROPERTIES = """
+import asyncio, sys
+from dbus_fast import Message
+from dbus_fast.aio import MessageBus
+from dbus_fast.constants import MessageFlag
+from dbus_fast.signature import Variant
+
+async def main():
+    bus = await MessageBus(bus_address=sys.argv[1]).connect()
+    path = "/org/vfiod1/device/pci_0000_06_00_0"
+    for interface, member, signature, body in [
+            ("org.freedesktop.DBus.Properties", "GetAll", "sv", ["x", Variant("b", True)]),
+            ("org.freedesktop.DBus.Properties", "Get", "ss", ["`id`", "State"]),
+            ("org.freedesktop.DBus.Properties", "Set", "ssv",
+             ["org.vfiod1.Device", "State", Variant("s", "host")]),
+            ("org.freedesktop.DBus.Introspectable", "Introspect", "s", ["x"]),
+            ("org.freedesktop.DBus.Peer", "Ping", "i", [1])]:
+        await bus.send(Message(destination="org.vfiod1", path=path, interface=interface,
+                               member=member, signature=signature, body=body,
+                               flags=MessageFlag.NO_REPLY_EXPECTED))
+    reply = await bus.call(Message(destination="org.vfiod1", path=path,
+                                   interface="org.freedesktop.DBus.Properties", member="Get",
+                                   signature="ss", body=["org.vfiod1.Device", "State"]))
+    print(reply.body[0].value)
+
+asyncio.run(main())
+"""
+
+
+def test_wrong_standard_interface_calls_that_want_no_reply_leave_no_traceback_in_the_log(
+        vfiod: Vfiod) -> None:
+    result = subprocess.run([*NOBODY, sys.executable, "-c", NO_REPLY_PROPERTIES, vfiod.address],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout.strip() == "host", result.stderr
+    log = vfiod.log()
+    assert "Unexpected error processing message" not in log
+    assert "Traceback" not in log

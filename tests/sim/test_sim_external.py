@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 
 from simtest import GPU, dev, driver_of, summary, to_vfio, wait_for
@@ -74,3 +75,27 @@ def test_external_write_to_new_device_directory_is_watched(sim: SimHost) -> None
     sim.write_attr("/sys/bus/pci/rescan", "1")
     shell_write(sim, dev(GPU, "driver_override"), "none")
     assert wait_for(lambda: sim.kernel.states[GPU].override == "none")
+
+
+def test_a_write_to_a_new_device_before_its_directory_is_watched_is_applied(
+        sim: SimHost) -> None:
+    # A script that writes `remove` the moment a rescan shows the device can beat the
+    # watch on its new directory (found by the torture suite's uevent storm).
+    sim.write_attr(dev(GPU, "remove"), "1")
+    watch = sim.kernel.on_change
+    assert watch is not None
+    written: list[str] = []
+
+    def write_before_the_watch() -> None:
+        remove = sim.kernel.tree.real(dev(GPU, "remove"))
+        if not written and os.path.exists(remove):
+            with open(remove, "w") as f:
+                f.write("1")
+            written.append(remove)
+        watch()
+
+    sim.kernel.on_change = write_before_the_watch
+    sim.write_attr("/sys/bus/pci/rescan", "1")
+    sim.kernel.on_change = watch
+    assert written
+    assert wait_for(lambda: not sim.exists(f"/sys/bus/pci/devices/{GPU}"))

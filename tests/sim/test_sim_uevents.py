@@ -169,3 +169,21 @@ def test_module_load_sends_module_add_events(sim: SimHost) -> None:
     sim.load_module("vfio-pci")
     modules = [e.devpath for e in events.receive() if e.subsystem == "module"]
     assert modules[-1] == "/module/vfio_pci" and "/module/vfio" in modules
+
+
+def test_a_listener_with_a_small_queue_loses_events_with_enobufs() -> None:
+    import errno as errno_mod
+
+    from vfiod.sim.events import EventHub
+
+    hub = EventHub()
+    small = hub.open(limit=2)
+    try:
+        for n in range(3):
+            hub.emit("change", f"/devices/x{n}", "pci", {})
+        with pytest.raises(OSError) as lost:
+            small.receive()
+        assert lost.value.errno == errno_mod.ENOBUFS
+        assert [e.devpath for e in small.receive()] == ["/devices/x0", "/devices/x1"]
+    finally:
+        hub.close()

@@ -11,6 +11,8 @@
   own emitters look the interface up among every exported path, for every signal).
 - GetManagedObjects with arguments is refused (InvalidArgs); dbus-fast answers it
   whatever the signature.
+- Calls to the standard interfaces that expect no reply are dropped: dbus-fast's
+  handlers would log a traceback for each one that is in error.
 - A Properties call naming an interface, property or path longer than any D-Bus name
   gets its UnknownInterface/UnknownProperty/UnknownObject error from here, quoting a
   short printable prefix: dbus-fast's own error quotes the client's whole string back
@@ -137,6 +139,7 @@ class ObjectManagerBus(MessageBus):
             writer.sock = _WaitWhenFull(writer.sock)
         else:  # a dbus-fast whose writer changed: keep its own behaviour
             log.debug("dbus-fast writer not recognised; EAGAIN stays fatal")
+        self.add_message_handler(self._drop_unanswered_standard_calls)
         self.add_message_handler(self._answer_get_managed_objects)
         self.add_message_handler(self._answer_overlong_property_names)
         return self
@@ -207,6 +210,23 @@ class ObjectManagerBus(MessageBus):
         if objects is None:
             return None
         return Message.new_method_return(msg, MANAGED_OBJECTS_SIGNATURE, [objects])
+
+    # -- standard interfaces called with no reply expected ---------------------------
+    def _drop_unanswered_standard_calls(self, msg: Message) -> bool | None:
+        """Message handler: a call to a standard interface (Properties, Introspectable,
+        Peer) that expects no reply is dropped here.
+
+        Every vfiod property is read-only, so none of these calls can change anything;
+        dbus-fast's own handlers raise their errors (an unknown interface, a wrong
+        signature, Set of a read-only property) past the reply nobody wants, and each
+        such call by any user logged "Unexpected error processing message" with a
+        traceback (issue 11.5, found again by the torture suite).
+        """
+        if (msg.message_type is MessageType.METHOD_CALL
+                and msg.flags.value & MessageFlag.NO_REPLY_EXPECTED.value
+                and msg.interface in _STANDARD_INTERFACES - {OBJECT_MANAGER_INTERFACE}):
+            return True
+        return None
 
     # -- Properties errors that would echo the client's input ------------------------
     def _answer_overlong_property_names(self, msg: Message) -> Message | bool | None:

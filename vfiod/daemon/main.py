@@ -81,7 +81,7 @@ def open_host(args: argparse.Namespace) -> Host:
         from vfiod.sim import SimHost
 
         if args.sim_root is not None:
-            Path(args.sim_root).mkdir(parents=True, exist_ok=True)
+            Path(args.sim_root).mkdir(mode=0o755, parents=True, exist_ok=True)
         return SimHost(profile=args.simulate, root=args.sim_root)
     from vfiod.host.real import RealHost
 

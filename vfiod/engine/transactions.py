@@ -148,6 +148,10 @@ class Transactions:
                     f"{address}: IOMMU group {dev.iommu_group} would not be viable: {names} "
                     "would stay on host drivers; bind the whole group instead")
         if not targets:
+            # Already where it was asked to go: the call succeeded, so an error mark a
+            # failed call left (a refused reset) goes, as after a move (found by the
+            # torture suite: the device stayed "error" after a successful Unbind).
+            self.inventory.clear_errors([m.address for m in endpoints] if group else [address])
             return []
         # The one /proc scan of a bind: the guards' nodes and the group's node.
         holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
@@ -172,6 +176,9 @@ class Transactions:
         else:
             targets = [dev] if dev.on_vfio else []
         if not targets:
+            # Already on the host: the call succeeded (see bind).
+            self.inventory.clear_errors(
+                [m.address for m in members if m.is_endpoint] if group else [address])
             return []
         # The kernel's answer, not /proc's: a guest holding only a device fd (group fd
         # closed, or received over a socket) or the cdev shows in no /dev path.

@@ -86,9 +86,10 @@ class EventHub:
         self._lock = threading.Lock()
         self.seqnum = seqnum
 
-    def open(self) -> SimEventSource:
-        """A new source receiving every event from now on."""
-        source = SimEventSource(self)
+    def open(self, limit: int = QUEUE_LIMIT) -> SimEventSource:
+        """A new source receiving every event from now on; one that falls *limit*
+        events behind loses the newest (ENOBUFS)."""
+        source = SimEventSource(self, limit)
         with self._lock:
             self._sources.append(source)
         return source

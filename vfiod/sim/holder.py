@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from vfiod.sim.safefs import check_own_dir, open_own_file
+
 if TYPE_CHECKING:
     import subprocess
 
@@ -52,9 +54,12 @@ def lock_group(root: str, group: int) -> int:
     import fcntl
 
     directory = os.path.join(root, GROUP_LOCK_DIR)
-    os.makedirs(directory, exist_ok=True)
-    fd = os.open(os.path.join(directory, str(group)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                 0o600)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    check_own_dir(directory)  # never a planted link to somewhere else
+    fd = open_own_file(os.path.join(directory, str(group)), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

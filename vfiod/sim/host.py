@@ -20,6 +20,7 @@ from vfiod.sim.holder import GROUP_LOCK_DIR, Holder, lock_group, spawn_holder
 from vfiod.sim.kernel import Kernel
 from vfiod.sim.pci_ids_subset import load_subset
 from vfiod.sim.profiles import PROFILES
+from vfiod.sim.safefs import check_own_dir, open_own_file
 from vfiod.sim.render import PRIVATE_DEVICE_FD_DIR
 from vfiod.sim.spec import Profile
 from vfiod.sim.storage import Storage, node_name
@@ -44,7 +45,10 @@ def sweep_orphans(directory: str) -> None:
     """Remove temporary machines whose SimHost was killed before it could close.
 
     A live SimHost holds its root's lock; a process killed with SIGKILL releases it,
-    which is how its leftovers (in tmpfs: memory) are told apart.
+    which is how its leftovers (in tmpfs: memory) are told apart. Only this user's own
+    machines go: a real directory owned by this uid whose lock, when it has one, is a
+    regular file of this uid too (another user's directory, or a planted symbolic link,
+    is never removed or followed).
     """
     try:
         names = [n for n in os.listdir(directory) if n.startswith(TEMP_ROOT_PREFIX)]
@@ -53,14 +57,15 @@ def sweep_orphans(directory: str) -> None:
     for name in names:
         path = os.path.join(directory, name)
         try:
-            if time.time() - os.stat(path).st_mtime < ORPHAN_AGE:
+            st = check_own_dir(path)
+            if time.time() - st.st_mtime < ORPHAN_AGE:
                 continue  # maybe still being set up
-            fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_own_file(os.path.join(path, LOCK_FILE), os.O_RDONLY)
         except FileNotFoundError:
-            shutil.rmtree(path, ignore_errors=True)  # died before it took its lock
+            shutil.rmtree(path, ignore_errors=True)  # ours, died before it took its lock
             continue
         except OSError:
-            continue
+            continue  # not ours, or not a machine: left alone
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -102,7 +107,10 @@ class SimHost(Host):
         real_root = real_root.resolve()
         if real_root == Path("/"):
             raise ValueError("a simulated machine is never built at /")
-        real_root.mkdir(parents=True, exist_ok=True)
+        real_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # Its files are created and truncated as this user (root in demos and tests):
+        # a directory someone else can write could hold planted links.
+        check_own_dir(real_root)
         super().__init__(real_root)
         # Holders are real processes: look for them in the real /proc.
         self.proc_dir = Path("/proc")
@@ -318,7 +326,7 @@ class SimHost(Host):
             time.sleep(0.02)
 
     def _lock_root(self) -> int:
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_own_file(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -352,7 +360,8 @@ def reboot(root: str | os.PathLike[str]) -> None:
     afresh, with every device where the profile puts it and a new boot id.
     """
     path = Path(root).resolve()
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    check_own_dir(path)
+    fd = open_own_file(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

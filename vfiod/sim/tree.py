@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from vfiod.sim.safefs import temp_name
+
 #: Temporary files of atomic rewrites start with this; the watcher ignores them.
 TEMP_PREFIX = ".sim-tmp-"
 
@@ -211,7 +213,8 @@ class Tree:
             self._replace_file(real, node)
 
     def _create_file(self, real: str, node: Node) -> None:
-        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, node.mode)
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     node.mode)
         try:
             if node.data:
                 os.write(fd, node.data)
@@ -223,8 +226,11 @@ class Tree:
     @staticmethod
     def _replace_file(real: str, node: Node) -> None:
         directory, name = os.path.split(real)
-        tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, node.mode)
+        # An unpredictable name, created exclusively: a link planted at a guessable
+        # temporary name would otherwise have its target written.
+        tmp = temp_name(directory, f"{TEMP_PREFIX}{name}.")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     node.mode)
         try:
             os.write(fd, node.data)
             os.fchmod(fd, node.mode)
@@ -235,12 +241,8 @@ class Tree:
     @staticmethod
     def _replace_link(real: str, target: str) -> None:
         directory, name = os.path.split(real)
-        tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.getpid()}")
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        os.symlink(target, tmp)
+        tmp = temp_name(directory, f"{TEMP_PREFIX}{name}.")
+        os.symlink(target, tmp)  # never follows or replaces an existing name
         if os.path.isdir(real) and not os.path.islink(real):
             shutil.rmtree(real)
         os.replace(tmp, real)

@@ -25,6 +25,7 @@ from pathlib import Path
 from inotify_simple import INotify, flags
 
 from vfiod.sim.kernel import Kernel
+from vfiod.sim.safefs import check_own_dir, write_own_file
 from vfiod.sim.tree import TEMP_PREFIX
 
 log = logging.getLogger("vfiod.sim")
@@ -44,8 +45,14 @@ class ExternalWriteWatcher:
         self._wd_dir: dict[int, str] = {}
         self._dir_wd: dict[str, int] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        # Directories watched since the thread last looked: a write can land in a new
+        # device's directory before its watch exists (a script writing `remove` the
+        # moment a rescan shows the device), so each is checked once for such writes.
+        self._new_dirs: list[tuple[int, str]] = []
+        self._poke_r, self._poke_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._sync_dir = Path(kernel.root) / SYNC_DIR
-        self._sync_dir.mkdir(exist_ok=True)
+        self._sync_dir.mkdir(mode=0o700, exist_ok=True)
+        check_own_dir(self._sync_dir)  # a planted link would have the marker written elsewhere
         self._sync_wd = self._inotify.add_watch(self._sync_dir, flags.CLOSE_WRITE)
         self._sync_seen = threading.Condition()
         self._sync_token = 0
@@ -57,6 +64,7 @@ class ExternalWriteWatcher:
         """Watch the control directories the tree has now and start the thread."""
         with self.kernel.lock:
             self.sync_watches()
+            self._new_dirs.clear()  # nothing was written behind a watch not yet there
         self._thread.start()
 
     def sync_watches(self) -> None:
@@ -76,13 +84,19 @@ class ExternalWriteWatcher:
                 continue
             self._dir_wd[new] = wd
             self._wd_dir[wd] = new
+            self._new_dirs.append((wd, new))
+        if self._new_dirs:
+            try:
+                os.write(self._poke_w, b"!")
+            except BlockingIOError:
+                pass  # already poked
 
     def sync(self, timeout: float = 5.0) -> bool:
         """Wait until every direct write made before this call has been handled."""
         with self._sync_seen:
             self._sync_token += 1
             token = self._sync_token
-        (self._sync_dir / "marker").write_text(str(token))
+        write_own_file(self._sync_dir / "marker", str(token).encode())
         with self._sync_seen:
             return self._sync_seen.wait_for(lambda: self._sync_done >= token, timeout)
 
@@ -96,18 +110,50 @@ class ExternalWriteWatcher:
         self._inotify.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        os.close(self._poke_r)
+        os.close(self._poke_w)
         self._wake_w = -1
 
     def _run(self) -> None:
         while True:
-            ready, _, _ = select.select([self._inotify.fileno(), self._wake_r], [], [])
+            ready, _, _ = select.select([self._inotify.fileno(), self._wake_r, self._poke_r],
+                                        [], [])
             if self._wake_r in ready:
                 return
+            if self._poke_r in ready:
+                self._catch_up()
             for event in self._inotify.read(timeout=0):
                 try:
                     self._handle(event.wd, event.mask, event.name)
                 except Exception:  # the watcher must outlive any one bad event
                     log.exception("simulated kernel: handling a direct write failed")
+
+    def _catch_up(self) -> None:
+        """Apply writes made in newly watched directories before their watch existed."""
+        try:
+            while os.read(self._poke_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self.kernel.lock:
+            fresh, self._new_dirs = self._new_dirs, []
+            names = []
+            for wd, directory in fresh:
+                if self._wd_dir.get(wd) != directory:
+                    continue  # gone again
+                try:
+                    entries = os.listdir(self.kernel.tree.real(directory))
+                except OSError:
+                    continue
+                for name in entries:
+                    node = self.kernel.tree.node(f"{directory}/{name}")
+                    if node is not None and node.kind == "file" and node.control is not None:
+                        names.append((wd, name))
+        for wd, name in names:
+            try:
+                self._handle(wd, flags.CLOSE_WRITE, name)
+            except Exception:  # the watcher must outlive any one bad file
+                log.exception("simulated kernel: handling a direct write failed")
 
     def _handle(self, wd: int, mask: int, name: str) -> None:
         if wd == self._sync_wd:
