@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,16 @@ from vfiod.device_records import (
     RECORDS_FILE,
     DeviceRecords,
     Holding,
-    ResetOutcome,
+    ResetResult,
     classify_exit,
     outcome_of,
 )
+from vfiod.errors import ResetFailed
 
 GPU, IDS = "0000:06:00.0", "10de:1b06"
-FAILED = ResetOutcome(method="", rungs=0, healthy=False, problem="flr: the device did not "
+FAILED = ResetResult(method="", rungs=0, healthy=False, problem="flr: the device did not "
                       "come back (config space reads all ones)")
-HEALTHY = ResetOutcome(method="flr", rungs=1, healthy=True)
+HEALTHY = ResetResult(method="flr", rungs=1, healthy=True)
 
 
 def boot() -> str:
@@ -138,4 +140,21 @@ def test_how_a_run_ended(status: int | None, alive: bool, expected: tuple[str, s
 
 
 def test_todays_reset_result_is_a_healthy_outcome_whose_rungs_are_not_told() -> None:
-    assert outcome_of("flr") == ResetOutcome(method="flr", rungs=0, healthy=True)
+    assert outcome_of("flr") == ResetResult(method="flr", rungs=0, healthy=True)
+
+
+def test_a_failed_reset_is_a_failed_outcome_with_its_message() -> None:
+    assert outcome_of(ResetFailed("flr: EIO")) == ResetResult(
+        method="", rungs=0, healthy=False, problem="flr: EIO")
+
+
+def test_an_outcome_with_the_rungs_tried_counts_them() -> None:
+    @dataclass(frozen=True)
+    class LadderOutcome:
+        method: str
+        rungs_tried: tuple[str, ...]
+        healthy: bool
+        problem: str
+
+    assert outcome_of(LadderOutcome("bus", ("flr", "hot_reset"), True, "")) == \
+        ResetResult(method="bus", rungs=2, healthy=True)

@@ -71,7 +71,7 @@ Micros = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 @dataclass(frozen=True)
-class ResetOutcome:
+class ResetResult:
     """What one reset came to: the method that worked (or the last tried), how many
     rungs it took, whether the device is healthy, and what is wrong when it is not."""
 
@@ -81,19 +81,22 @@ class ResetOutcome:
     problem: str = ""
 
 
-def outcome_of(result: Any) -> ResetOutcome:
-    """The outcome of a reset from what the engine's Resetter returned.
+def outcome_of(result: Any) -> ResetResult:
+    """The outcome of a reset from what the engine's Resetter returned or raised.
 
     Today it returns the name of the method that worked (a healthy device; how many
-    rungs it took is not told: 0). A result with ``method``, ``rungs``/``rungs_tried``,
+    rungs it took is not told: 0), or raises ResetFailed (its message is the problem).
+    A result with ``method``, ``rungs``/``rungs_tried`` (a count or the rungs),
     ``healthy`` and ``problem`` attributes is taken as it is.
     """
     if isinstance(result, str):
-        return ResetOutcome(method=result, rungs=0, healthy=True)
+        return ResetResult(method=result, rungs=0, healthy=True)
+    if isinstance(result, Exception):
+        return ResetResult(method="", rungs=0, healthy=False, problem=str(result))
     rungs = getattr(result, "rungs", getattr(result, "rungs_tried", 0))
     if not isinstance(rungs, int):
         rungs = len(rungs)  # a list of the rungs tried
-    return ResetOutcome(method=str(getattr(result, "method", "")), rungs=rungs,
+    return ResetResult(method=str(getattr(result, "method", "")), rungs=rungs,
                         healthy=bool(getattr(result, "healthy", True)),
                         problem=str(getattr(result, "problem", "") or ""))
 
@@ -267,7 +270,7 @@ class DeviceRecords:
                 f"{address}` lifts the quarantine")
 
     # -- resets -----------------------------------------------------------------------
-    def record_reset(self, address: str, ids: str, outcome: ResetOutcome,
+    def record_reset(self, address: str, ids: str, outcome: ResetResult,
                      quarantine_after: int, when_us: int | None = None) -> DeviceRecord:
         """Add one reset's outcome; quarantine the function once *quarantine_after*
         resets in a row failed (0: never)."""

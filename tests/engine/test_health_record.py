@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vfiod.config import parse_config
-from vfiod.device_records import ResetOutcome
+from vfiod.device_records import ResetResult
 from vfiod.engine import Engine
 from vfiod.errors import Quarantined, ResetFailed
 from vfiod.sim import SimHost
@@ -62,7 +62,7 @@ def test_three_failed_resets_in_a_row_quarantine_the_device(engine: Engine,
 
 
 def test_bind_through_another_member_of_the_group_is_refused_too(engine: Engine) -> None:
-    engine.records.record_reset(GPU, "10de:1b06", ResetOutcome(
+    engine.records.record_reset(GPU, "10de:1b06", ResetResult(
         method="", rungs=0, healthy=False, problem="bus: it never came back"), 1)
     with pytest.raises(Quarantined, match=f"{GPU} is quarantined"):
         engine.bind(GPU_AUDIO)

@@ -30,7 +30,7 @@ from vfiod.config import (
     check_boot_groups,
     resolve_name,
 )
-from vfiod.device_records import DeviceRecords, Holding, ResetOutcome, outcome_of, summary
+from vfiod.device_records import DeviceRecords, Holding, ResetResult, outcome_of, summary
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.reset import Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
@@ -170,13 +170,12 @@ class Engine:
         try:
             result = self.resetter.reset(address, force=force)
         except ResetFailed as err:
-            self._record_reset(address, ResetOutcome(method="", rungs=0, healthy=False,
-                                                     problem=str(err)))
+            self._record_reset(address, outcome_of(err))
             raise
         self._record_reset(address, outcome_of(result))
-        return result
+        return result if isinstance(result, str) else result.method
 
-    def _record_reset(self, address: str, outcome: ResetOutcome) -> None:
+    def _record_reset(self, address: str, outcome: ResetResult) -> None:
         ids = self._ids(address)
         if ids is not None:
             self.records.record_reset(address, ids, outcome, self.quarantine_after)
