@@ -171,6 +171,25 @@ def test_the_same_device_twice_is_refused() -> None:
                               "matched by device[0]")
 
 
+def test_quarantine_after_defaults_to_three() -> None:
+    assert parse_config(GOOD).quarantine_after == 3
+
+
+def test_quarantine_after_is_read_from_the_daemon_table() -> None:
+    assert parse_config("[daemon]\nquarantine_after = 0\n\n" + GOOD).quarantine_after == 0
+
+
+def test_a_bad_quarantine_after_names_its_line_and_field() -> None:
+    message = error_of(GOOD + "\n[daemon]\n# failed resets in a row\nquarantine_after = -2\n")
+    assert message.startswith("vfiod.toml:17: daemon.quarantine_after: must be a whole "
+                              "number from 0 (never) to 1000")
+
+
+def test_an_unknown_key_in_the_daemon_table_is_refused_with_its_line() -> None:
+    assert error_of("[daemon]\nquarantine = 3\n").startswith(
+        "vfiod.toml:2: daemon.quarantine: unknown key (expected one of: quarantine_after)")
+
+
 def test_toml_syntax_error_carries_tomllibs_line() -> None:
     text = GOOD + '\n[[device]]\nmatch = "09:00.0\n'
     message = error_of(text)

@@ -249,3 +249,27 @@ def test_monitor_line_lists_each_change() -> None:
                                [("driver", "nvidia", "vfio-pci"), ("state", "host", "vfio")])
     assert line == "12:00:01  0000:06:00.0  GP102  driver nvidia -> vfio-pci, " \
                    "state host -> vfio"
+
+
+def test_detail_shows_the_health_record_with_the_newest_guest_run_first() -> None:
+    dev = dataclasses.replace(
+        gpu(), reset_count=4, last_reset_method="bus", last_reset_outcome="healthy",
+        last_reset_time=1_764_914_462_000_000, last_reset_rungs=2,
+        guest_runs=[(1_764_910_000_000_000, 1_764_913_600_000_000, "killed"),
+                    (1_764_914_000_000_000, 0, "running")])
+    lines = output.device_detail(dev).splitlines()
+    shown = {line.split("  ", 2)[1].strip(): line.rsplit("  ", 1)[-1] for line in lines[1:]
+             if line.split("  ", 2)[1].strip()}
+    assert shown["resets"] == "4"
+    assert shown["last reset"] == "2025-12-05 06:01:02 UTC: bus, healthy, 2 rung(s)"
+    assert shown["failed in a row"] == "0"
+    assert shown["quarantined"] == "no"
+    assert shown["guest runs"] == "2"
+    runs = [line.strip() for line in lines if " - " in line]
+    assert runs == ["2025-12-05 05:53:20 UTC - now: running",
+                    "2025-12-05 04:46:40 UTC - 2025-12-05 05:46:40 UTC: killed"]
+
+
+def test_a_quarantined_device_says_so_in_the_table_notes() -> None:
+    dev = dataclasses.replace(gpu(), quarantined=True, quarantine_reason="why")
+    assert "quarantined (vfioctl reset --clear)" in output.notes_of(dev)

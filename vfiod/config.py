@@ -28,6 +28,11 @@ from vfiod.model import PciDevice
 
 
 DEVICE_KEYS = ("match", "name", "boot", "on_release")
+#: The keys of the ``[daemon]`` table.
+DAEMON_KEYS = ("quarantine_after",)
+#: Failed resets in a row after which a device is quarantined (0: never).
+DEFAULT_QUARANTINE_AFTER = 3
+MAX_QUARANTINE_AFTER = 1000
 
 #: A config file larger than this is refused unread (a real one is a few hundred bytes;
 #: ``--config /dev/zero`` or a runaway file must not eat the daemon's memory).
@@ -159,6 +164,9 @@ class Config(BaseModel):
     #: line of that key}; empty when built in code. For errors found later, against the
     #: machine (check_boot_groups).
     lines: tuple[dict[str, int], ...] = ()
+    #: ``[daemon] quarantine_after``: failed resets in a row after which Bind refuses a
+    #: device until the user clears it (0: never).
+    quarantine_after: int = DEFAULT_QUARANTINE_AFTER
 
     def line_of(self, index: int, key: str = "") -> int | None:
         """The line of entry *index*'s *key* (its table's line without one), or None."""
@@ -290,9 +298,11 @@ def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
     locator = _Locator(text)
 
     for key in data:
-        if key != "device":
+        if key not in ("device", "daemon"):
             raise ConfigError(filename, locator.top_level_key(key), key,
-                              "unknown key (the file holds [[device]] tables only)")
+                              "unknown key (the file holds [daemon] and [[device]] "
+                              "tables only)")
+    daemon = _daemon_settings(data.get("daemon", {}), filename, locator)
     tables = data.get("device", [])
     if not isinstance(tables, list):
         raise ConfigError(filename, locator.top_level_key("device"), "device",
@@ -312,7 +322,24 @@ def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
         if (header := locator.table(index)) is not None:
             where[""] = header
         lines.append(where)
-    return Config(devices=entries, path=filename, lines=tuple(lines))
+    return Config(devices=entries, path=filename, lines=tuple(lines), **daemon)
+
+
+def _daemon_settings(table: object, filename: str, locator: _Locator) -> dict[str, Any]:
+    """The ``[daemon]`` table's settings, checked (ConfigError with its line)."""
+    if not isinstance(table, dict):
+        raise ConfigError(filename, locator.top_level_key("daemon"), "daemon",
+                          "must be a table: write [daemon]")
+    for key, value in table.items():
+        line = locator.daemon_key(key)
+        if key not in DAEMON_KEYS:
+            raise ConfigError(filename, line, f"daemon.{key}",
+                              f"unknown key (expected one of: {', '.join(DAEMON_KEYS)})")
+        if type(value) is not int or not 0 <= value <= MAX_QUARANTINE_AFTER:
+            raise ConfigError(filename, line, f"daemon.{key}",
+                              f"must be a whole number from 0 (never) to "
+                              f"{MAX_QUARANTINE_AFTER}, not {str(value)[:40]!r}")
+    return dict(table)
 
 
 def _line_nested_too_deep(text: str) -> int | None:
@@ -532,6 +559,19 @@ class _Locator:
             if pattern.match(line):
                 return i + 1
         return start + 1
+
+    def daemon_key(self, key: str) -> int | None:
+        """1-based line of *key* in the ``[daemon]`` table (or of the table itself)."""
+        header = self.top_level_key("daemon")
+        if header is None:
+            return None
+        pattern = _key_pattern(key)
+        for i in range(header, len(self.lines)):
+            if _ANY_TABLE.match(self.lines[i]):
+                break
+            if pattern.match(self.lines[i]):
+                return i + 1
+        return header
 
     def top_level_key(self, key: str) -> int | None:
         """1-based line of a key before the first table header, or of a ``[key]`` table."""

@@ -75,6 +75,14 @@ class ResetFailed(VfiodError):
     exit_code = 7
 
 
+class Quarantined(VfiodError):
+    """The device failed its resets too often in a row: Bind refuses it until the user
+    clears the quarantine (``vfioctl reset --clear``); the message carries its history."""
+
+    dbus_name = ERROR_PREFIX + "Quarantined"
+    exit_code = 10
+
+
 class Failed(VfiodError):
     """Any other failure of an operation, with its reason."""
 
@@ -135,6 +143,7 @@ ALL_ERRORS: tuple[type[VfiodError], ...] = (
     GroupNotViable,
     Timeout,
     ResetFailed,
+    Quarantined,
     Failed,
     AccessDenied,
 )

@@ -239,14 +239,7 @@ class Journal:
 
     def _set_aside(self, path: Path, why: str, consequence: str) -> None:
         """Move a damaged file out of the way, keeping it for a human to read."""
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = path.with_name(f"{path.name}{DAMAGED}{stamp}")
-        n = 1
-        while target.exists():
-            n += 1
-            target = path.with_name(f"{path.name}{DAMAGED}{stamp}.{n}")
-        os.replace(path, target)
-        self._sync_dir()
+        target = move_aside(path)
         self._report(f"{path.name} is damaged ({why}): moved aside to {target.name}; "
                      f"{consequence}")
 
@@ -260,6 +253,24 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged state file to ``<name>.damaged-<UTC time>`` (durably), keeping it
+    for a human to read; return its new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}{DAMAGED}{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{DAMAGED}{stamp}.{n}")
+    os.replace(path, target)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return target
 
 
 def _first_error(exc: ValidationError) -> str:

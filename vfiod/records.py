@@ -44,8 +44,21 @@ class DeviceStatus(BaseModel):
     #: What the host uses the device for, as the guards see it ("/dev/sda2 is mounted
     #: on / (ext4)"); "" when nothing. Binding is refused while this is not empty.
     used_by: str = ""
+    # The health record (vfiod.device_records): its resets, guest runs and quarantine.
+    reset_count: int = 0
+    last_reset_method: str = ""  # "" before the first reset
+    last_reset_outcome: str = ""  # "healthy" or "failed"; "" before the first reset
+    last_reset_time: int = 0  # µs since the epoch; 0 before the first reset
+    last_reset_rungs: int = 0  # rungs the last reset climbed; 0 when not told
+    consecutive_reset_failures: int = 0
+    #: The last guest runs, oldest first: (start µs, end µs or 0 while it runs, how it
+    #: ended: running, clean, killed, failed or unknown).
+    guest_runs: list[tuple[int, int, str]] = []
+    quarantined: bool = False  # Bind refuses it until ``vfioctl reset --clear``
+    quarantine_reason: str = ""  # why, with its history and how to lift it
 
-    @field_validator("name", "driver", "host_driver", "holder", "error", "used_by")
+    @field_validator("name", "driver", "host_driver", "holder", "error", "used_by",
+                     "last_reset_method", "quarantine_reason")
     @classmethod
     def _printable(cls, value: str) -> str:
         # Read from the machine (process names, the udev database, sysfs): made safe

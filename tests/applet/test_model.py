@@ -86,8 +86,9 @@ def test_a_device_with_an_operation_running_offers_nothing_until_it_ends() -> No
 
 
 def test_health_line_says_what_to_do_for_a_quarantined_device() -> None:
-    menu = build_menu(by_address(device("0000:06:00.0", "error", "vfio-pci", name="gpu",
-                                        Quarantined=True)), running=True)
+    dev = device("0000:06:00.0", "error", "vfio-pci", name="gpu")
+    dev.quarantined = True
+    menu = build_menu(by_address(dev), running=True)
     assert "quarantined" in find(menu, "0000:06:00.0/health").label
     assert "reset it" in find(menu, "0000:06:00.0/health").label
 

@@ -47,7 +47,7 @@ def test_a_failed_reset_is_a_critical_notice_that_says_what_to_do() -> None:
 
 def test_quarantine_says_to_power_cycle_if_resets_keep_failing() -> None:
     after = gpu("error")
-    after.extra["Quarantined"] = True
+    after.quarantined = True
     [change] = transitions(gpu("vfio"), after)
     assert "power the host off and on" in notice_for(change).body
 

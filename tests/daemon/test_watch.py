@@ -1,4 +1,5 @@
-"""What uevents ask of the daemon, and a lost-events error turning into a rescan."""
+"""What uevents ask of the daemon, a lost-events error turning into a rescan, and a
+holder's exit told before holders are rechecked."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import asyncio
 import errno
 import os
 
-from vfiod.daemon.watch import Changes, UeventWatcher
+from vfiod.daemon.watch import Changes, HolderWatcher, UeventWatcher
 from vfiod.host.base import EventSource, UEvent
+from vfiod.host.holders import HolderEvent
 
 GPU_PATH = "/devices/pci0000:00/0000:00:02.0/0000:03:00.0/0000:04:10.0/0000:06:00.0"
 
@@ -91,3 +93,55 @@ def test_lost_events_turn_into_a_full_rescan() -> None:
 
     asyncio.run(scenario())
     assert len(got) == 1 and got[0].rescan
+
+
+class _HolderSource:
+    """A holder event source whose first receive() says holder 4242 exited."""
+
+    polling = False
+    why_polling = ""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.write(self.write_fd, b"x")
+
+    def fileno(self) -> int:
+        return self.read_fd
+
+    def watch_pids(self, pids: list[int]) -> list[int]:
+        return []
+
+    def receive(self) -> list[HolderEvent]:
+        os.read(self.read_fd, 1)
+        return [HolderEvent("node"), HolderEvent("exit", 4242)]
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class _HolderHost:
+    def open_holder_events(self) -> _HolderSource:
+        return _HolderSource()
+
+
+def test_a_holders_exit_is_told_at_once_then_holders_are_rechecked() -> None:
+    order: list[object] = []
+
+    async def scenario() -> None:
+        rechecked = asyncio.Event()
+
+        async def handler() -> None:
+            order.append("recheck")
+            rechecked.set()
+
+        watcher = HolderWatcher(_HolderHost(), handler, list)  # type: ignore[arg-type]
+        watcher.on_exit = order.append
+        watcher.start()
+        try:
+            await asyncio.wait_for(rechecked.wait(), 5)
+        finally:
+            watcher.stop()
+
+    asyncio.run(scenario())
+    assert order == [4242, "recheck"]

@@ -143,3 +143,42 @@ def test_release_says_so_in_one_line_when_vfiod_does_not_answer(
     (line,) = released.stderr.splitlines()
     assert line.endswith(f"did not answer within {PROBE_TIMEOUT} s")
     assert took < PROBE_TIMEOUT + 5
+
+
+#: The same domain with on_release "reset" on the GPU slot and the USB controller: they
+#: stay on vfio-pci, reset (the GPU and its HDMI audio through VFIO's hot reset).
+ON_RELEASE_RESET = {USB: "reset", AUDIO: "host", GPU: "reset", HDMI: "reset", SPSR: "host",
+                    SSATA: "host"}
+
+
+def test_seed_domain_release_resets_the_devices_configured_to_reset(
+        make_vfiod: Callable[..., Vfiod], private_bus: PrivateBus, hook: Path) -> None:
+    daemon = make_vfiod(config="".join(
+        f'[[device]]\nmatch = "{a}"\non_release = "{action}"\n\n'
+        for a, action in ON_RELEASE_RESET.items())).start()
+    prepared, _ = libvirt_calls(hook, private_bus, "prepare", "begin")
+    assert prepared.returncode == 0, prepared.stderr
+    status = daemon.status()
+    nodes = sorted({f"/dev/vfio/{status[a]['group']}" for a in HOSTDEVS})
+    with spawn_holder(daemon.sim_root, nodes, comm="qemu-system-x86"):
+        wait_for(lambda: all(daemon.status()[a]["state"] == "guest" for a in HOSTDEVS),
+                 10, "every hostdev held by the guest")
+
+    resets = [a for a, action in ON_RELEASE_RESET.items() if action == "reset"]
+    wait_for(lambda: all(daemon.get_property(a, "ResetCount") >= 1 for a in resets), 20,
+             f"on_release reset of {resets}")
+    released, _ = libvirt_calls(hook, private_bus, "release", "end")
+    assert released.returncode == 0, released.stderr
+    for address in HOSTDEVS:
+        if ON_RELEASE_RESET[address] == "reset":
+            assert sim_driver(daemon.sim_root, address) == "vfio-pci", address
+            assert daemon.get_property(address, "LastResetOutcome") == "healthy", address
+            assert f"released {address} (now vfio)" in released.stderr
+        else:
+            wait_for(lambda a=address: sim_driver(daemon.sim_root, a) == BOOT_DRIVERS[a],
+                     20, f"{address} back on {BOOT_DRIVERS[address] or 'no driver'}")
+        # The guest run is in every hostdev's record, ended.
+        [(start, end, how)] = daemon.get_property(address, "GuestRuns")
+        assert end >= start > 0 and how != "running", (address, how)
+    assert daemon.get_property(GPU, "LastResetMethod") == "bus"
+    assert re.findall(r"(?:bind|reset) 0000:\S+ failed.*", daemon.log()) == []

@@ -16,7 +16,7 @@ from .helpers import NOBODY
 VFIOCTL = Path(sys.executable).parent / "vfioctl"
 
 #: Every exit status vfioctl documents.
-DOCUMENTED_CODES = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130})
+DOCUMENTED_CODES = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 130})
 
 
 def vfioctl_argv(address: str | None, *args: str) -> list[str]:

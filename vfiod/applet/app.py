@@ -12,13 +12,13 @@ import asyncio
 import logging
 import os
 
-from dbus_fast import Message, MessageFlag, MessageType
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from vfiod.applet import dbusmenu, sni
 from vfiod.applet.dbusmenu import DBusMenu
 from vfiod.applet.follower import DBUS_NAME, DBUS_PATH, Transition, VfiodFollower
-from vfiod.applet.model import build_menu, choose_look, tooltip
+from vfiod.applet.model import build_menu, choose_look, quarantined, tooltip
 from vfiod.applet.notifier import Notifier, notice_for, operation_notice
 from vfiod.applet.settings import AppletSettings
 from vfiod.applet.sni import StatusNotifierItem
@@ -100,11 +100,16 @@ class Applet:
 
     async def _operate(self, operation: str, address: str) -> None:
         error: str | None = None
+        dev = self.follower.devices.get(address)
+        # Reset from the menu of a quarantined device is the user saying it is fixed:
+        # it lifts the quarantine (vfioctl reset --clear).
+        options = {"clear": Variant("b", True)} if operation == "Reset" and \
+            dev is not None and quarantined(dev) else {}
         try:
             # The desktop's polkit agent may ask for a password: allow interaction.
             reply = await self.vfiod_bus.call(Message(
                 destination=BUS_NAME, path=MANAGER_PATH, interface=MANAGER_INTERFACE,
-                member=operation, signature="sa{sv}", body=[address, {}],
+                member=operation, signature="sa{sv}", body=[address, options],
                 flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
             if reply.message_type is MessageType.ERROR:
                 error = str(reply.body[0]) if reply.body else str(reply.error_name)

@@ -47,7 +47,7 @@ def config_name(dev: DeviceProperties) -> str:
 
 def quarantined(dev: DeviceProperties) -> bool:
     """True when vfiod quarantined the device (its health record says so)."""
-    return bool(dev.extra.get("Quarantined", False))
+    return dev.quarantined
 
 
 def in_trouble(dev: DeviceProperties) -> bool:

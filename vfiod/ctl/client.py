@@ -181,9 +181,11 @@ class VfiodClient:
                                    timeout=OPERATION_TIMEOUT)
         return [printable(str(a)) for a in moved]
 
-    async def reset(self, device: str, *, force: bool = False) -> str:
-        """Manager.Reset; the method that worked."""
+    async def reset(self, device: str, *, force: bool = False, clear: bool = False) -> str:
+        """Manager.Reset (*clear*: lift the quarantine first); the method that worked."""
         options = {"force": Variant("b", True)} if force else {}
+        if clear:
+            options["clear"] = Variant("b", True)
         (method,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Reset", "sa{sv}",
                                     [device, options], timeout=OPERATION_TIMEOUT)
         return printable(str(method))

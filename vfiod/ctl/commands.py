@@ -192,7 +192,8 @@ async def cmd_reset(client: VfiodClient, args: argparse.Namespace) -> int:
     """``reset DEVICE``: print the method that worked."""
     device = args.device
     try:
-        method = await client.reset(device, force=args.force)
+        method = await client.reset(device, force=args.force,
+                                    clear=getattr(args, "clear", False))
     except CtlError as err:
         raise about(device, err) from None
     dev = await client.device(device) if normalize_address(device) else None

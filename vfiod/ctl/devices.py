@@ -33,6 +33,16 @@ PROPERTY_FIELDS: dict[str, str] = {
     "IsBridge": "is_bridge",
     "Error": "error",
     "UsedBy": "used_by",
+    # The health record (DESIGN.md "Additions").
+    "ResetCount": "reset_count",
+    "LastResetMethod": "last_reset_method",
+    "LastResetOutcome": "last_reset_outcome",
+    "LastResetTime": "last_reset_time",
+    "LastResetRungs": "last_reset_rungs",
+    "ConsecutiveResetFailures": "consecutive_reset_failures",
+    "GuestRuns": "guest_runs",
+    "Quarantined": "quarantined",
+    "QuarantineReason": "quarantine_reason",
 }
 
 @dataclass
@@ -56,6 +66,16 @@ class DeviceProperties:
     is_bridge: bool = False
     error: str = ""
     used_by: str = ""  # what the host uses it for ("/dev/sda2 is mounted on / (ext4)")
+    reset_count: int = 0
+    last_reset_method: str = ""
+    last_reset_outcome: str = ""  # "healthy", "failed", "" before the first reset
+    last_reset_time: int = 0  # µs since the epoch
+    last_reset_rungs: int = 0
+    consecutive_reset_failures: int = 0
+    #: (start µs, end µs or 0, how it ended), oldest first.
+    guest_runs: list[tuple[int, int, str]] = field(default_factory=list)
+    quarantined: bool = False
+    quarantine_reason: str = ""
     #: Properties the daemon exports beyond the known ones (shown in detail views).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -99,6 +119,8 @@ class DeviceProperties:
                 continue  # not what vfiod sends for it: keep what was known
             if name == "reset_methods":
                 value = list(value)
+            elif name == "guest_runs":
+                value = [tuple(run) for run in value]
             old = getattr(self, name)
             if old != value:
                 setattr(self, name, value)
@@ -116,14 +138,18 @@ class DeviceProperties:
 
 #: The Python type of each field's values (a D-Bus property of another type is ignored).
 FIELD_TYPES: dict[str, type] = {
-    f.name: (list if f.name == "reset_methods" else str if f.name == "address"
-             else type(f.default))
+    f.name: (list if f.name == "reset_methods" else tuple if f.name == "guest_runs"
+             else str if f.name == "address" else type(f.default))
     for f in fields(DeviceProperties) if f.name != "extra"}
 
 
 def _of_type(value: Any, kind: type) -> bool:
     if kind is list:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind is tuple:  # guest runs: a(tts)
+        return isinstance(value, list) and all(
+            isinstance(v, (list, tuple)) and len(v) == 3 and type(v[0]) is int
+            and type(v[1]) is int and isinstance(v[2], str) for v in value)
     return type(value) is kind  # noqa: E721 (a bool is no int here, nor an int a bool)
 
 

@@ -7,7 +7,8 @@ errors and the client's codes cannot drift apart.
 from __future__ import annotations
 
 from vfiod.errors import (ALL_ERRORS, AccessDenied, Failed, GroupNotViable, InUse,
-                          InvalidArgument, NoSuchDevice, ResetFailed, Timeout)
+                          InvalidArgument, NoSuchDevice, Quarantined, ResetFailed,
+                          Timeout)
 
 OK = 0
 FAILED = Failed.exit_code  # 1
@@ -76,5 +77,7 @@ TABLE: tuple[tuple[int, str], ...] = (
     (ResetFailed.exit_code, "the reset failed (org.vfiod1.Error.ResetFailed)"),
     (AccessDenied.exit_code, "not allowed (org.freedesktop.DBus.Error.AccessDenied)"),
     (UNREACHABLE, "cannot reach vfiod (no bus, or vfiod is not running)"),
+    (Quarantined.exit_code, "the device is quarantined after failed resets "
+                            "(org.vfiod1.Error.Quarantined; vfioctl reset --clear)"),
     (INTERRUPTED, "interrupted (Ctrl-C); monitor exits 0 on Ctrl-C and SIGTERM"),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,8 @@ def notes_of(dev: DeviceProperties) -> str:
         notes.append(f"host: {dev.used_by}")
     if not dev.healthy:
         notes.append("unhealthy")
+    if dev.quarantined:
+        notes.append("quarantined (vfioctl reset --clear)")
     if dev.error:
         notes.append(dev.error)
     return ", ".join(notes)
@@ -188,6 +191,7 @@ def device_detail(dev: DeviceProperties, group: Sequence[DeviceProperties] = ())
              for name, label in _DETAIL_LABELS]
     pairs += [(_property_label(prop), _shown(prop, value))
               for prop, value in sorted(dev.extra.items())]
+    pairs += record_pairs(dev)
     width = max(len(label) for label, _ in pairs)
     lines += [f"{_INDENT}{label.ljust(width)}  {value}" for label, value in pairs]
     others = [d for d in group if d.address != dev.address]
@@ -195,6 +199,30 @@ def device_detail(dev: DeviceProperties, group: Sequence[DeviceProperties] = ())
         lines.append(f"{_INDENT}{'group peers'.ljust(width)}  "
                      + ", ".join(f"{d.address} ({d.driver or 'no driver'})" for d in others))
     return "\n".join(lines) + "\n"
+
+
+def utc_time(us: int) -> str:
+    """``2026-12-05 06:01:02 UTC`` from µs since the epoch."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
+
+
+def record_pairs(dev: DeviceProperties) -> list[tuple[str, str]]:
+    """The health record as (label, value) lines: resets, the last one, failures in a
+    row, quarantine, then each guest run (newest first)."""
+    if dev.reset_count:
+        rungs = f", {dev.last_reset_rungs} rung(s)" if dev.last_reset_rungs else ""
+        how = f"{dev.last_reset_method or 'no method'}, {dev.last_reset_outcome}{rungs}"
+        last = f"{utc_time(dev.last_reset_time)}: {how}"
+    else:
+        last = NONE
+    pairs = [("resets", str(dev.reset_count)), ("last reset", last),
+             ("failed in a row", str(dev.consecutive_reset_failures)),
+             ("quarantined", f"yes: {dev.quarantine_reason}" if dev.quarantined else "no"),
+             ("guest runs", str(len(dev.guest_runs)) if dev.guest_runs else "none")]
+    for start, end, how in reversed(dev.guest_runs):
+        until = utc_time(end) if end else "now"
+        pairs.append(("", f"{utc_time(start)} - {until}: {how}"))
+    return pairs
 
 
 def to_json(value: Any) -> str:

@@ -111,6 +111,9 @@ def build_parser() -> CtlArgumentParser:
     reset.add_argument("--force", action="store_true",
                        help="reset even when the host uses it softly (display, sound, "
                             "network); never a mounted disk or active swap")
+    reset.add_argument("--clear", action="store_true",
+                       help="lift the device's quarantine first (after its resets kept "
+                            "failing, Bind refuses it until this), then reset it")
 
     monitor = sub.add_parser("monitor", help="follow changes until Ctrl-C",
                              description="Print every change vfiod reports (driver, "

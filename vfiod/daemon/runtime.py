@@ -67,6 +67,8 @@ class Daemon:
         self.view: DeviceView | None = None  # exported at start
         self.uevents = UeventWatcher(self.host, self._apply_changes)
         self.holders = HolderWatcher(self.host, self._holders_changed, self._holder_pids)
+        # A holder's exit status, read when its pidfd fires, says how its guest run ended.
+        self.holders.on_exit = self.engine.note_exit
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -124,6 +126,9 @@ class Daemon:
         # Only now is the machine known: a config it contradicts stops the start
         # (ConfigError, with file:line).
         await asyncio.to_thread(self.engine.check_config, self.engine.config)
+        # Guest runs left open by a vfiod that stopped (or a host that rebooted) end
+        # now unless their holder still holds the device.
+        await asyncio.to_thread(self._observe_guests)
         self.iommu_enabled = await asyncio.to_thread(lambda: self.engine.iommu_enabled)
 
         if self.bus_address is not None:
@@ -349,7 +354,7 @@ class Daemon:
     async def _holders_changed(self) -> None:
         """A /dev/vfio node was opened or closed, or a holder died: recheck, then release."""
         def recheck() -> list[tuple[str, str]]:
-            self.engine.holders_changed()
+            self._observe_guests()
             return self.engine.release_actions()
 
         actions = await asyncio.to_thread(recheck)
@@ -363,6 +368,22 @@ class Daemon:
                 self._spawn(self.operate("reset", address), f"reset {address} on release")
             elif action == "host":
                 self._spawn(self.operate("unbind", address), f"unbind {address} on release")
+
+    def _observe_guests(self) -> None:
+        """Recheck who holds which group and record guest runs starting and ending (on a
+        worker thread)."""
+        self.engine.holders_changed()
+        self.engine.observe_guests()
+
+    async def clear_quarantine(self, device: str) -> bool:
+        """Lift a device's quarantine (Reset's ``clear`` option); True when it was
+        quarantined. Its Quarantined property changes at once."""
+        address = await asyncio.to_thread(self.engine.resolve, device)
+        cleared = await asyncio.to_thread(self.engine.clear_quarantine, address)
+        if cleared:
+            log.info("%s: quarantine cleared by the user", address, extra=fields(address))
+        await self.republish([address])
+        return cleared
 
     def _on_synced(self, statuses: list[DeviceStatus]) -> None:
         self.notifier.status(status_line(statuses))

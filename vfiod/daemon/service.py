@@ -49,6 +49,9 @@ class Operations(Protocol):
     async def reload_config(self) -> Any:
         """Reread the config file."""
 
+    async def clear_quarantine(self, device: str) -> bool:
+        """Lift a device's quarantine; True when it was quarantined."""
+
 FAILED = "org.vfiod1.Error.Failed"
 EMITS_CHANGED = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 DEVICE_CHANGED_SIGNATURE = "sss"
@@ -62,7 +65,7 @@ NoValue = Annotated[None, DBusSignature("")]
 #: The options each operation accepts, with their D-Bus types.
 BIND_OPTIONS = {"group": "b", "force": "b"}
 UNBIND_OPTIONS = {"group": "b"}
-RESET_OPTIONS = {"force": "b"}
+RESET_OPTIONS = {"force": "b", "clear": "b"}
 _TYPE_NAMES = {"b": "a boolean (b)"}
 
 _P = ParamSpec("_P")
@@ -187,6 +190,8 @@ class ManagerInterface(_DescribedInterface):
     async def reset(self, device: Str, options: Options) -> Str:
         opts = parse_options(options, RESET_OPTIONS, "Reset")
         await self.daemon.authorize()
+        if opts.pop("clear", False):
+            await self.daemon.clear_quarantine(device)
         return await self.daemon.operate("reset", device, **opts)
 
     @dbus_method(name="Status")
@@ -244,6 +249,16 @@ _DEVICE_PROPERTIES: dict[str, Callable[[DeviceStatus], Any]] = {
     "IsBridge": lambda s: s.is_bridge,
     "Error": lambda s: s.error,
     "UsedBy": lambda s: s.used_by,
+    # The health record (DESIGN.md "Additions").
+    "ResetCount": lambda s: s.reset_count,
+    "LastResetMethod": lambda s: s.last_reset_method,
+    "LastResetOutcome": lambda s: s.last_reset_outcome,
+    "LastResetTime": lambda s: s.last_reset_time,
+    "LastResetRungs": lambda s: s.last_reset_rungs,
+    "ConsecutiveResetFailures": lambda s: s.consecutive_reset_failures,
+    "GuestRuns": lambda s: [list(run) for run in s.guest_runs],
+    "Quarantined": lambda s: s.quarantined,
+    "QuarantineReason": lambda s: s.quarantine_reason,
 }
 
 
@@ -317,6 +332,8 @@ class DeviceInterface(_DescribedInterface):
     async def reset(self, options: Options) -> Str:
         opts = parse_options(options, RESET_OPTIONS, "Reset")
         await self.daemon.authorize()
+        if opts.pop("clear", False):
+            await self.daemon.clear_quarantine(self.address)
         return await self.daemon.operate("reset", self.address, **opts)
 
     @dbus_property(name="Address", access=PropertyAccess.READ)
@@ -390,3 +407,40 @@ class DeviceInterface(_DescribedInterface):
     @dbus_property(name="ConfigName", access=PropertyAccess.READ)
     def config_name(self) -> Str:
         return self._values["ConfigName"]
+
+    # -- the health record --------------------------------------------------------------
+    @dbus_property(name="ResetCount", access=PropertyAccess.READ)
+    def reset_count(self) -> Annotated[int, DBusSignature("u")]:
+        return self._values["ResetCount"]
+
+    @dbus_property(name="LastResetMethod", access=PropertyAccess.READ)
+    def last_reset_method(self) -> Str:
+        return self._values["LastResetMethod"]
+
+    @dbus_property(name="LastResetOutcome", access=PropertyAccess.READ)
+    def last_reset_outcome(self) -> Str:
+        return self._values["LastResetOutcome"]
+
+    @dbus_property(name="LastResetTime", access=PropertyAccess.READ)
+    def last_reset_time(self) -> Annotated[int, DBusSignature("t")]:
+        return self._values["LastResetTime"]
+
+    @dbus_property(name="LastResetRungs", access=PropertyAccess.READ)
+    def last_reset_rungs(self) -> Annotated[int, DBusSignature("u")]:
+        return self._values["LastResetRungs"]
+
+    @dbus_property(name="ConsecutiveResetFailures", access=PropertyAccess.READ)
+    def consecutive_reset_failures(self) -> Annotated[int, DBusSignature("u")]:
+        return self._values["ConsecutiveResetFailures"]
+
+    @dbus_property(name="GuestRuns", access=PropertyAccess.READ)
+    def guest_runs(self) -> Annotated[list[list[Any]], DBusSignature("a(tts)")]:
+        return self._values["GuestRuns"]
+
+    @dbus_property(name="Quarantined", access=PropertyAccess.READ)
+    def quarantined(self) -> Annotated[bool, DBusSignature("b")]:
+        return self._values["Quarantined"]
+
+    @dbus_property(name="QuarantineReason", access=PropertyAccess.READ)
+    def quarantine_reason(self) -> Str:
+        return self._values["QuarantineReason"]

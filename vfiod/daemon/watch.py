@@ -170,6 +170,9 @@ class HolderWatcher:
         self._coalescer = _Coalescer("holders", self._run)
         self.source: HolderEventSource | None = None
         self._poll: asyncio.TimerHandle | None = None
+        #: Called with a holder's pid as soon as its pidfd says it exited (while the
+        #: kernel may still keep its exit status); it must not block.
+        self.on_exit: Callable[[int], None] | None = None
 
     def start(self) -> None:
         """Watch the host's holder events (or poll), and the current holders' exits."""
@@ -203,7 +206,12 @@ class HolderWatcher:
 
     def _readable(self) -> None:
         assert self.source is not None
-        if self.source.receive():
+        events = self.source.receive()
+        if self.on_exit is not None:
+            for event in events:
+                if event.kind == "exit":
+                    self.on_exit(event.pid)
+        if events:
             self.kick()
 
     def _schedule_poll(self) -> None:

@@ -24,12 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vfiod.address import check_device_argument, is_address
-from vfiod.config import boot_conflicts, check_boot_groups, resolve_name
+from vfiod.config import (
+    DEFAULT_QUARANTINE_AFTER,
+    boot_conflicts,
+    check_boot_groups,
+    resolve_name,
+)
+from vfiod.device_records import DeviceRecords, Holding, ResetResult, outcome_of, summary
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.reset import Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
-from vfiod.errors import NoSuchDevice
+from vfiod.errors import NoSuchDevice, Quarantined, ResetFailed
 from vfiod.host.base import DEFAULT_WRITE_TIMEOUT, Host
 from vfiod.journal import Journal
 from vfiod.model import PciDevice
@@ -55,6 +61,8 @@ class Engine:
         writer = Writer(host, write_timeout)
         self.transactions = Transactions(self.inventory, self.journal, writer)
         self.resetter = Resetter(self.inventory, writer)
+        #: Each device's resets, guest runs and quarantine (not bound to the boot).
+        self.records = DeviceRecords(state_dir, self.journal.boot_id)
 
     # -- configuration and names ------------------------------------------------------
     @property
@@ -124,28 +132,102 @@ class Engine:
     def bind(self, device: str, *, group: bool = True, force: bool = False) -> list[str]:
         """Put a device (and by default every endpoint of its IOMMU group) on vfio-pci.
 
-        Returns the addresses that moved (see Transactions.bind for the errors).
+        Returns the addresses that moved (see Transactions.bind for the errors;
+        Quarantined when one of them is quarantined).
         """
-        return self.transactions.bind(self.resolve(device), group=group, force=force)
+        return self.run("bind", self.resolve(device), group=group, force=force)
 
     def unbind(self, device: str, *, group: bool = True) -> list[str]:
         """Return a device (and by default its group) from vfio-pci to its host driver."""
         return self.transactions.unbind(self.resolve(device), group=group)
 
-    def reset(self, device: str, *, force: bool = False) -> str:
-        """Reset a device with the kernel's methods, best first; return the one that worked."""
-        return self.resetter.reset(self.resolve(device), force=force)
+    def reset(self, device: str, *, force: bool = False, clear: bool = False) -> str:
+        """Reset a device with the kernel's methods, best first; return the one that worked.
+
+        *clear*: lift its quarantine first (the user says the card is fixed).
+        """
+        return self.run("reset", self.resolve(device), force=force, clear=clear)
 
     def run(self, op: str, address: str, *, group: bool = True,
-            force: bool = False) -> list[str] | str:
+            force: bool = False, clear: bool = False) -> list[str] | str:
         """Run one operation on an address resolve() returned (no second resolution)."""
         if op == "bind":
+            self.check_quarantine(self.affected(op, address, group))
             return self.transactions.bind(address, group=group, force=force)
         if op == "unbind":
             return self.transactions.unbind(address, group=group)
         if op == "reset":
-            return self.resetter.reset(address, force=force)
+            if clear:
+                self.clear_quarantine(address)
+            return self._recorded_reset(address, force)
         raise ValueError(f"unknown operation {op}")
+
+    # -- the health record ------------------------------------------------------------
+    def _recorded_reset(self, address: str, force: bool) -> str:
+        """Reset and add the outcome to the device's record: a healthy device, or a
+        reset that failed (ResetFailed). A reset refused before it began (held, in
+        use) or still in the kernel (Timeout) is no outcome."""
+        try:
+            result = self.resetter.reset(address, force=force)
+        except ResetFailed as err:
+            self._record_reset(address, outcome_of(err))
+            raise
+        self._record_reset(address, outcome_of(result))
+        return result if isinstance(result, str) else result.method
+
+    def _record_reset(self, address: str, outcome: ResetResult) -> None:
+        ids = self._ids(address)
+        if ids is not None:
+            self.records.record_reset(address, ids, outcome, self.quarantine_after)
+
+    @property
+    def quarantine_after(self) -> int:
+        """Failed resets in a row after which a device is quarantined (0: never)."""
+        return self.config.quarantine_after if self.config is not None \
+            else DEFAULT_QUARANTINE_AFTER
+
+    def quarantine_reason(self, address: str) -> str | None:
+        """Why Bind refuses this function (its reset history and how to lift the
+        quarantine), or None when it is not quarantined."""
+        ids = self._ids(address)
+        return self.records.quarantine_reason(address, ids) if ids is not None else None
+
+    def check_quarantine(self, addresses: Iterable[str]) -> None:
+        """Quarantined (with the history) when one of these functions is quarantined."""
+        for address in addresses:
+            reason = self.quarantine_reason(address)
+            if reason is not None:
+                raise Quarantined(reason)
+
+    def clear_quarantine(self, address: str) -> bool:
+        """Lift a function's quarantine; True when it was quarantined."""
+        ids = self._ids(address)
+        return ids is not None and self.records.clear(address, ids)
+
+    def note_exit(self, pid: int) -> None:
+        """A holder's pidfd says it exited: keep its exit status while the kernel still
+        has it (before its parent reaps it), for its guest run's record."""
+        self.records.note_exit(pid, self.host.exit_status(pid))
+
+    def observe_guests(self) -> list[str]:
+        """Start and end guest runs in the records from the holders as last checked;
+        the addresses whose record changed."""
+        holding = {a: Holding(ids=f"{d.vendor:04x}:{d.device:04x}", pid=procs[0].pid,
+                              holder=", ".join(str(p) for p in procs))
+                   for a, (d, procs) in self.inventory.vfio_holders().items()}
+        return self.records.observe(holding, self.host.exit_status, self.host.alive)
+
+    def _ids(self, address: str) -> str | None:
+        dev = self.inventory.device(address)
+        return f"{dev.vendor:04x}:{dev.device:04x}" if dev is not None else None
+
+    def _with_record(self, status: DeviceStatus) -> DeviceStatus:
+        """*status* with its health record's fields filled in (when it has one)."""
+        record = self.records.get(status.address, status.ids)
+        if record is None:
+            return status
+        reason = self.records.quarantine_reason(status.address, status.ids)
+        return status.model_copy(update=summary(record, reason))
 
     def affected(self, op: str, address: str, group: bool) -> list[str]:
         """The functions an operation may move: the endpoints of the group, or one."""
@@ -162,7 +244,7 @@ class Engine:
     def state_problems(self) -> list[str]:
         """What was wrong with the state directory's files: damaged ones moved aside,
         transactions of an earlier boot discarded (each a sentence for the log)."""
-        return list(self.journal.problems)
+        return list(self.journal.problems) + list(self.records.problems)
 
     def group_key(self, address: str) -> str:
         """The key operations are serialised on: the IOMMU group, else the device."""
@@ -238,8 +320,8 @@ class Engine:
 
     def device_status(self, address: str) -> DeviceStatus:
         """Everything vfiod tells about one function."""
-        return self.inventory.device_status(address)
+        return self._with_record(self.inventory.device_status(address))
 
     def status(self, addresses: Iterable[str] | None = None) -> list[DeviceStatus]:
         """Every function (or these), sorted by address."""
-        return self.inventory.status(addresses)
+        return [self._with_record(s) for s in self.inventory.status(addresses)]

@@ -340,6 +340,15 @@ class Inventory:
             released, self._released = self._released, set()
         return released
 
+    def vfio_holders(self) -> dict[str, tuple[PciDevice, list[Process]]]:
+        """Every function on vfio-pci that a process holds now (its group's holders), as
+        last read: {address: (function, holders)}."""
+        with self._lock:
+            return {a: (d, list(self._group_holders[d.iommu_group]))
+                    for a, d in self._devices.items()
+                    if d.on_vfio and d.iommu_group is not None
+                    and self._group_holders.get(d.iommu_group)}
+
     def holder_pids(self) -> list[int]:
         """Every process that holds a group node now."""
         with self._lock:

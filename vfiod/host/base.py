@@ -299,6 +299,27 @@ class Host(abc.ABC):
         """True while the host's /proc lists this process."""
         return os.path.exists(f"{self.proc_dir}/{pid}")
 
+    def exit_status(self, pid: int) -> int | None:
+        """The exit status (waitpid's form) of a process that exited and that its
+        parent has not reaped yet (a zombie); None for a running or a reaped process.
+
+        The kernel keeps it as field 52 (exit_code) of ``/proc/PID/stat`` and shows it
+        to whoever may inspect the process (root; the same user).
+        """
+        try:
+            with open(f"{self.proc_dir}/{pid}/stat", "rb") as f:
+                data = f.read(4096)
+        except OSError:
+            return None
+        # The comm (field 2) is in parentheses and may hold anything: split after it.
+        fields = data[data.rfind(b")") + 2:].split()
+        if len(fields) < 50 or fields[0] != b"Z":
+            return None
+        try:
+            return int(fields[49])  # field 52; fields[0] is field 3 (the state)
+        except ValueError:
+            return None
+
     def process(self, pid: int) -> Process:
         """The process with this pid, named by its comm."""
         try:
