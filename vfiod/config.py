@@ -36,6 +36,12 @@ MAX_CONFIG_BYTES = 1 << 20
 #: tomllib recurses once per level (RecursionError at about 1,000); a real file has 2.
 MAX_NESTING = 32
 
+#: Seconds a forced bind waits for the desktop to let go of a GPU (``[handover] timeout``),
+#: by default and at most.
+DEFAULT_HANDOVER_TIMEOUT = 10.0
+MAX_HANDOVER_TIMEOUT = 120.0
+HANDOVER_KEYS = ("timeout",)
+
 Boot = Literal["vfio", "host"]
 OnRelease = Literal["keep", "reset", "host"]
 
@@ -159,6 +165,9 @@ class Config(BaseModel):
     #: line of that key}; empty when built in code. For errors found later, against the
     #: machine (check_boot_groups).
     lines: tuple[dict[str, int], ...] = ()
+    #: ``[handover] timeout``: seconds a forced bind of a GPU the desktop holds waits
+    #: for it to let go (after the card's ``remove`` uevent).
+    handover_timeout: float = DEFAULT_HANDOVER_TIMEOUT
 
     def line_of(self, index: int, key: str = "") -> int | None:
         """The line of entry *index*'s *key* (its table's line without one), or None."""
@@ -290,9 +299,11 @@ def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
     locator = _Locator(text)
 
     for key in data:
-        if key != "device":
+        if key not in ("device", "handover"):
             raise ConfigError(filename, locator.top_level_key(key), key,
-                              "unknown key (the file holds [[device]] tables only)")
+                              "unknown key (the file holds [[device]] tables and a "
+                              "[handover] table only)")
+    handover_timeout = _handover_timeout(data.get("handover", {}), filename, locator)
     tables = data.get("device", [])
     if not isinstance(tables, list):
         raise ConfigError(filename, locator.top_level_key("device"), "device",
@@ -312,7 +323,26 @@ def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
         if (header := locator.table(index)) is not None:
             where[""] = header
         lines.append(where)
-    return Config(devices=entries, path=filename, lines=tuple(lines))
+    return Config(devices=entries, path=filename, lines=tuple(lines),
+                  handover_timeout=handover_timeout)
+
+
+def _handover_timeout(table: Any, filename: str, locator: _Locator) -> float:
+    """The ``[handover]`` table's timeout in seconds (the default when absent)."""
+    if not isinstance(table, dict):
+        raise ConfigError(filename, locator.top_level_key("handover"), "handover",
+                          "must be a table: write it as [handover]")
+    for key in table:
+        if key not in HANDOVER_KEYS:
+            raise ConfigError(filename, locator.top_level_key("handover"), f"handover.{key}",
+                              f"unknown key (expected one of: {', '.join(HANDOVER_KEYS)})")
+    value = table.get("timeout", DEFAULT_HANDOVER_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value <= MAX_HANDOVER_TIMEOUT:
+        raise ConfigError(filename, locator.top_level_key("handover"), "handover.timeout",
+                          f"{value!r} is not a number of seconds from 0 to "
+                          f"{MAX_HANDOVER_TIMEOUT:g}")
+    return float(value)
 
 
 def _line_nested_too_deep(text: str) -> int | None:

@@ -44,6 +44,9 @@ class DeviceStatus(BaseModel):
     #: What the host uses the device for, as the guards see it ("/dev/sda2 is mounted
     #: on / (ext4)"); "" when nothing. Binding is refused while this is not empty.
     used_by: str = ""
+    #: The host's desktop is being asked to let go of it (a forced bind of a GPU it
+    #: holds waits for it to close its DRM nodes).
+    releasing: bool = False
 
     @field_validator("name", "driver", "host_driver", "holder", "error", "used_by")
     @classmethod
