@@ -11,7 +11,12 @@ opener that opens the simulated host as vfiod would, then arms it.
                            "delay": [{"path": "*/unbind", "seconds": 2}],
                            "crash_after": 3,
                            "reset_outcome": [["0000:06:00.0", "flr", "enotty"]],
-                           "kill_device": ["0000:09:00.0"]}'
+                           "kill_device": ["0000:09:00.0"],
+                           "desktop_releases_on_remove": true}'
+
+``desktop_releases_on_remove`` replaces the profile's desktop session (Xorg, which
+ignores a ``remove`` uevent of its card) by one that honours it, as KWin does: a holder
+of the same nodes named ``kwin_wayland`` that closes them at the remove uevent.
 
 ``crash_after``/``crash_before`` make the simulated kernel raise SimulatedCrash around
 the n-th write; the launcher's hook turns that into ``os._exit(EXIT_KILLED)`` on the
@@ -81,6 +86,7 @@ class Knobs(BaseModel):
     crash_before: int | None = None
     reset_outcome: list[tuple[str, str, str]] = []
     kill_device: list[str] = []
+    desktop_releases_on_remove: bool = False
 
 
 def knobs_from_env(environ: Mapping[str, str] = os.environ) -> Knobs:
@@ -108,6 +114,11 @@ def arm(sim: SimHost, knobs: Knobs) -> None:
         sim.kernel.set_reset_outcome(address, method, outcome)
     for address in knobs.kill_device:
         sim.kernel.kill_device(address)
+    session = sim.machine.desktop
+    if knobs.desktop_releases_on_remove and sim.desktop is not None and session is not None:
+        sim.desktop.close()
+        sim.desktop = sim.spawn_holder(list(session.paths), comm="kwin_wayland",
+                                       release_on_remove=True)
 
 
 def die_at_simulated_crash(sim: SimHost) -> None:
