@@ -98,3 +98,26 @@ def test_a_holder_that_ignores_remove_keeps_its_card(bare: SimHost) -> None:
     bare.write_attr(CARD0_UEVENT, "remove")
     assert not wait_for(lambda: not bare.holders([CARD0]), timeout=0.5)
     assert xorg.running
+
+
+def test_leaving_the_host_driver_removes_the_drm_card_with_a_drm_remove_uevent(
+        bare: SimHost) -> None:
+    # What a follower of udev's drm subsystem (switcheroo-control) re-reads its GPUs on.
+    bare.load_module("vfio-pci")
+    events = bare.open_events()
+    bare.write_attr(f"/sys/bus/pci/devices/{GPU}/driver_override", "vfio-pci")
+    bare.write_attr(f"/sys/bus/pci/devices/{GPU}/driver/unbind", GPU)
+    drm = [(e.action, e.properties.get("DEVNAME")) for e in events.receive()
+           if e.subsystem == "drm"]
+    assert ("remove", "/dev/dri/card1") in drm
+    assert not bare.exists("/sys/class/drm/card1")
+
+
+def test_returning_to_the_host_driver_adds_the_drm_card_again(bare: SimHost) -> None:
+    bare.write_attr(f"/sys/bus/pci/devices/{GPU}/driver/unbind", GPU)
+    events = bare.open_events()
+    bare.write_attr("/sys/bus/pci/drivers_probe", GPU)
+    drm = [(e.action, e.properties.get("DEVNAME")) for e in events.receive()
+           if e.subsystem == "drm"]
+    assert ("add", "/dev/dri/card1") in drm
+    assert bare.exists("/sys/class/drm/card1/uevent")
