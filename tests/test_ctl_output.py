@@ -249,3 +249,10 @@ def test_monitor_line_lists_each_change() -> None:
                                [("driver", "nvidia", "vfio-pci"), ("state", "host", "vfio")])
     assert line == "12:00:01  0000:06:00.0  GP102  driver nvidia -> vfio-pci, " \
                    "state host -> vfio"
+
+
+def test_a_device_the_desktop_is_releasing_says_so_in_its_notes() -> None:
+    dev = gpu()
+    dev.update({"Releasing": True, "State": "busy"})
+    assert "being released by the desktop" in output.notes_of(dev)
+    assert "being released" not in output.notes_of(gpu())

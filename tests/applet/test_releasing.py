@@ -16,10 +16,9 @@ DESKTOP_GPU = "0000:05:00.0"
 
 
 def desktop_gpu(releasing: bool) -> DeviceProperties:
-    dev = DeviceProperties(DESKTOP_GPU, name="GP102 [GeForce GTX 1080 Ti]",
-                           state="busy" if releasing else "host", driver="nvidia")
-    dev.extra["Releasing"] = releasing
-    return dev
+    return DeviceProperties(DESKTOP_GPU, name="GP102 [GeForce GTX 1080 Ti]",
+                            state="busy" if releasing else "host", driver="nvidia",
+                            releasing=releasing)
 
 
 def releasing_signal(body: list[object], signature: str = "sasu") -> Message:

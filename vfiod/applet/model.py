@@ -53,7 +53,7 @@ def quarantined(dev: DeviceProperties) -> bool:
 def releasing(dev: DeviceProperties) -> bool:
     """True while a forced Bind waits for the host's desktop to let go of the device
     (its Releasing property)."""
-    return bool(dev.extra.get("Releasing", False))
+    return dev.releasing
 
 
 def in_trouble(dev: DeviceProperties) -> bool:

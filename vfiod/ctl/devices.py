@@ -33,6 +33,7 @@ PROPERTY_FIELDS: dict[str, str] = {
     "IsBridge": "is_bridge",
     "Error": "error",
     "UsedBy": "used_by",
+    "Releasing": "releasing",
 }
 
 @dataclass
@@ -56,6 +57,7 @@ class DeviceProperties:
     is_bridge: bool = False
     error: str = ""
     used_by: str = ""  # what the host uses it for ("/dev/sda2 is mounted on / (ext4)")
+    releasing: bool = False  # a forced Bind waits for the desktop to let go of it
     #: Properties the daemon exports beyond the known ones (shown in detail views).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
