@@ -106,3 +106,22 @@ def test_the_timeout_comes_from_the_config(host: SimHost, tmp_path: Path) -> Non
 
 def test_the_timeout_defaults_to_ten_seconds(engine: Engine) -> None:
     assert engine.handover_timeout == 10.0
+
+
+def test_a_refusal_announces_the_card_again_with_an_add_uevent(engine: Engine,
+                                                               host: SimHost) -> None:
+    events = host.open_events()
+    with pytest.raises(InUse):
+        engine.hand_over(engine.releases(DESKTOP_GPU), timeout=0.2)
+    drm = [e.action for e in events.receive() if e.subsystem == "drm"]
+    assert drm == ["remove", "add"]
+    writes = [(path, value) for path, value, _ in host.write_log if path.endswith("/uevent")]
+    assert writes == [("/sys/class/drm/card0/uevent", "remove"),
+                      ("/sys/class/drm/card0/uevent", "add")]
+
+
+def test_a_zero_timeout_asks_and_does_not_wait(engine: Engine) -> None:
+    began = time.monotonic()
+    with pytest.raises(InUse, match="within 0 s"):
+        engine.hand_over(engine.releases(DESKTOP_GPU), timeout=0.0)
+    assert time.monotonic() - began < 1.0

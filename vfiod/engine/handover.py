@@ -6,7 +6,8 @@ desktop that the card is going (``remove`` written to the card's ``uevent`` file
 synthetic remove uevent, the card itself stays; KWin lets go of a secondary GPU then,
 and quits when it was its primary one), and waits, woken by the closes and the
 holders' exits, until nobody holds the card or the timeout runs out. The bind then
-goes ahead, or is refused naming who still holds it.
+goes ahead, or is refused naming who still holds it, and then an ``add`` uevent of the
+card says it is there after all (udevd dropped its entry at the remove).
 
 The daemon says so on the bus first (signal ``Releasing``, property ``Releasing``):
 the desktop's own tools (vfiod-applet) tell the user which programs hold the card.
@@ -78,18 +79,20 @@ def releases_for_bind(inventory: Inventory, address: str, group: bool) -> list[R
     return found
 
 
-def ask_to_release(writer: Writer, release: Release) -> None:
+def ask_to_release(writer: Writer, release: Release, action: str = "remove") -> None:
     """Tell the desktop the card is going: ``remove`` to each card's uevent file.
 
-    A card whose file refuses the write (it went away meanwhile) is logged; the wait
-    that follows says whether the card was let go.
+    *action* ``add`` takes it back after a refusal: udevd dropped the card's database
+    entry and links at the synthetic remove, and a compositor that let go of it may
+    take it again. A card whose file refuses the write (it went away meanwhile) is
+    logged; the wait that follows says whether the card was let go.
     """
     for card in release.cards:
         try:
-            writer.write(paths.drm_card_uevent(card), "remove", release.address)
+            writer.write(paths.drm_card_uevent(card), action, release.address)
         except HostWriteError as err:
-            log.warning("%s: could not announce the removal of %s: %s", release.address,
-                        card, err)
+            log.warning("%s: could not announce %s of %s: %s", release.address,
+                        "the removal" if action == "remove" else f"'{action}'", card, err)
 
 
 def wait_released(inventory: Inventory, release: Release, timeout: float) -> list[Process]:
@@ -124,5 +127,9 @@ def hand_over(inventory: Inventory, writer: Writer, releases: list[Release],
     for release in releases:
         still = wait_released(inventory, release, max(deadline - time.monotonic(), 0.0))
         if still:
+            # The cards stay on the host: say they are there after all (udev and the
+            # desktop took the remove at its word).
+            for taken_back in releases:
+                ask_to_release(writer, taken_back, "add")
             raise refusal(release, still, timeout)
         log.info("%s: the desktop released %s", release.address, ", ".join(release.cards))
