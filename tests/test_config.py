@@ -104,11 +104,13 @@ def test_load_config_reads_the_file_and_remembers_its_path(tmp_path: Path) -> No
 def test_shipped_example_is_valid_as_is_and_once_uncommented() -> None:
     text = (REPO / "etc" / "vfiod.toml").read_text()
     assert parse_config(text).devices == []
-    uncommented = "\n".join(re.sub(r"^# ?", "", line) if re.match(r"^# (\[\[|\w+ = )", line)
+    uncommented = "\n".join(re.sub(r"^# ?", "", line)
+                            if re.match(r"^# (\[\[|\[\w+\]|\w+ = )", line)
                             else line for line in text.splitlines())
     config = parse_config(uncommented)
     assert [e.name for e in config.devices] == ["gpu", "usb", "audio", "ssata"]
     assert config.devices[0].match == "10de:1b06@0000:06:00.0"
+    assert config.handover_timeout == 10.0
 
 
 # -- what it refuses, and where it points ------------------------------------------------

@@ -273,3 +273,8 @@ def test_detail_shows_the_health_record_with_the_newest_guest_run_first() -> Non
 def test_a_quarantined_device_says_so_in_the_table_notes() -> None:
     dev = dataclasses.replace(gpu(), quarantined=True, quarantine_reason="why")
     assert "quarantined (vfioctl reset --clear)" in output.notes_of(dev)
+def test_a_device_the_desktop_is_releasing_says_so_in_its_notes() -> None:
+    dev = gpu()
+    dev.update({"Releasing": True, "State": "busy"})
+    assert "being released by the desktop" in output.notes_of(dev)
+    assert "being released" not in output.notes_of(gpu())

@@ -41,6 +41,12 @@ MAX_CONFIG_BYTES = 1 << 20
 #: tomllib recurses once per level (RecursionError at about 1,000); a real file has 2.
 MAX_NESTING = 32
 
+#: Seconds a forced bind waits for the desktop to let go of a GPU (``[handover] timeout``),
+#: by default and at most.
+DEFAULT_HANDOVER_TIMEOUT = 10.0
+MAX_HANDOVER_TIMEOUT = 120.0
+HANDOVER_KEYS = ("timeout",)
+
 Boot = Literal["vfio", "host"]
 OnRelease = Literal["keep", "reset", "host"]
 
@@ -167,6 +173,9 @@ class Config(BaseModel):
     #: ``[daemon] quarantine_after``: failed resets in a row after which Bind refuses a
     #: device until the user clears it (0: never).
     quarantine_after: int = DEFAULT_QUARANTINE_AFTER
+    #: ``[handover] timeout``: seconds a forced bind of a GPU the desktop holds waits
+    #: for it to let go (after the card's ``remove`` uevent).
+    handover_timeout: float = DEFAULT_HANDOVER_TIMEOUT
 
     def line_of(self, index: int, key: str = "") -> int | None:
         """The line of entry *index*'s *key* (its table's line without one), or None."""
@@ -298,11 +307,12 @@ def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
     locator = _Locator(text)
 
     for key in data:
-        if key not in ("device", "daemon"):
+        if key not in ("device", "daemon", "handover"):
             raise ConfigError(filename, locator.top_level_key(key), key,
-                              "unknown key (the file holds [daemon] and [[device]] "
-                              "tables only)")
+                              "unknown key (the file holds [daemon], [handover] and "
+                              "[[device]] tables only)")
     daemon = _daemon_settings(data.get("daemon", {}), filename, locator)
+    handover_timeout = _handover_timeout(data.get("handover", {}), filename, locator)
     tables = data.get("device", [])
     if not isinstance(tables, list):
         raise ConfigError(filename, locator.top_level_key("device"), "device",
@@ -322,7 +332,8 @@ def parse_config(text: str, filename: str = DEFAULT_CONFIG_PATH) -> Config:
         if (header := locator.table(index)) is not None:
             where[""] = header
         lines.append(where)
-    return Config(devices=entries, path=filename, lines=tuple(lines), **daemon)
+    return Config(devices=entries, path=filename, lines=tuple(lines),
+                  handover_timeout=handover_timeout, **daemon)
 
 
 def _daemon_settings(table: object, filename: str, locator: _Locator) -> dict[str, Any]:
@@ -340,6 +351,24 @@ def _daemon_settings(table: object, filename: str, locator: _Locator) -> dict[st
                               f"must be a whole number from 0 (never) to "
                               f"{MAX_QUARANTINE_AFTER}, not {str(value)[:40]!r}")
     return dict(table)
+
+
+def _handover_timeout(table: Any, filename: str, locator: _Locator) -> float:
+    """The ``[handover]`` table's timeout in seconds (the default when absent)."""
+    if not isinstance(table, dict):
+        raise ConfigError(filename, locator.top_level_key("handover"), "handover",
+                          "must be a table: write it as [handover]")
+    for key in table:
+        if key not in HANDOVER_KEYS:
+            raise ConfigError(filename, locator.top_level_key("handover"), f"handover.{key}",
+                              f"unknown key (expected one of: {', '.join(HANDOVER_KEYS)})")
+    value = table.get("timeout", DEFAULT_HANDOVER_TIMEOUT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value <= MAX_HANDOVER_TIMEOUT:
+        raise ConfigError(filename, locator.top_level_key("handover"), "handover.timeout",
+                          f"{value!r} is not a number of seconds from 0 to "
+                          f"{MAX_HANDOVER_TIMEOUT:g}")
+    return float(value)
 
 
 def _line_nested_too_deep(text: str) -> int | None:

@@ -21,6 +21,14 @@ from vfiod.host.base import Host, Process
 from vfiod.model import PciDevice
 
 
+#: What force does about a soft usage, by Usage.kind: the refusal says it.
+FORCE_HINTS = {
+    "": "use force to override",
+    "display": "use force to hand it over: vfiod asks the desktop to release the card "
+               "and waits for it to close it, then binds",
+}
+
+
 @dataclass(frozen=True)
 class Usage:
     """One reason a device is in use by the host."""
@@ -28,6 +36,9 @@ class Usage:
     address: str
     reason: str
     hard: bool
+    #: "display" when processes hold the device's DRM nodes (a desktop): force then
+    #: hands it over politely (vfiod.engine.handover).
+    kind: str = ""
 
     def __str__(self) -> str:
         return f"{self.address}: {self.reason}"
@@ -99,7 +110,7 @@ def find_usages(host: Host, devices: Iterable[PciDevice],
                                       probe=probe):
             (hard if finding.hard else soft).append(Usage(a, finding.reason, finding.hard))
         for path, proc in _held(holders, nodes[a]["drm"]):
-            soft.append(Usage(a, f"{path} is held open by {proc}", False))
+            soft.append(Usage(a, f"{path} is held open by {proc}", False, "display"))
         if dev.boot_vga and console_on_fb:
             soft.append(Usage(a, "it is the boot VGA and the framebuffer console is on it",
                               False))
@@ -131,4 +142,4 @@ def check_usages(host: Host, devices: Iterable[PciDevice], *, force: bool, actio
                         "the host needs it (force does not override this)", hard=True)
         if not force:
             raise InUse(f"{usage.address}: refusing to {action}: {usage.reason} "
-                        "(use force to override)")
+                        f"({FORCE_HINTS.get(usage.kind, FORCE_HINTS[''])})")

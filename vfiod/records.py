@@ -56,6 +56,9 @@ class DeviceStatus(BaseModel):
     guest_runs: list[tuple[int, int, str]] = []
     quarantined: bool = False  # Bind refuses it until ``vfioctl reset --clear``
     quarantine_reason: str = ""  # why, with its history and how to lift it
+    #: The host's desktop is being asked to let go of it (a forced bind of a GPU it
+    #: holds waits for it to close its DRM nodes).
+    releasing: bool = False
 
     @field_validator("name", "driver", "host_driver", "holder", "error", "used_by",
                      "last_reset_method", "quarantine_reason")

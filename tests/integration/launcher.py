@@ -12,7 +12,12 @@ opener that opens the simulated host as vfiod would, then arms it.
                            "crash_after": 3,
                            "reset_outcome": [["0000:06:00.0", "flr", "enotty"]],
                            "kill_device": ["0000:09:00.0"],
-                           "uevent_queue_limit": 16}'
+                           "uevent_queue_limit": 16,
+                           "desktop_releases_on_remove": true}'
+
+``desktop_releases_on_remove`` replaces the profile's desktop session (Xorg, which
+ignores a ``remove`` uevent of its card) by one that honours it, as KWin does: a holder
+of the same nodes named ``kwin_wayland`` that closes them at the remove uevent.
 
 ``crash_after``/``crash_before`` make the simulated kernel raise SimulatedCrash around
 the n-th write; the launcher's hook turns that into ``os._exit(EXIT_KILLED)`` on the
@@ -85,6 +90,7 @@ class Knobs(BaseModel):
     kill_device: list[str] = []
     #: The daemon's uevent queue holds this many events before it loses some (ENOBUFS).
     uevent_queue_limit: int | None = None
+    desktop_releases_on_remove: bool = False
 
 
 def knobs_from_env(environ: Mapping[str, str] = os.environ) -> Knobs:
@@ -115,6 +121,11 @@ def arm(sim: SimHost, knobs: Knobs) -> None:
     if knobs.uevent_queue_limit is not None:
         sim._hub.open = functools.partial(sim._hub.open,  # type: ignore[method-assign]
                                           limit=knobs.uevent_queue_limit)
+    session = sim.machine.desktop
+    if knobs.desktop_releases_on_remove and sim.desktop is not None and session is not None:
+        sim.desktop.close()
+        sim.desktop = sim.spawn_holder(list(session.paths), comm="kwin_wayland",
+                                       release_on_remove=True)
 
 
 def die_at_simulated_crash(sim: SimHost) -> None:

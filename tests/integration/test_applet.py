@@ -185,3 +185,25 @@ def test_a_notification_kind_turned_off_in_the_config_is_not_sent(
                         "the 'came back' notification")
             assert not [s for s in shown if "is in a guest" in s[0]]
     asyncio.run(scenario())
+
+
+def test_a_forced_bind_of_the_desktop_gpu_notifies_who_holds_it_and_shows_it_releasing(
+        make_vfiod: Callable[..., Vfiod], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = make_vfiod(config=CONFIG + "\n[handover]\ntimeout = 3\n").start()
+        xorg = daemon.status()["0000:05:00.0"]["holder"]
+        async with desk(daemon, tmp_path) as here:
+            shown = here.tray.notifications.shown
+            bind = asyncio.create_task(asyncio.to_thread(
+                daemon.call, "Bind", "sa{sv}", "05:00.0", "1", "force", "b", "true"))
+            await here.menu_shows("(05:00.0): being released by the desktop")
+            notice = await until(lambda: [s for s in shown if "handed to vfio-pci" in s[0]],
+                                 10, "the 'being handed over' notification")
+            assert notice[0][0] == ("NVIDIA Corporation GP102 [GeForce GTX 1080 Ti] "
+                                    "(0000:05:00.0) is being handed to vfio-pci")
+            assert f"Held by {xorg}: they have 3 s to close it" in notice[0][1]
+            refused = await bind
+            assert refused.returncode != 0 and "still held by" in refused.stderr
+            labels_after = await here.menu_labels()
+            assert not any("05:00.0" in label for label in labels_after)
+    asyncio.run(scenario())

@@ -20,6 +20,7 @@ from vfiod.applet.model import in_trouble
 from vfiod.contract import BUS_NAME, DEVICE_INTERFACE, MANAGER_PATH, address_from_path
 from vfiod.ctl.devices import DeviceProperties, unwrap
 from vfiod.ctl.monitor import MATCH_RULES
+from vfiod.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,22 @@ DBUS_NAME = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 PROPERTIES = "org.freedesktop.DBus.Properties"
+#: vfiod's Releasing signal (a forced Bind asks the desktop to let go of a GPU): the
+#: applet's own subscription beside the ones it shares with `vfioctl monitor`.
+RELEASING_RULE = (f"type='signal',sender='{BUS_NAME}',interface='org.vfiod1.Manager',"
+                  "member='Releasing'")
 
 
 @dataclass(frozen=True)
 class Transition:
     """A change a user may want to hear about: ``kind`` is a notification kind."""
 
-    kind: str  # "guest_took", "device_back" or "device_error"
+    kind: str  # "guest_took", "device_back", "device_error" or "releasing"
     device: DeviceProperties
     detail: str = ""
+    #: For "releasing": the programs that hold the card, and how long they have.
+    holders: tuple[str, ...] = ()
+    timeout_ms: int = 0
 
 
 def transitions(before: DeviceProperties, after: DeviceProperties) -> list[Transition]:
@@ -69,7 +77,7 @@ class VfiodFollower:
     async def start(self) -> None:
         """Subscribe, then read the devices: no change falls between the two."""
         self.bus.add_message_handler(self._handle)
-        for rule in MATCH_RULES:
+        for rule in (*MATCH_RULES, RELEASING_RULE):
             await self._dbus("AddMatch", "s", [rule])
         reply = await self._dbus("NameHasOwner", "s", [BUS_NAME])
         if reply.body and reply.body[0]:
@@ -128,6 +136,8 @@ class VfiodFollower:
         elif iface == "org.vfiod1.Manager" and member == "DeviceChanged":
             address, state, driver = msg.body[:3]
             self._update(address, {"State": state, "Driver": driver})
+        elif iface == "org.vfiod1.Manager" and member == "Releasing":
+            self._releasing(msg)
         elif iface == PROPERTIES and member == "PropertiesChanged":
             address = address_from_path(msg.path)
             if address is not None and msg.body[0] == DEVICE_INTERFACE:
@@ -152,6 +162,18 @@ class VfiodFollower:
                                      "reset_methods": list(dev.reset_methods)})
         if dev.update(changed):
             self._on_change(transitions(before, dev))
+
+    def _releasing(self, msg: Message) -> None:
+        """Releasing(s device, as holders, u timeout_ms): tell the user who must let go."""
+        if msg.signature != "sasu":
+            return  # not what vfiod sends
+        address, holders, timeout_ms = msg.body
+        dev = self.devices.get(address)
+        if dev is None:
+            return
+        shown = tuple(printable(str(h)) for h in holders)
+        self._on_change([Transition("releasing", dev, ", ".join(shown), shown,
+                                    int(timeout_ms))])
 
     def _owner_changed(self, new_owner: str) -> None:
         self._generation += 1

@@ -50,6 +50,12 @@ def quarantined(dev: DeviceProperties) -> bool:
     return dev.quarantined
 
 
+def releasing(dev: DeviceProperties) -> bool:
+    """True while a forced Bind waits for the host's desktop to let go of the device
+    (its Releasing property)."""
+    return dev.releasing
+
+
 def in_trouble(dev: DeviceProperties) -> bool:
     """In error, unhealthy or quarantined."""
     return dev.state == "error" or not dev.healthy or quarantined(dev)
@@ -60,7 +66,8 @@ def shown_devices(devices: Mapping[str, DeviceProperties]) -> list[DevicePropert
     every one in trouble, by address. (A host process holding a device, such as Xorg
     the desktop's GPU, does not make it a guest's.)"""
     return [dev for _, dev in sorted(devices.items())
-            if config_name(dev) or dev.state == "guest" or in_trouble(dev)]
+            if config_name(dev) or dev.state == "guest" or in_trouble(dev)
+            or releasing(dev)]
 
 
 def choose_look(devices: Mapping[str, DeviceProperties], running: bool) -> Look:
@@ -84,6 +91,8 @@ def device_title(dev: DeviceProperties) -> str:
 
 def state_words(dev: DeviceProperties) -> str:
     """The state in a few words a user reads."""
+    if releasing(dev):
+        return "being released by the desktop"
     if dev.state == "host":
         return f"on the host ({dev.driver})" if dev.driver else "on the host"
     return {"vfio": "on vfio-pci, free", "guest": "in a guest", "unbound": "no driver",
@@ -120,6 +129,10 @@ def device_entry(dev: DeviceProperties, pending: Collection[str] = ()) -> MenuEn
             MenuEntry(f"{dev.address}/holder", f"Holder: {dev.holder or 'none'}",
                       enabled=False),
             MenuEntry(f"{dev.address}/health", health_words(dev), enabled=False)]
+    if releasing(dev):
+        info.append(MenuEntry(f"{dev.address}/releasing",
+                              "Releasing: waiting for the desktop to close the card…",
+                              enabled=False))
     if running:
         info.append(MenuEntry(f"{dev.address}/pending", "An operation is running…",
                               enabled=False))

@@ -48,6 +48,13 @@ def notice_for(transition: Transition) -> Notice:
     if transition.kind == "guest_took":
         return Notice("guest_took", f"{name} is in a guest",
                       f"Held by {transition.detail or 'a guest'}.")
+    if transition.kind == "releasing":
+        programs = ", ".join(transition.holders) or "programs of this desktop"
+        seconds = f"{transition.timeout_ms / 1000:g}"
+        return Notice("releasing", f"{name} is being handed to vfio-pci",
+                      f"vfiod asked the desktop to release the card. Held by {programs}: "
+                      f"they have {seconds} s to close it, or the bind is refused.",
+                      icon="dialog-warning", urgency=2)
     if transition.kind == "device_back":
         where = f"on {dev.driver}" if dev.driver else dev.state
         return Notice("device_back", f"{name} came back",

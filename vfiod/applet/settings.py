@@ -6,6 +6,7 @@ guest_took = true        # a guest took a device
 device_back = true       # a device came back from its guest
 device_error = true      # a reset failed, a device is in error or quarantined
 operation_finished = true  # an operation started from the applet finished
+releasing = true         # a forced Bind asks the desktop to let go of a GPU it uses
 ```
 A missing file means every kind is on; a bad one is reported and ignored.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 #: The kinds of notification, in the order the config file documents them.
 NOTIFICATION_KINDS: tuple[str, ...] = (
-    "guest_took", "device_back", "device_error", "operation_finished")
+    "guest_took", "device_back", "device_error", "operation_finished", "releasing")
 
 
 class SettingsError(ValueError):

@@ -43,6 +43,7 @@ PROPERTY_FIELDS: dict[str, str] = {
     "GuestRuns": "guest_runs",
     "Quarantined": "quarantined",
     "QuarantineReason": "quarantine_reason",
+    "Releasing": "releasing",
 }
 
 @dataclass
@@ -76,6 +77,7 @@ class DeviceProperties:
     guest_runs: list[tuple[int, int, str]] = field(default_factory=list)
     quarantined: bool = False
     quarantine_reason: str = ""
+    releasing: bool = False  # a forced Bind waits for the desktop to let go of it
     #: Properties the daemon exports beyond the known ones (shown in detail views).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 

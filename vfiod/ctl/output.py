@@ -33,6 +33,8 @@ def notes_of(dev: DeviceProperties) -> str:
         notes.append("boot VGA")
     if dev.used_by:
         notes.append(f"host: {dev.used_by}")
+    if dev.releasing:
+        notes.append("being released by the desktop")
     if not dev.healthy:
         notes.append("unhealthy")
     if dev.quarantined:

@@ -94,7 +94,8 @@ def build_parser() -> CtlArgumentParser:
                       help="move only DEVICE, not the rest of its IOMMU group")
     bind.add_argument("--force", action="store_true",
                       help="override the soft in-use guards (a display, sound or network "
-                           "device the host uses); never a mounted disk or active swap")
+                           "device the host uses); never a mounted disk or active swap. "
+                           "A GPU the desktop holds is asked to release its card first")
 
     unbind = sub.add_parser("unbind", help="return a device (and its group) to its host "
                                            "driver",

@@ -25,11 +25,11 @@ from dbus_fast import BusType, NameFlag, RequestNameReply
 from vfiod.config import Config, ConfigError, load_config
 from vfiod.daemon import gc_freeze
 from vfiod.daemon.auth import Authorizer
-from vfiod.contract import BUS_NAME, MANAGER_PATH
+from vfiod.contract import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
 from vfiod.daemon.bus import ObjectManagerBus
 from vfiod.daemon.log import fields, log
 from vfiod.daemon.notify import Notifier, status_line
-from vfiod.daemon.service import DeviceInterface, ManagerInterface
+from vfiod.daemon.service import RELEASING_SIGNATURE, DeviceInterface, ManagerInterface
 from vfiod.daemon.view import DeviceView, Snapshot
 from vfiod.daemon.watch import Changes, HolderWatcher, UeventWatcher
 from vfiod.engine import Engine
@@ -263,6 +263,8 @@ class Daemon:
                  " (this function only)", " (forced)" if force else "", extra=extra)
         began = time.monotonic()
         try:
+            if op == "bind" and force:
+                await self._hand_over(address, group)
             result = await loop.run_in_executor(
                 self.executor, functools.partial(self.engine.run, op, address, group=group,
                                                  force=force))
@@ -276,6 +278,36 @@ class Daemon:
         shown = result if isinstance(result, str) else ", ".join(result) or "nothing to move"
         log.info("%s %s: done in %.2f s: %s", op, address, took, shown, extra=extra)
         return result
+
+    async def _hand_over(self, address: str, group: bool) -> None:
+        """Before a forced bind: when the host's desktop holds a GPU of it, say so on the
+        bus (signal Releasing, property Releasing), ask the desktop to let go (a remove
+        uevent of the card) and wait up to the config's timeout; InUse naming who
+        still holds it then. (A job's phase "waiting for the desktop to release".)"""
+        loop = asyncio.get_running_loop()
+        releases = await loop.run_in_executor(
+            self.executor, functools.partial(self.engine.releases, address, group))
+        if not releases:
+            return
+        timeout = self.engine.handover_timeout
+        addresses = [r.address for r in releases]
+        await asyncio.to_thread(self.engine.mark_releasing, addresses)
+        await self.republish(addresses)
+        assert self.bus is not None and self.view is not None
+        for release in releases:
+            log.info("%s: asking the desktop to release it: held by %s; waiting up to %g s",
+                     release.address, ", ".join(release.holder_names), timeout,
+                     extra=fields(release.address, "bind"))
+            self.bus.send_signal(MANAGER_PATH, MANAGER_INTERFACE, "Releasing",
+                                 RELEASING_SIGNATURE,
+                                 [release.address, release.holder_names,
+                                  round(timeout * 1000)])
+        try:
+            await loop.run_in_executor(
+                self.executor, functools.partial(self.engine.hand_over, releases, timeout))
+        finally:
+            await asyncio.to_thread(self.engine.clear_releasing, addresses)
+            await self.republish(addresses)
 
     def _finished_in_background(self, addresses: list[str]) -> None:
         """A stalled operation finished when the kernel returned: publish its outcome."""

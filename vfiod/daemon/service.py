@@ -53,6 +53,9 @@ class Operations(Protocol):
         """Lift a device's quarantine; True when it was quarantined."""
 
 FAILED = "org.vfiod1.Error.Failed"
+#: Manager signal Releasing(s device, as holders, u timeout_ms): before a forced Bind
+#: asks the host's desktop to let go of a GPU it holds.
+RELEASING_SIGNATURE = "sasu"
 EMITS_CHANGED = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 DEVICE_CHANGED_SIGNATURE = "sss"
 
@@ -164,7 +167,8 @@ class ManagerInterface(_DescribedInterface):
     """org.vfiod1.Manager: operations by device argument, Status, Reload, DeviceChanged."""
 
     arg_names = {"Bind": ("moved",), "Unbind": ("moved",), "Reset": ("method",),
-                 "Status": ("devices",), "DeviceChanged": ("address", "state", "driver")}
+                 "Status": ("devices",), "DeviceChanged": ("address", "state", "driver"),
+                 "Releasing": ("device", "holders", "timeout_ms")}
     const_properties = frozenset({"Version", "IommuEnabled", "Simulated"})
 
     def __init__(self, daemon: Operations) -> None:
@@ -211,6 +215,13 @@ class ManagerInterface(_DescribedInterface):
         # Declares the signal; DeviceView sends it with ObjectManagerBus.send_signal,
         # which skips dbus-fast's search of every exported path for this object's.
         return [address, state, driver]
+
+    @dbus_signal(name="Releasing")
+    def releasing(self, device: str, holders: list[str], timeout_ms: int) -> Annotated[
+            list[Any], DBusSignature(RELEASING_SIGNATURE)]:
+        # Declared here; the daemon sends it with ObjectManagerBus.send_signal, as
+        # DeviceChanged: a forced Bind is about to ask the desktop to let go of a GPU.
+        return [device, holders, timeout_ms]
 
     def property_values(self) -> dict[str, Any]:
         """Version, IommuEnabled and Simulated (what the getters below return)."""
@@ -259,6 +270,7 @@ _DEVICE_PROPERTIES: dict[str, Callable[[DeviceStatus], Any]] = {
     "GuestRuns": lambda s: [list(run) for run in s.guest_runs],
     "Quarantined": lambda s: s.quarantined,
     "QuarantineReason": lambda s: s.quarantine_reason,
+    "Releasing": lambda s: s.releasing,
 }
 
 
@@ -403,6 +415,10 @@ class DeviceInterface(_DescribedInterface):
     @dbus_property(name="UsedBy", access=PropertyAccess.READ)
     def used_by(self) -> Str:
         return self._values["UsedBy"]
+
+    @dbus_property(name="Releasing", access=PropertyAccess.READ)
+    def releasing(self) -> Annotated[bool, DBusSignature("b")]:
+        return self._values["Releasing"]
 
     @dbus_property(name="ConfigName", access=PropertyAccess.READ)
     def config_name(self) -> Str:

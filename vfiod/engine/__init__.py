@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING
 
 from vfiod.address import check_device_argument, is_address
 from vfiod.config import (
+    DEFAULT_HANDOVER_TIMEOUT,
     DEFAULT_QUARANTINE_AFTER,
     boot_conflicts,
     check_boot_groups,
     resolve_name,
 )
 from vfiod.device_records import DeviceRecords, Holding, ResetResult, outcome_of, summary
+from vfiod.engine.handover import Release, hand_over, releases_for_bind
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.reset import Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
@@ -59,6 +61,7 @@ class Engine:
         self.config = config
         self.inventory = Inventory(host, self.journal)
         writer = Writer(host, write_timeout)
+        self.writer = writer
         self.transactions = Transactions(self.inventory, self.journal, writer)
         self.resetter = Resetter(self.inventory, writer)
         #: Each device's resets, guest runs and quarantine (not bound to the boot).
@@ -260,6 +263,32 @@ class Engine:
         if op == "reset":
             keys.update(self.group_key(a) for a in self.resetter.bus_mates(address))
         return sorted(keys, key=lock_order)
+
+    # -- handing a GPU over from the host's desktop -----------------------------------------
+    @property
+    def handover_timeout(self) -> float:
+        """Seconds a forced bind waits for the desktop to let go of a GPU (the config's
+        ``[handover] timeout``)."""
+        return self.config.handover_timeout if self.config is not None \
+            else DEFAULT_HANDOVER_TIMEOUT
+
+    def releases(self, address: str, group: bool = True) -> list[Release]:
+        """The GPUs a forced bind of *address* (resolved) would take from processes of
+        the host (the desktop), with who holds them; InUse for a hard guard."""
+        return releases_for_bind(self.inventory, address, group)
+
+    def hand_over(self, releases: list[Release], timeout: float) -> None:
+        """Ask the desktop to let go of these GPUs (a ``remove`` uevent of each card) and
+        wait up to *timeout* seconds; InUse naming who still holds one."""
+        hand_over(self.inventory, self.writer, releases, timeout)
+
+    def mark_releasing(self, addresses: Iterable[str]) -> None:
+        """Show these devices as being released by the desktop (property Releasing)."""
+        self.inventory.mark_releasing(addresses)
+
+    def clear_releasing(self, addresses: Iterable[str]) -> None:
+        """The desktop's release of these devices is over (either way)."""
+        self.inventory.clear_releasing(addresses)
 
     # -- what the host has ------------------------------------------------------------
     def rescan(self) -> None:

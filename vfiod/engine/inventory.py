@@ -37,6 +37,8 @@ class Inventory:
         self._devices: dict[str, PciDevice] = {}
         self._scanned = False
         self._busy: set[str] = set()
+        # Functions whose DRM cards the host's desktop is being asked to let go of.
+        self._releasing: set[str] = set()
         self._errors: dict[str, str] = {}
         self._group_holders: dict[int, list[Process]] = {}
         self._host_holders: dict[str, list[Process]] = {}
@@ -365,6 +367,16 @@ class Inventory:
         with self._lock:
             self._busy.difference_update(addresses)
 
+    def mark_releasing(self, addresses: Iterable[str]) -> None:
+        """The host's desktop is being asked to let go of these devices."""
+        with self._lock:
+            self._releasing.update(addresses)
+
+    def clear_releasing(self, addresses: Iterable[str]) -> None:
+        """The desktop let go of these devices, or did not in time."""
+        with self._lock:
+            self._releasing.difference_update(addresses)
+
     def stall(self, addresses: Iterable[str], reason: str, *, readable: bool = False) -> None:
         """A write to these functions is still in the kernel: show them busy with
         *reason*, refuse operations on them until unstall(), and read nothing of them
@@ -437,6 +449,7 @@ class Inventory:
         with self._lock:
             stalled = self._stalled.get(dev.address)
             busy = dev.address in self._busy or stalled is not None
+            releasing = dev.address in self._releasing
             error = stalled or self._errors.get(dev.address, "")
             used_by = self._used_by.get(dev.address, "") if not dev.on_vfio else ""
             if dev.on_vfio and dev.iommu_group is not None:
@@ -465,4 +478,4 @@ class Inventory:
             holder_pid=holders[0].pid if holders else 0,
             reset_methods=list(dev.reset_methods), healthy=dev.healthy,
             boot_vga=dev.boot_vga, is_bridge=dev.is_bridge, error=error,
-            used_by=used_by)
+            used_by=used_by, releasing=releasing)

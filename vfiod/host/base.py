@@ -24,6 +24,7 @@ from pathlib import Path
 from vfiod.errors import HostWriteError, HostWriteTimeout
 from vfiod.host import paths
 from vfiod.host import paths as _paths  # holders() has a parameter called paths
+from vfiod.host.closing import CloseWatch, wait_until_closed
 from vfiod.host.holders import HolderEventSource
 from vfiod.host.modules import ModuleIndex
 from vfiod.printable import printable
@@ -357,6 +358,29 @@ class Host(abc.ABC):
                     if not any(proc.pid == pid for proc in lst):
                         lst.append(self.process(pid))
         return found
+
+    def wait_closed(self, nodes: Iterable[str], timeout: float) -> dict[str, list[Process]]:
+        """Wait until no process holds any of these host paths open, at most *timeout*
+        seconds; return who still holds them then (empty: all closed).
+
+        Woken by the closes themselves (inotify on the nodes' folders) and by the
+        holders' exits (pidfds), not by polling; /proc is scanned after each.
+        """
+        nodes = list(nodes)
+        folders = [os.path.dirname(self.real_path(n)) for n in nodes]
+        watch = CloseWatch(folders)  # first: a close after the first scan still wakes us
+        found: dict[str, list[Process]] = {}
+
+        def scan() -> dict[str, list[int]]:
+            found.clear()
+            found.update({n: procs for n, procs in self.holders(nodes).items() if procs})
+            return {n: [p.pid for p in procs] for n, procs in found.items()}
+
+        try:
+            left = wait_until_closed(watch, scan, timeout)
+        finally:
+            watch.close()
+        return {n: found[n] for n in left}
 
     def holders_under(self, prefix: str) -> dict[str, list[Process]]:
         """Open files below a host directory (``/dev/vfio``), by host path."""

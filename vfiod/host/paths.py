@@ -115,6 +115,13 @@ def drm_node(name: str) -> str:
     return f"{DEV}/dri/{name}"
 
 
+def drm_card_uevent(card: str) -> str:
+    """A DRM card's ``uevent`` file (``/sys/class/drm/card0/uevent``): writing ``remove``
+    makes the kernel send a synthetic remove uevent of the card (the card stays), which
+    tells a compositor that honours it to let go of the card."""
+    return f"{SYSFS}/class/drm/{card}/uevent"
+
+
 def nvidia_node(minor: int) -> str:
     """The proprietary NVIDIA driver's node for one GPU."""
     return f"{DEV}/nvidia{minor}"

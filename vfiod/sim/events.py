@@ -4,6 +4,10 @@ Each source has its own queue and a pipe whose read end is its ``fileno()``: a b
 written when the queue goes from empty to non-empty, so an asyncio reader wakes once per
 batch. Like a netlink socket, a source that falls behind by more than ``QUEUE_LIMIT``
 events loses the newest ones and its next ``receive()`` raises ``OSError(ENOBUFS)``.
+
+Processes outside the one that runs the simulated kernel (a simulated compositor, a
+test) receive the same events through vfiod.sim.uevent_stream, as a process on a real
+host opens a netlink socket.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 from collections import deque
 
 from vfiod.host.base import EventSource, UEvent
+from vfiod.sim.uevent_stream import EXTERNAL_DIR, send_to_listeners
 
 QUEUE_LIMIT = 10_000
 
@@ -81,10 +86,12 @@ class SimEventSource(EventSource):
 class EventHub:
     """Fans the kernel's uevents out to every open source and numbers them."""
 
-    def __init__(self, seqnum: int = 0) -> None:
+    def __init__(self, seqnum: int = 0, root: str | os.PathLike[str] | None = None) -> None:
         self._sources: list[SimEventSource] = []
         self._lock = threading.Lock()
         self.seqnum = seqnum
+        #: The FIFOs of external listeners are here (None: no external listeners).
+        self._external = os.path.join(root, EXTERNAL_DIR) if root is not None else None
 
     def open(self, limit: int = QUEUE_LIMIT) -> SimEventSource:
         """A new source receiving every event from now on; one that falls *limit*
@@ -121,7 +128,13 @@ class EventHub:
             # Pushed under the lock so that every source sees events in SEQNUM order.
             for source in self._sources:
                 source.push(event)
+            if self._external is not None:
+                self._send_external(event)
         return event
+
+    def _send_external(self, event: UEvent) -> None:
+        """Write one event to every external listener's FIFO, never blocking."""
+        send_to_listeners(self._external, event.properties)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Close every source still open."""
@@ -129,3 +142,4 @@ class EventHub:
             sources = list(self._sources)
         for source in sources:
             source.close()
+

@@ -12,6 +12,12 @@ fd VFIO_GROUP_GET_DEVICE_FD gives: a stand-in outside /dev that no /proc scan of
 paths finds, like the anonymous inode of a real device fd. Either makes the simulated
 kernel block an ``unbind`` of that device until the holder lets go.
 
+``release_on_remove`` makes a compositor that honours the kernel's ``remove`` uevent
+(KWin does): the holder listens to the simulated kernel's uevents
+(vfiod.sim.uevent_stream) and, when one says ``remove`` for a node it holds (a DRM card
+whose ``uevent`` file got ``remove``), closes every file it holds and goes on running,
+holding nothing. Without it the holder ignores uevents, as Xorg does for its card.
+
 A group is exclusive, as on the real kernel: a second open of ``/dev/vfio/N`` fails
 EBUSY while another process holds the group node, a device fd of one of its devices
 (also after closing the group fd: ``paths=[]`` with ``device_fds``), or a device's
@@ -118,8 +124,12 @@ class Holder:
 
 
 def spawn_holder(root: str | os.PathLike[str], paths: Sequence[str],
-                 comm: str = "qemu-system-x86", device_fds: Sequence[str] = ()) -> Holder:
+                 comm: str = "qemu-system-x86", device_fds: Sequence[str] = (),
+                 release_on_remove: bool = False) -> Holder:
     """Start a process that holds *paths* (host paths under *root*) open.
+
+    *release_on_remove*: it closes everything when a ``remove`` uevent names one of
+    *paths* (its DEVNAME), as a compositor lets go of a card that is going.
 
     Raises OSError with the child's errno when a path cannot be opened (for a device
     fd: ENODEV when the device is not on vfio-pci).
@@ -133,7 +143,8 @@ def spawn_holder(root: str | os.PathLike[str], paths: Sequence[str],
     # -S: the holder needs only the standard library and this package (on PYTHONPATH);
     # skipping site-packages halves its start-up.
     argv = [sys.executable, "-S", "-m", "vfiod.sim.holder", os.fspath(root), comm,
-            str(write_fd), ",".join(device_fds), *paths]
+            str(write_fd), ",".join(device_fds), "release" if release_on_remove else "keep",
+            *paths]
     try:
         proc = subprocess.Popen(argv, pass_fds=(write_fd,), env=env, stdin=subprocess.DEVNULL)
     finally:
@@ -191,9 +202,11 @@ def _device_node(root: str, address: str, via_group: bool = False) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """The holder process: open everything, say ready, then sleep until told to stop.
 
-    Arguments: ROOT COMM READY_FD DEVICE_FD_ADDRESSES(comma-separated) PATH...
+    Arguments: ROOT COMM READY_FD DEVICE_FD_ADDRESSES(comma-separated) ON_REMOVE PATH...
+    with ON_REMOVE ``release`` (close everything at a ``remove`` uevent of a held node)
+    or ``keep``.
     """
-    root, comm, ready, device_fds, *paths = sys.argv[1:] if argv is None else argv
+    root, comm, ready, device_fds, on_remove, *paths = sys.argv[1:] if argv is None else argv
     ready_fd = int(ready)
     parent = os.getppid()
     held: list[int] = []
@@ -203,9 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if group is not None and group not in locks:
             locks[group] = lock_group(root, group)
 
+    listener = None
     try:
         with open("/proc/self/comm", "w") as f:
             f.write(comm[:15])
+        if on_remove == "release":
+            from vfiod.sim.uevent_stream import UeventListener
+
+            listener = UeventListener(root)  # before "ok": no event can be missed
         for path in paths:
             real = os.path.join(root, path.lstrip("/"))
             if os.path.exists(real):  # a missing node is ENOENT below, as on the kernel
@@ -224,7 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Like a guest of a daemon that died: do not outlive whoever started us.
     while os.getppid() == parent:
-        time.sleep(PARENT_POLL)
+        if listener is None:
+            time.sleep(PARENT_POLL)
+            continue
+        for event in listener.receive(PARENT_POLL):
+            if event.get("ACTION") == "remove" and event.get("DEVNAME") in paths:
+                # The card is going: let go of it all, as KWin drops a removed GPU.
+                for fd in held + list(locks.values()):
+                    os.close(fd)
+                held.clear()
+                locks.clear()
     return 0
 
 

@@ -15,6 +15,7 @@ from types import TracebackType
 from vfiod.errors import HostWriteError
 from vfiod.host.base import Host, canonical
 from vfiod.sim.events import EventHub, SimEventSource
+from vfiod.sim.uevent_stream import EXTERNAL_DIR
 from vfiod.sim.faults import Faults, SimulatedCrash
 from vfiod.sim.holder import GROUP_LOCK_DIR, Holder, lock_group, spawn_holder
 from vfiod.sim.kernel import Kernel
@@ -124,7 +125,7 @@ class SimHost(Host):
         self.desktop: Holder | None = None
         self._holders: list[Holder] = []
         self._closed = False
-        self._hub = EventHub()
+        self._hub = EventHub(root=real_root)
         self._watcher: ExternalWriteWatcher | None = None
         self._lock_fd = self._lock_root()
         #: open_group() descriptors -> (group, the group's exclusive-open lock).
@@ -259,13 +260,16 @@ class SimHost(Host):
         return self.kernel.storage
 
     def spawn_holder(self, paths: Sequence[str], comm: str = "qemu-system-x86",
-                     device_fds: Sequence[str] = ()) -> Holder:
+                     device_fds: Sequence[str] = (), release_on_remove: bool = False
+                     ) -> Holder:
         """Start a real process holding these host paths open (see vfiod.sim.holder).
 
         *device_fds*: addresses whose VFIO device fd it holds, through the cdev where
         the kernel has them, or through the group for ``@ADDRESS``.
+        *release_on_remove*: it closes them all at a ``remove`` uevent of one of them.
         """
-        holder = spawn_holder(self.root, paths, comm=comm, device_fds=device_fds)
+        holder = spawn_holder(self.root, paths, comm=comm, device_fds=device_fds,
+                              release_on_remove=release_on_remove)
         self._holders.append(holder)
         return holder
 
@@ -345,7 +349,7 @@ class SimHost(Host):
 def remove_machine(root: Path) -> None:
     """Remove the simulated machine's tree and state from *root* (nothing else there)."""
     for name in ("sys", "dev", "proc", "usr", PRIVATE_DEVICE_FD_DIR.lstrip("/"),
-                 GROUP_LOCK_DIR, STATE_FILE):
+                 GROUP_LOCK_DIR, EXTERNAL_DIR, STATE_FILE):
         path = root / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -29,7 +29,8 @@ from typing import Any
 from vfiod.errors import ModuleLoadError
 from vfiod.sim import render
 from vfiod.sim.events import EventHub
-from vfiod.sim.parse import c_string, first_word, kstrtoul, sscanf_hex, sysfs_streq
+from vfiod.sim.parse import (c_string, kstrtoul, sscanf_hex, synth_uevent,
+                             sysfs_streq)
 from vfiod.sim.storage import Storage
 from vfiod.sim.spec import RESET_METHOD_NAMES, VFIO_DRIVER, Profile, modalias
 from vfiod.sim.machine_state import DeviceState, MachineState, save
@@ -562,11 +563,27 @@ class Kernel:
             self._touch(address)
 
     def _w_device_uevent(self, address: str, value: str) -> None:
-        action = first_word(value)
-        if action not in UEVENT_ACTIONS:
+        parsed = synth_uevent(value, UEVENT_ACTIONS)
+        if parsed is None:
             raise _err(errno.EINVAL)
+        action, extra = parsed
         with self._op():
-            self._pci_event(action, address, SYNTH_UUID="0")
+            self._pci_event(action, address, **extra)
+
+    def _w_drm_uevent(self, key: str, value: str) -> None:
+        """A DRM minor's uevent file (``/sys/class/drm/card0/uevent``): a synthetic
+        event, the device stays. What a compositor that honours ``remove`` sees."""
+        address, _, minor = key.partition("/")
+        parsed = synth_uevent(value, UEVENT_ACTIONS)
+        if parsed is None:
+            raise _err(errno.EINVAL)
+        action, extra = parsed
+        with self._op():
+            for path, subsystem, props in render.child_devices(
+                    self.specs[address], self.sysfs_dir(address)):
+                if subsystem == "drm" and path.rsplit("/", 1)[1] == minor:
+                    self._events.append((action, path[len("/sys"):], subsystem,
+                                         {**props, **extra}))
 
     def _w_vtcon_bind(self, name: str, value: str) -> None:
         with self._op():

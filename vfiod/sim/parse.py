@@ -74,3 +74,36 @@ def first_word(value: str) -> str:
     """The first blank-separated word of a buffer (the action of a uevent write)."""
     words = c_string(value).split()
     return words[0] if words else ""
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def synth_uevent(value: str, actions: tuple[str, ...]) -> tuple[str, dict[str, str]] | None:
+    """A write to a device's ``uevent`` file as lib/kobject_uevent.c reads it
+    (kobject_synth_uevent): the action and the variables the event gets, or None for
+    EINVAL.
+
+    ``ACTION`` alone (a trailing newline is ignored) gives ``SYNTH_UUID=0``;
+    ``ACTION UUID [KEY=VALUE ...]`` gives ``SYNTH_UUID=UUID`` and a ``SYNTH_ARG_KEY=VALUE``
+    per pair, separated by single blanks.
+    """
+    text = c_string(value)
+    if text.endswith("\n"):
+        text = text[:-1]
+    action, blank, args = text.partition(" ")
+    if action not in actions:
+        return None
+    if not blank:
+        return action, {"SYNTH_UUID": "0"}
+    if not _UUID.match(args):
+        return None
+    found = {"SYNTH_UUID": args[:36]}
+    rest = args[36:]
+    while rest:
+        m = re.match(r" ([^ =]+)=([^ ]+)", rest)
+        if m is None:
+            return None
+        found[f"SYNTH_ARG_{m.group(1)}"] = m.group(2)
+        rest = rest[m.end():]
+    return action, found

@@ -432,8 +432,13 @@ def children_nodes(spec: DeviceSpec, d: str) -> dict[str, Node]:
     def cls(klass: str, name: str, target: str) -> None:
         nodes[f"/sys/class/{klass}/{name}"] = rel(target, f"/sys/class/{klass}/{name}")
 
-    for path, _subsystem, props in child_devices(spec, d):
+    for path, subsystem, props in child_devices(spec, d):
         dirs(path)
+        if subsystem == "drm":
+            # Every device has a uevent file; the DRM minors' is the one vfiod writes
+            # (a synthetic "remove" tells the compositor its card is going).
+            nodes[f"{path}/uevent"] = text(_uevent_text(props), RW, Control(
+                "drm", "uevent", f"{spec.address}/{posixpath.basename(path)}"))
         if "MAJOR" in props and "MINOR" in props:
             nodes[f"{path}/dev"] = text(f"{props['MAJOR']}:{props['MINOR']}\n")
         if "DEVNAME" in props and not props["DEVNAME"].startswith("bus/"):
