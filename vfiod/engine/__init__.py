@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from vfiod.address import check_device_argument, is_address
 from vfiod.config import boot_conflicts, check_boot_groups, resolve_name
 from vfiod.engine.inventory import Inventory
-from vfiod.engine.reset import Resetter
+from vfiod.engine.reset import ResetOutcome, Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
 from vfiod.errors import NoSuchDevice
@@ -38,7 +38,7 @@ from vfiod.records import DeviceStatus
 if TYPE_CHECKING:
     from vfiod.config import Config
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "ResetOutcome"]
 
 log = logging.getLogger("vfiod.engine")
 
@@ -135,6 +135,19 @@ class Engine:
     def reset(self, device: str, *, force: bool = False) -> str:
         """Reset a device with the kernel's methods, best first; return the one that worked."""
         return self.resetter.reset(self.resolve(device), force=force)
+
+    def reset_outcome(self, device: str, *, force: bool = False) -> ResetOutcome:
+        """reset(), answering how the climb ended (ResetFailed still raised on failure;
+        last_reset_outcome() then holds the outcome)."""
+        return self.resetter.reset_outcome(self.resolve(device), force=force)
+
+    def last_reset_outcome(self, address: str) -> ResetOutcome | None:
+        """How the last reset of this function ended (a failed one too), or None."""
+        return self.resetter.last_outcome(address)
+
+    def planned_rungs(self, address: str) -> list[str]:
+        """The rungs a reset of *address* would try now, in order; no write."""
+        return self.resetter.planned_rungs(address)
 
     def run(self, op: str, address: str, *, group: bool = True,
             force: bool = False) -> list[str] | str:
