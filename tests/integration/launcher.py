@@ -11,7 +11,8 @@ opener that opens the simulated host as vfiod would, then arms it.
                            "delay": [{"path": "*/unbind", "seconds": 2}],
                            "crash_after": 3,
                            "reset_outcome": [["0000:06:00.0", "flr", "enotty"]],
-                           "kill_device": ["0000:09:00.0"]}'
+                           "kill_device": ["0000:09:00.0"],
+                           "guest_used": ["0000:01:00.0"]}'
 
 ``crash_after``/``crash_before`` make the simulated kernel raise SimulatedCrash around
 the n-th write; the launcher's hook turns that into ``os._exit(EXIT_KILLED)`` on the
@@ -81,6 +82,9 @@ class Knobs(BaseModel):
     crash_before: int | None = None
     reset_outcome: list[tuple[str, str, str]] = []
     kill_device: list[str] = []
+    #: Functions a guest has used already: dying cards (profile dying-cards) misbehave
+    #: at their next reset.
+    guest_used: list[str] = []
 
 
 def knobs_from_env(environ: Mapping[str, str] = os.environ) -> Knobs:
@@ -108,6 +112,8 @@ def arm(sim: SimHost, knobs: Knobs) -> None:
         sim.kernel.set_reset_outcome(address, method, outcome)
     for address in knobs.kill_device:
         sim.kernel.kill_device(address)
+    if knobs.guest_used:
+        sim.kernel.guest_used(knobs.guest_used)
 
 
 def die_at_simulated_crash(sim: SimHost) -> None:
