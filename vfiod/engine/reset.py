@@ -28,7 +28,7 @@ import errno as errno_mod
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from vfiod import vendor_reset_ids
@@ -172,9 +172,11 @@ class Resetter:
         """
         return self.reset_outcome(address, force=force).method
 
-    def reset_outcome(self, address: str, *, force: bool = False) -> ResetOutcome:
+    def reset_outcome(self, address: str, *, force: bool = False,
+                      only: Collection[str] | None = None) -> ResetOutcome:
         """reset(), answering the whole outcome (ResetFailed still raised on failure;
-        last_outcome() then holds it)."""
+        last_outcome() then holds it). *only*: climb only these rungs (names as
+        planned_rungs gives them), skipping the others."""
         dev, members = self.inventory.fresh(address)
         fence = raise_fence(self.inventory, dev, "reset it")
         try:
@@ -186,7 +188,7 @@ class Resetter:
             if dev.driver and not dev.on_vfio:
                 check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
             try:
-                return self._reset(dev, fence)
+                return self._reset(dev, fence, only)
             except HostWriteTimeout as exc:
                 self._stall(dev, fence, exc)
                 fence = None  # the finisher holds it now
@@ -196,18 +198,21 @@ class Resetter:
             if fence is not None:
                 fence.close()
 
-    def _reset(self, dev: PciDevice, fence: Fence | None) -> ResetOutcome:
+    def _reset(self, dev: PciDevice, fence: Fence | None,
+               only: Collection[str] | None = None) -> ResetOutcome:
         """Climb the ladder; the outcome, or ResetFailed when no rung made it healthy."""
         address = dev.address
-        started, tried, failures = time.monotonic(), [], []  # type: ignore[var-annotated]
+        started = time.monotonic()
+        tried: list[str] = []
+        failures: list[str] = []
         expected = self.health.expect(address)
         worked = None
-        plan = self._own_plan(dev)
+        plan = [m for m in self._own_plan(dev) if only is None or m in only]
         if plan:
             worked = self._own_methods(dev, failures, plan, expected, tried)
-        if worked is None:
+        if worked is None and (only is None or HOT_RESET in only):
             worked = self._hot_reset(dev, failures, fence, expected, tried)
-        if worked is None:
+        if worked is None and (only is None or REMOVE_RESCAN in only):
             worked = self._remove_rescan(dev, failures, fence, expected, tried)
         if worked is not None:
             outcome = ResetOutcome(address, _METHOD_OF_RUNG.get(worked, worked), tuple(tried),
