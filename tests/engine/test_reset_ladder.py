@@ -246,3 +246,28 @@ def test_guest_reboots_twenty_times(engine: Engine, dying: SimHost, address: str
               f"rungs={','.join(o.rungs_tried)} {o.seconds * 1000:.0f} ms")
     assert {(o.method, o.healthy) for o in outcomes} == {expected}
     assert engine.device_status(address).healthy is expected[1]
+
+
+# -- a vfiod killed in the middle of a remove and rescan ----------------------------
+def test_a_remove_and_rescan_a_killed_vfiod_left_is_finished_at_the_next_start(
+        engine: Engine, dying: SimHost, tmp_path: Path) -> None:
+    engine.bind(AMD)
+    # What the rung leaves when vfiod is killed between the remove and the rescan.
+    engine.journal.begin_rescan([AMD, AMD_AUDIO], "1")
+    dying.write_attr("/sys/bus/pci/drivers_autoprobe", "0")
+    for address in (AMD_AUDIO, AMD):
+        dying.write_attr(f"/sys/bus/pci/devices/{address}/remove", "1")
+    restarted = Engine(dying, tmp_path / "state", engine.config)
+    assert sorted(restarted.recover()) == [AMD, AMD_AUDIO]
+    assert driver_of(dying, AMD) == driver_of(dying, AMD_AUDIO) == "vfio-pci"
+    assert dying.read_text("/sys/bus/pci/drivers_autoprobe") == "1"
+    assert restarted.journal.unfinished_rescans() == []
+
+
+def test_a_finished_remove_and_rescan_leaves_no_record(engine: Engine,
+                                                       dying: SimHost) -> None:
+    engine.bind(AMD)
+    guest_run(engine, dying, AMD)
+    engine.holders_changed()
+    assert engine.reset_outcome(AMD).method == "remove_rescan"
+    assert engine.journal.unfinished_rescans() == []

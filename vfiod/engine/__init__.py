@@ -54,7 +54,7 @@ class Engine:
         self.inventory = Inventory(host, self.journal)
         writer = Writer(host, write_timeout)
         self.transactions = Transactions(self.inventory, self.journal, writer)
-        self.resetter = Resetter(self.inventory, writer)
+        self.resetter = Resetter(self.inventory, writer, self.journal)
 
     # -- configuration and names ------------------------------------------------------
     @property
@@ -170,7 +170,7 @@ class Engine:
     def recover(self) -> list[str]:
         """Finish (roll forward or back) what a killed process left in this boot; return
         the addresses covered. What was set aside is in state_problems()."""
-        return self.transactions.recover()
+        return self.resetter.recover_rescans() + self.transactions.recover()
 
     def state_problems(self) -> list[str]:
         """What was wrong with the state directory's files: damaged ones moved aside,

@@ -40,6 +40,7 @@ from vfiod.engine.transactions import check_not_held, stall_reason
 from vfiod.engine.writes import Writer
 from vfiod.errors import HostWriteError, HostWriteTimeout, ResetFailed, Timeout, VfiodError
 from vfiod.host.base import PendingWrite
+from vfiod.journal import Journal, RescanRecord
 from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.model import PciDevice
@@ -136,10 +137,13 @@ def what_is_left(dev: PciDevice, vendor_reset_loaded: bool) -> str:
 class Resetter:
     """Resets PCI functions and checks that they came back."""
 
-    def __init__(self, inventory: Inventory, writer: Writer) -> None:
+    def __init__(self, inventory: Inventory, writer: Writer,
+                 journal: Journal | None = None) -> None:
         self.inventory = inventory
         self.host = inventory.host
         self.writer = writer
+        #: Where a remove and rescan is recorded while it runs (None: not recorded).
+        self.journal = journal
         self.health = Health(self.host)
         self._outcomes: dict[str, ResetOutcome] = {}
 
@@ -373,6 +377,8 @@ class Resetter:
         write = self.writer.write
         autoprobe = (self.host.read_text(paths.drivers_autoprobe()) or "1").strip() or "1"
         back: list[str] = []
+        record = (self.journal.begin_rescan(sorted(slot), autoprobe)
+                  if self.journal is not None else None)
         try:
             try:
                 write(paths.drivers_autoprobe(), "0", address)
@@ -392,6 +398,10 @@ class Resetter:
             except HostWriteError as exc:
                 failures.append(f"remove and rescan: {exc}")
                 return None
+            finally:
+                if record is not None and self.journal is not None and \
+                        self.host.read_text(paths.drivers_autoprobe()) == autoprobe:
+                    self.journal.end_rescan(record)
         finally:
             for f in fences:
                 if f is not fence:
@@ -413,6 +423,45 @@ class Resetter:
         log.info("%s: came back by a remove and rescan of its slot (%s), on vfio-pci",
                  address, ", ".join(back))
         return REMOVE_RESCAN
+
+    def recover_rescans(self) -> list[str]:
+        """Put right what a killed process left in a remove and rescan of this boot:
+        the slot rescanned if it is still gone (autoprobe off meanwhile), every function
+        of it without a driver set to vfio-pci and probed, drivers_autoprobe as it was.
+        Returns the addresses covered."""
+        if self.journal is None:
+            return []
+        covered: list[str] = []
+        for record in self.journal.unfinished_rescans():
+            log.warning("finishing a remove and rescan of %s that a killed vfiod left",
+                        ", ".join(record.members))
+            try:
+                self._finish_rescan(record)
+            except HostWriteError as exc:
+                log.error("could not finish the remove and rescan of %s: %s",
+                          ", ".join(record.members), exc)
+                self.inventory.record_error(record.members, f"a remove and rescan a killed "
+                                            f"vfiod left could not be finished: {exc}")
+                continue
+            self.journal.end_rescan(record)
+            covered += record.members
+        return covered
+
+    def _finish_rescan(self, record: RescanRecord) -> None:
+        write, key = self.writer.write, record.key
+        try:
+            if not all(self.inventory.exists(a) for a in record.members):
+                write(paths.drivers_autoprobe(), "0", key)
+                write(paths.pci_bus_file(record.bus, "rescan"), "1", key)
+            loose = [a for a in record.members
+                     if self.inventory.exists(a) and self.writer.driver(a) is None]
+            for a in loose:
+                write(paths.device_file(a, "driver_override"), "vfio-pci", a)
+        finally:
+            write(paths.drivers_autoprobe(), record.autoprobe, key)
+        for a in loose:
+            write(paths.drivers_probe(), a, a)
+        self.inventory.reread(record.members)
 
     def bus_mates(self, address: str) -> list[str]:
         """The functions a hot reset through *address* would reset (itself included), as
