@@ -15,7 +15,7 @@ import pytest
 
 from vfiod.config import parse_config
 from vfiod.engine import Engine, ResetOutcome
-from vfiod.errors import InUse, ResetFailed
+from vfiod.errors import InUse, ResetFailed, Timeout
 from vfiod.records import State
 from vfiod.sim import SimHost
 
@@ -271,3 +271,21 @@ def test_a_finished_remove_and_rescan_leaves_no_record(engine: Engine,
     engine.holders_changed()
     assert engine.reset_outcome(AMD).method == "remove_rescan"
     assert engine.journal.unfinished_rescans() == []
+
+
+def test_an_flr_that_outlives_the_write_timeout_leaves_it_busy_then_the_climb_goes_on(
+        dying: SimHost, tmp_path: Path) -> None:
+    # The FLR takes 0.3 s of (scaled) kernel time; vfiod waits 0.1 s for a write.
+    impatient = Engine(dying, tmp_path / "state", write_timeout=0.1)
+    impatient.bind(NVME)
+    with pytest.raises(Timeout, match="climbs on"):
+        impatient.reset_outcome(NVME)
+    assert impatient.device_status(NVME).state is State.BUSY
+    deadline = time.monotonic() + 10
+    while impatient.device_status(NVME).state is State.BUSY and time.monotonic() < deadline:
+        time.sleep(0.05)
+    outcome = impatient.last_reset_outcome(NVME)
+    assert outcome is not None
+    assert (outcome.method, outcome.rungs_tried, outcome.healthy) == ("pm", ("flr", "pm"), True)
+    assert impatient.device_status(NVME).state is State.VFIO
+    assert dying.read_text(f"/sys/bus/pci/devices/{NVME}/reset_method") == "flr pm bus"

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vfiod import vendor_reset_ids
 from vfiod.address import bus_of
@@ -122,6 +122,19 @@ class ResetOutcome:
     at: float
 
 
+@dataclass
+class _Climb:
+    """One climb in progress: the rungs still allowed, what was tried and why it failed.
+    A climb outlives its call when a rung's write outlives its timeout."""
+
+    dev: PciDevice
+    rungs: list[str]
+    expected: Expected
+    tried: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
 def what_is_left(dev: PciDevice, vendor_reset_loaded: bool) -> str:
     """What the user can still do for a function no rung brought back."""
     family = vendor_reset_ids.family(dev.vendor, dev.device)
@@ -191,43 +204,37 @@ class Resetter:
                 holders = self.inventory.scan_holders(self.inventory.nodes_of([dev]))
             if dev.driver and not dev.on_vfio:
                 check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
+            climb = _Climb(dev, [r for r in [*self._own_plan(dev), HOT_RESET, REMOVE_RESCAN]
+                                 if only is None or r in only],
+                           self.health.expect(address))
             try:
-                return self._reset(dev, fence, only)
+                return self._climb(dev, fence, climb)
             except HostWriteTimeout as exc:
-                self._stall(dev, fence, exc)
+                self._stall(dev, fence, exc, climb)
                 fence = None  # the finisher holds it now
                 raise Timeout(f"{exc}; {address} stays busy until the kernel returns, "
-                              "then vfiod checks it by itself") from None
+                              "then vfiod checks it by itself (and climbs on when it is "
+                              "not healthy)") from None
         finally:
             if fence is not None:
                 fence.close()
 
-    def _reset(self, dev: PciDevice, fence: Fence | None,
-               only: Collection[str] | None = None) -> ResetOutcome:
-        """Climb the ladder; the outcome, or ResetFailed when no rung made it healthy."""
-        address = dev.address
-        started = time.monotonic()
-        tried: list[str] = []
-        failures: list[str] = []
-        expected = self.health.expect(address)
+    def _climb(self, dev: PciDevice, fence: Fence | None, climb: "_Climb") -> ResetOutcome:
+        """Climb the rungs of *climb* from where it is; the outcome, or ResetFailed when
+        no rung made the function healthy."""
+        address, tried, failures, expected = dev.address, climb.tried, climb.failures, \
+            climb.expected
         worked = None
-        plan = [m for m in self._own_plan(dev) if only is None or m in only]
+        plan = [r for r in climb.rungs if r not in (HOT_RESET, REMOVE_RESCAN)]
         if plan:
             worked = self._own_methods(dev, failures, plan, expected, tried)
-        if worked is None and (only is None or HOT_RESET in only):
+        if worked is None and HOT_RESET in climb.rungs:
             worked = self._hot_reset(dev, failures, fence, expected, tried)
-        if worked is None and (only is None or REMOVE_RESCAN in only):
+        if worked is None and REMOVE_RESCAN in climb.rungs:
             worked = self._remove_rescan(dev, failures, fence, expected, tried)
         if worked is not None:
-            outcome = ResetOutcome(address, _METHOD_OF_RUNG.get(worked, worked), tuple(tried),
-                                   True, "", time.monotonic() - started, time.time())
-            self._outcomes[address] = outcome
-            self.inventory.clear_errors([address])
-            self.inventory.mark_healthy([address])
-            if len(tried) > 1:
-                log.info("%s: healthy after %s (rungs tried: %s)", address, worked,
-                         ", ".join(tried))
-            return outcome
+            return self._healthy(address, worked, climb)
+        dev = climb.dev
         if not tried and not dev.reset_methods:
             message = "; ".join([f"{address}: the kernel offers no reset method of its "
                                  "own for it", *failures])
@@ -238,13 +245,26 @@ class Resetter:
                        f"({', '.join(tried)}): " + "; ".join(failures) + "; "
                        + what_is_left(dev, self.host.module_loaded(vendor_reset_ids.MODULE)))
         outcome = ResetOutcome(address, "", tuple(tried), False, message,
-                               time.monotonic() - started, time.time())
+                               time.monotonic() - climb.started, time.time())
         self._outcomes[address] = outcome
         self.inventory.record_error([address], message)
         if tried:
             self.inventory.mark_unhealthy(address, failures[-1] if failures else message)
             log.error("%s", message)
         raise ResetFailed(message)
+
+    def _healthy(self, address: str, worked: str, climb: "_Climb") -> ResetOutcome:
+        """The climb ended: *worked* left the function healthy."""
+        outcome = ResetOutcome(address, _METHOD_OF_RUNG.get(worked, worked),
+                               tuple(climb.tried), True, "",
+                               time.monotonic() - climb.started, time.time())
+        self._outcomes[address] = outcome
+        self.inventory.clear_errors([address])
+        self.inventory.mark_healthy([address])
+        if len(climb.tried) > 1:
+            log.info("%s: healthy after %s (rungs tried: %s)", address, worked,
+                     ", ".join(climb.tried))
+        return outcome
 
     def _check(self, address: str, rung: str, expected: Expected,
                failures: list[str]) -> bool:
@@ -267,32 +287,80 @@ class Resetter:
             plan.insert(0, "device_specific")
         return plan
 
-    def _stall(self, dev: PciDevice, fence: Fence | None, exc: HostWriteTimeout) -> None:
+    def _stall(self, dev: PciDevice, fence: Fence | None, exc: HostWriteTimeout,
+               climb: "_Climb | None" = None) -> None:
         """Show the device busy until the stalled reset write returns; then check it
-        (on a thread of its own) and tell the listener."""
+        (on a thread of its own), climb on from the next rung when it is not healthy,
+        and tell the listener."""
         address = dev.address
         self.inventory.stall([address], stall_reason(self.inventory, exc, dev.iommu_group))
 
         def finish() -> None:
+            handed_on = False
             try:
                 if isinstance(exc.pending, PendingWrite):
                     exc.pending.wait()
                 self.inventory.stall([address], "checking the device after the kernel "
                                      "returned from its reset", readable=True)
                 self.inventory.reread([address])
-                if self.config_alive(address):
-                    self.inventory.clear_errors([address])
-                    log.info("%s: the stalled reset returned; the device is alive", address)
-                else:
-                    self.inventory.record_error([address], f"{address}: the reset returned "
-                                                "late and the device did not come back")
+                if climb is None:
+                    self._finish_late(address)
+                    return
+                try:
+                    self._climb_on(address, fence, climb, exc)
+                except HostWriteTimeout as again:
+                    self._stall(climb.dev, fence, again, climb)
+                    handed_on = True
+                except (ResetFailed, VfiodError) as err:
+                    log.error("%s: %s", address, err)
             finally:
                 self.inventory.unstall([address])
-                if fence is not None:
+                if fence is not None and not handed_on:
                     fence.close()
                 self.inventory.notify([address])
 
         threading.Thread(target=finish, name=f"finish reset {address}", daemon=True).start()
+
+    def _finish_late(self, address: str) -> None:
+        """A late reset with no ladder behind it: alive or not."""
+        if self.config_alive(address):
+            self.inventory.clear_errors([address])
+            log.info("%s: the stalled reset returned; the device is alive", address)
+        else:
+            self.inventory.record_error([address], f"{address}: the reset returned "
+                                        "late and the device did not come back")
+
+    def _climb_on(self, address: str, fence: Fence | None, climb: "_Climb",
+                  exc: HostWriteTimeout) -> ResetOutcome:
+        """The rung whose write outlived its timeout returned: healthy ends the climb,
+        otherwise it goes on from the next rung."""
+        rung = climb.tried[-1] if climb.tried else ""
+        dev = self.inventory.device(address) or climb.dev
+        if rung and rung not in (HOT_RESET, REMOVE_RESCAN) and \
+                list(dev.reset_methods) != list(climb.dev.reset_methods):
+            try:  # the stalled method's selection is still written
+                self.writer.write(paths.device_file(address, "reset_method"), "default",
+                                  address)
+            except VfiodError as err:
+                log.warning("%s: could not restore reset_method: %s", address, err)
+            self.inventory.reread([address])
+        error = exc.pending.error if isinstance(exc.pending, PendingWrite) else None
+        if error is None:
+            if self._check(address, rung, climb.expected, climb.failures):
+                log.info("%s: the stalled %s returned; the device is healthy", address, rung)
+                return self._healthy(address, rung, climb)
+        elif isinstance(error, HostWriteError):
+            took = time.time() - exc.pending.since if isinstance(exc.pending, PendingWrite) \
+                else 0.0
+            climb.failures.append(f"{_reset_failure(rung, error.errno)} after {took:.0f} s")
+        else:
+            climb.failures.append(f"{rung}: {error}")
+        rest = climb.rungs[climb.rungs.index(rung) + 1:] if rung in climb.rungs else []
+        log.info("%s: the stalled %s returned, the device is not healthy: climbing on "
+                 "(%s)", address, rung, ", ".join(rest) or "no rung left")
+        climb.rungs = rest
+        climb.dev = self.inventory.device(address) or climb.dev
+        return self._climb(climb.dev, fence, climb)
 
     def _own_methods(self, dev: PciDevice, failures: list[str], plan: list[str],
                      expected: Expected, tried: list[str]) -> str | None:
