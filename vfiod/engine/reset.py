@@ -410,6 +410,10 @@ class Resetter:
         function of it on vfio-pci (ours; holders are fenced separately), none a
         bridge, and a rescan file for its bus."""
         what = f"remove and rescan of the slot {dev.address.rsplit('.', 1)[0]}"
+        if dev.parent is None:
+            # The root bus's rescan is the whole machine's: it would also bring back
+            # anything anyone removed anywhere. Below a PCIe port the bus holds one slot.
+            return f"{what}: it sits on the root bus, whose rescan rescans the whole machine"
         if any(d.is_bridge for d in slot.values()):
             return f"{what}: it holds a bridge; vfiod does not remove bridges"
         away = [d for d in slot.values() if not d.on_vfio]
