@@ -362,3 +362,19 @@ def test_an_entry_without_boot_in_a_claimed_group_is_no_conflict(seed: SimHost) 
     checks = by_id(run_checks(seed, config(GPU, audio_named)))
     assert checks["boot"].status == "ok"
     assert not any(c.startswith("boot:group") for c in checks)
+
+
+def test_doctor_says_the_dying_amd_card_needs_vendor_reset_and_it_is_missing() -> None:
+    with SimHost("dying-cards") as dying:
+        config = parse_config('[[device]]\nmatch = "0000:01:00.0"\non_release = "reset"\n')
+        check = by_id(run_checks(dying, config))["vendor_reset:0000:01:00.0"]
+        assert check.status == "warn"
+        assert "Polaris 10" in check.summary and "reset bug" in check.summary
+
+
+def test_doctor_is_content_once_vendor_reset_is_loaded() -> None:
+    with SimHost("dying-cards") as dying:
+        dying.load_module("vendor_reset")
+        config = parse_config('[[device]]\nmatch = "0000:01:00.0"\non_release = "reset"\n')
+        check = by_id(run_checks(dying, config))["vendor_reset:0000:01:00.0"]
+        assert check.status == "ok" and "device_specific first" in check.summary

@@ -23,23 +23,12 @@ from vfiod.host.initramfs_image import ImageError, read_members
 from vfiod.initramfs import (INTEGRATIONS, REBUILD, SHIM_IN_INITRAMFS, SHIM_PATH,
                              TOOL_MARKERS, TOOLS, shim_is_current)
 from vfiod.model import VFIO_DRIVER, PciDevice
+from vfiod.vendor_reset_ids import MODULE as VENDOR_RESET_MODULE
+from vfiod.vendor_reset_ids import family as vendor_reset_family
 
 Status = Literal["ok", "warn", "fail"]
 
 AMD = 0x1002
-# Device ids the vendor-reset module handles (Polaris 10/11/12, Vega 10/20, Navi 10/12/14).
-VENDOR_RESET_IDS = frozenset({
-    0x67C0, 0x67C1, 0x67C2, 0x67C4, 0x67C7, 0x67C8, 0x67C9, 0x67CA, 0x67CC, 0x67CF,
-    0x67D0, 0x67DF, 0x6FDF,  # Polaris 10
-    0x67E0, 0x67E1, 0x67E3, 0x67E7, 0x67E8, 0x67E9, 0x67EB, 0x67EF, 0x67FF,  # Polaris 11
-    0x6980, 0x6981, 0x6985, 0x6986, 0x6987, 0x6995, 0x6997, 0x699F,  # Polaris 12
-    0x6860, 0x6861, 0x6862, 0x6863, 0x6864, 0x6867, 0x6868, 0x6869, 0x686A, 0x686B,
-    0x686C, 0x686D, 0x686E, 0x686F, 0x687F,  # Vega 10
-    0x66A0, 0x66A1, 0x66A2, 0x66A3, 0x66A4, 0x66A7, 0x66AF,  # Vega 20
-    0x7310, 0x7312, 0x7318, 0x7319, 0x731A, 0x731B, 0x731E, 0x731F,  # Navi 10
-    0x7360, 0x7362,  # Navi 12
-    0x7340, 0x7341, 0x7347, 0x734F,  # Navi 14
-})
 # Newer Navi (21/22/31) that users report vendor-reset does not cover.
 _NAVI_UNCOVERED = (range(0x73A0, 0x73E0), range(0x7440, 0x7480))
 
@@ -437,19 +426,19 @@ def check_vendor_reset(facts: _Facts, passing: Iterable[PciDevice]) -> list[Chec
         if dev.vendor != AMD or dev.base_class >> 8 != 0x03:
             continue
         cid = f"vendor_reset:{dev.address}"
-        if dev.device in VENDOR_RESET_IDS:
-            if not facts.host.module_loaded("vendor_reset"):
-                out.append(_warn(cid, f"{_short(dev)} does not survive a reset after a "
-                                 "guest used it without the vendor-reset module",
-                                 "install vendor-reset (DKMS), load it at boot "
-                                 "(modules-load.d), and write device_specific to its "
-                                 "reset_method"))
-            elif not dev.reset_methods or dev.reset_methods[0] != "device_specific":
-                out.append(_warn(cid, f"{_short(dev)}: vendor-reset is loaded but not "
-                                 "selected for it", f"echo device_specific > /sys/bus/pci/"
-                                 f"devices/{dev.address}/reset_method (Linux 5.15+)"))
+        family = vendor_reset_family(dev.vendor, dev.device)
+        if family is not None:
+            if not facts.host.module_loaded(VENDOR_RESET_MODULE):
+                out.append(_warn(cid, f"{_short(dev)} (AMD {family}) does not survive a "
+                                 "reset after a guest used it without the vendor-reset "
+                                 "module: the reset bug",
+                                 "install vendor-reset (DKMS) and load it at boot "
+                                 "(modules-load.d); vfiod's reset then tries its "
+                                 "device_specific reset first (Linux 5.15+ needs "
+                                 "device_specific in reset_method: vfiod selects it)"))
             else:
-                out.append(_ok(cid, f"{_short(dev)} resets with vendor-reset"))
+                out.append(_ok(cid, f"{_short(dev)} (AMD {family}) resets with "
+                               "vendor-reset: vfiod tries device_specific first"))
         elif any(dev.device in r for r in _NAVI_UNCOVERED):
             out.append(_warn(cid, f"{_short(dev)}: users report this GPU family does not "
                              "always reset after a guest used it, and vendor-reset does "

@@ -2,6 +2,9 @@
 
 - ``host-drivers.json``: the host driver each device had before vfiod bound it to
   vfio-pci: a preference for Unbind, kept up to date with what the host actually binds.
+- ``rescan-<address>.json``: a reset's remove and rescan of a slot in progress (its
+  functions, their bus, what drivers_autoprobe read before): a killed process may
+  leave autoprobe off and the slot removed, which the next start puts right.
 - ``txn-<address>.json``: the transaction in progress on a set of functions, named by
   its lowest member address (transactions that run at once never share a member, and
   an address survives the group renumbering a reboot or a rescan may bring). It holds
@@ -39,6 +42,7 @@ log = logging.getLogger("vfiod.journal")
 
 HOST_DRIVERS = "host-drivers.json"
 TXN_PREFIX = "txn-"
+RESCAN_PREFIX = "rescan-"
 TXN_SUFFIX = ".json"
 DAMAGED = ".damaged-"
 
@@ -79,6 +83,28 @@ class Transaction(BaseModel):
     def addresses(self) -> list[str]:
         """Every member's address, in the transaction's order."""
         return [m.address for m in self.members]
+
+
+class RescanRecord(BaseModel):
+    """A remove and rescan of a slot in progress (see Resetter's remove_rescan rung)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    boot_id: BootId
+    #: The functions of the slot, every one on vfio-pci before.
+    members: list[PciAddress] = Field(min_length=1)
+    #: drivers_autoprobe before the rung turned it off.
+    autoprobe: Literal["0", "1"]
+
+    @property
+    def key(self) -> str:
+        """The lowest member address: what names the record's file."""
+        return min(self.members)
+
+    @property
+    def bus(self) -> str:
+        """``0000:06``: the bus whose rescan re-adds the slot."""
+        return self.key.rsplit(":", 1)[0]
 
 
 _DRIVERS = TypeAdapter(dict[PciAddress, DriverName])
@@ -227,6 +253,47 @@ class Journal:
                 self._unlink(path)
                 continue
             out.append(txn)
+        return out
+
+    # -- remove and rescan ----------------------------------------------------------------
+    def _rescan_path(self, key: str) -> Path:
+        return self.dir / f"{RESCAN_PREFIX}{key}{TXN_SUFFIX}"
+
+    def begin_rescan(self, members: list[str], autoprobe: str) -> RescanRecord:
+        """Persist a remove and rescan before its first write; Failed when the boot id
+        is unknown."""
+        if self.boot_id is None:
+            raise Failed("the kernel's boot id could not be read: refusing to remove "
+                         "devices without a journal bound to this boot")
+        record = RescanRecord(boot_id=self.boot_id, members=members,
+                              autoprobe="0" if autoprobe == "0" else "1")
+        atomic_write(self._rescan_path(record.key), record.model_dump_json(indent=1))
+        return record
+
+    def end_rescan(self, record: RescanRecord) -> None:
+        """Forget a finished remove and rescan, durably."""
+        self._unlink(self._rescan_path(record.key))
+
+    def unfinished_rescans(self) -> list[RescanRecord]:
+        """This boot's removes and rescans a killed process left behind (damaged files
+        and earlier boots' records are set aside or discarded, as for transactions)."""
+        out = []
+        for path in sorted(self.dir.glob(f"{RESCAN_PREFIX}*{TXN_SUFFIX}")):
+            try:
+                record = RescanRecord.model_validate_json(path.read_bytes())
+            except ValidationError as exc:
+                self._set_aside(path, _first_error(exc), "not replayed")
+                continue
+            if path.name != self._rescan_path(record.key).name:
+                self._set_aside(path, "its name does not match its members", "not replayed")
+                continue
+            if self.boot_id is None or record.boot_id != self.boot_id:
+                if self.boot_id is not None:
+                    self._report(f"{path.name}: a remove and rescan of an earlier boot: "
+                                 "discarded")
+                    self._unlink(path)
+                continue
+            out.append(record)
         return out
 
     # -- files ------------------------------------------------------------------------

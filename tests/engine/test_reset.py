@@ -101,12 +101,24 @@ def test_hot_reset_while_a_guest_holds_the_group_is_ebusy(engine: Engine,
     assert failure.value.errno == errno.EBUSY
 
 
+def test_a_device_every_method_kills_comes_back_by_remove_and_rescan(engine: Engine,
+                                                                     host: SimHost) -> None:
+    usb = "0000:11:00.0"  # alone below root port 00:1c.4: pm, then bus
+    engine.bind(usb)
+    for method in _method_list(engine, usb):
+        host.kernel.set_reset_outcome(usb, method, "dies")
+    assert engine.reset(usb) == "remove_rescan"
+    assert driver_of(host, usb) == "vfio-pci"
+    assert engine.device_status(usb).healthy
+    assert engine.device_status(usb).state is State.VFIO
+
+
 def test_reset_that_kills_the_device_and_nothing_revives_it_fails(engine: Engine,
                                                                   host: SimHost) -> None:
-    engine.bind(AUDIO)
+    engine.bind(AUDIO)  # on the root bus: no bus reset, and no rescan of the whole machine
     for method in _method_list(engine, AUDIO):
         host.kernel.set_reset_outcome(AUDIO, method, "dies")
-    with pytest.raises(ResetFailed, match="all ones"):
+    with pytest.raises(ResetFailed, match="all ones.*root bus.*reboot the host"):
         engine.reset(AUDIO)
     assert engine.device_status(AUDIO).state is State.ERROR
     assert not engine.device_status(AUDIO).healthy

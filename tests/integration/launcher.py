@@ -13,7 +13,8 @@ opener that opens the simulated host as vfiod would, then arms it.
                            "reset_outcome": [["0000:06:00.0", "flr", "enotty"]],
                            "kill_device": ["0000:09:00.0"],
                            "uevent_queue_limit": 16,
-                           "desktop_releases_on_remove": true}'
+                           "desktop_releases_on_remove": true,
+                           "guest_used": ["0000:01:00.0"]}'
 
 ``desktop_releases_on_remove`` replaces the profile's desktop session (Xorg, which
 ignores a ``remove`` uevent of its card) by one that honours it, as KWin does: a holder
@@ -91,6 +92,9 @@ class Knobs(BaseModel):
     #: The daemon's uevent queue holds this many events before it loses some (ENOBUFS).
     uevent_queue_limit: int | None = None
     desktop_releases_on_remove: bool = False
+    #: Functions a guest has used already: dying cards (profile dying-cards) misbehave
+    #: at their next reset.
+    guest_used: list[str] = []
 
 
 def knobs_from_env(environ: Mapping[str, str] = os.environ) -> Knobs:
@@ -126,6 +130,8 @@ def arm(sim: SimHost, knobs: Knobs) -> None:
         sim.desktop.close()
         sim.desktop = sim.spawn_holder(list(session.paths), comm="kwin_wayland",
                                        release_on_remove=True)
+    if knobs.guest_used:
+        sim.kernel.guest_used(knobs.guest_used)
 
 
 def die_at_simulated_crash(sim: SimHost) -> None:

@@ -18,6 +18,8 @@ different groups in parallel. The engine itself holds no operation lock.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,7 +36,7 @@ from vfiod.config import (
 from vfiod.device_records import DeviceRecords, Holding, ResetResult, outcome_of, summary
 from vfiod.engine.handover import Release, hand_over, releases_for_bind
 from vfiod.engine.inventory import Inventory
-from vfiod.engine.reset import Resetter
+from vfiod.engine.reset import ResetOutcome, Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
 from vfiod.errors import NoSuchDevice, Quarantined, ResetFailed
@@ -46,7 +48,7 @@ from vfiod.records import DeviceStatus
 if TYPE_CHECKING:
     from vfiod.config import Config
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "ResetOutcome"]
 
 log = logging.getLogger("vfiod.engine")
 
@@ -63,7 +65,7 @@ class Engine:
         writer = Writer(host, write_timeout)
         self.writer = writer
         self.transactions = Transactions(self.inventory, self.journal, writer)
-        self.resetter = Resetter(self.inventory, writer)
+        self.resetter = Resetter(self.inventory, writer, self.journal)
         #: Each device's resets, guest runs and quarantine (not bound to the boot).
         self.records = DeviceRecords(state_dir, self.journal.boot_id)
 
@@ -151,6 +153,19 @@ class Engine:
         """
         return self.run("reset", self.resolve(device), force=force, clear=clear)
 
+    def reset_outcome(self, device: str, *, force: bool = False) -> ResetOutcome:
+        """reset(), answering how the climb ended (ResetFailed still raised on failure;
+        last_reset_outcome() then holds the outcome)."""
+        return self.resetter.reset_outcome(self.resolve(device), force=force)
+
+    def last_reset_outcome(self, address: str) -> ResetOutcome | None:
+        """How the last reset of this function ended (a failed one too), or None."""
+        return self.resetter.last_outcome(address)
+
+    def planned_rungs(self, address: str) -> list[str]:
+        """The rungs a reset of *address* would try now, in order; no write."""
+        return self.resetter.planned_rungs(address)
+
     def run(self, op: str, address: str, *, group: bool = True,
             force: bool = False, clear: bool = False) -> list[str] | str:
         """Run one operation on an address resolve() returned (no second resolution)."""
@@ -171,12 +186,16 @@ class Engine:
         reset that failed (ResetFailed). A reset refused before it began (held, in
         use) or still in the kernel (Timeout) is no outcome."""
         try:
-            result = self.resetter.reset(address, force=force)
+            result = self.resetter.reset_outcome(address, force=force)
         except ResetFailed as err:
-            self._record_reset(address, outcome_of(err))
+            climbed = self.resetter.last_outcome(address)
+            failed = outcome_of(err)
+            if climbed is not None:  # the rungs it tried, with the failure's words
+                failed = dataclasses.replace(failed, rungs=outcome_of(climbed).rungs)
+            self._record_reset(address, failed)
             raise
         self._record_reset(address, outcome_of(result))
-        return result if isinstance(result, str) else result.method
+        return result.method
 
     def _record_reset(self, address: str, outcome: ResetResult) -> None:
         ids = self._ids(address)
@@ -242,7 +261,7 @@ class Engine:
     def recover(self) -> list[str]:
         """Finish (roll forward or back) what a killed process left in this boot; return
         the addresses covered. What was set aside is in state_problems()."""
-        return self.transactions.recover()
+        return self.resetter.recover_rescans() + self.transactions.recover()
 
     def state_problems(self) -> list[str]:
         """What was wrong with the state directory's files: damaged ones moved aside,

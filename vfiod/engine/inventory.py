@@ -40,6 +40,8 @@ class Inventory:
         # Functions whose DRM cards the host's desktop is being asked to let go of.
         self._releasing: set[str] = set()
         self._errors: dict[str, str] = {}
+        #: What the last reset's health check found wrong, by address (Healthy false).
+        self._unhealthy: dict[str, str] = {}
         self._group_holders: dict[int, list[Process]] = {}
         self._host_holders: dict[str, list[Process]] = {}
         self._used_by: dict[str, str] = {}
@@ -426,6 +428,18 @@ class Inventory:
             for a in addresses:
                 self._errors.pop(a, None)
 
+    def mark_unhealthy(self, address: str, problem: str) -> None:
+        """The health check after the last reset failed: Healthy is false until a reset
+        leaves the function healthy again."""
+        with self._lock:
+            self._unhealthy[address] = problem
+
+    def mark_healthy(self, addresses: Iterable[str]) -> None:
+        """A reset left these functions healthy."""
+        with self._lock:
+            for a in addresses:
+                self._unhealthy.pop(a, None)
+
     # -- status -----------------------------------------------------------------------
     def device_status(self, address: str) -> DeviceStatus:
         """Everything vfiod tells about one function."""
@@ -451,6 +465,7 @@ class Inventory:
             busy = dev.address in self._busy or stalled is not None
             releasing = dev.address in self._releasing
             error = stalled or self._errors.get(dev.address, "")
+            unhealthy = self._unhealthy.get(dev.address, "")
             used_by = self._used_by.get(dev.address, "") if not dev.on_vfio else ""
             if dev.on_vfio and dev.iommu_group is not None:
                 holders = self._group_holders.get(dev.iommu_group, [])
@@ -458,6 +473,8 @@ class Inventory:
                 holders = self._host_holders.get(dev.address, [])
         if not dev.healthy and not error:
             error = "config space reads all ones: the device is dead until a bus reset"
+        if unhealthy and not error:
+            error = f"unhealthy after its last reset: {unhealthy}"
         if busy:
             state = State.BUSY
         elif error:
@@ -476,6 +493,6 @@ class Inventory:
             iommu_group=dev.iommu_group if dev.iommu_group is not None else -1,
             holder=", ".join(str(p) for p in holders),
             holder_pid=holders[0].pid if holders else 0,
-            reset_methods=list(dev.reset_methods), healthy=dev.healthy,
+            reset_methods=list(dev.reset_methods), healthy=dev.healthy and not unhealthy,
             boot_vga=dev.boot_vga, is_bridge=dev.is_bridge, error=error,
             used_by=used_by, releasing=releasing)

@@ -1,11 +1,20 @@
-"""Reset: the kernel's reset methods, best first, then VFIO's hot reset of the whole bus.
+"""Reset: a ladder of rungs, climbed until the function is healthy.
 
-A method that errs or leaves the device dead (config space all ones) is followed by
-the next. A function without a method of its own (the second function on a shared
-bus) goes straight to the hot reset. The hot reset is tried whenever the bus
-qualifies: every function on it on vfio-pci and free; otherwise the failure names the
-functions in the way. Refused while a guest holds the group (or any group on the bus,
-for the hot reset), or while the host uses the device.
+1. The kernel's own methods, best first (``device_specific`` first when vendor-reset is
+   loaded and covers the card); the kernel's ``bus`` is the secondary bus reset of the
+   parent bridge when the function is alone below it.
+2. VFIO's hot reset of the whole bus, when other functions share it and every one of
+   them is on vfio-pci and free (the bus reset the kernel refuses per function).
+3. Remove and rescan of the slot, when every function of it is on vfio-pci and free:
+   with the bus's drivers_autoprobe off, so that the rescan's probe cannot hand them to
+   their host driver, ``driver_override`` set again, then probed onto vfio-pci.
+4. Still not healthy: the device is in error, unhealthy, and the message says what the
+   user can still do.
+
+After each rung the health check (vfiod.engine.health) decides; the first rung that
+leaves the function healthy ends the climb. A rung that errs or leaves it unhealthy is
+followed by the next. The climb is refused while a guest holds the group (or any group
+on the bus, for the hot reset), or while the host uses the device.
 
 The fence: vfiod holds the device's group node through the reset, and for a hot reset
 the node of every group on the bus, whose fds the hot reset uses (a second open of a
@@ -18,15 +27,20 @@ from __future__ import annotations
 import errno as errno_mod
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
+from vfiod import vendor_reset_ids
 from vfiod.address import bus_of
+from vfiod.engine.health import Expected, Health
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.transactions import check_not_held, stall_reason
 from vfiod.engine.writes import Writer
 from vfiod.errors import HostWriteError, HostWriteTimeout, ResetFailed, Timeout, VfiodError
 from vfiod.host.base import PendingWrite
+from vfiod.journal import Journal, RescanRecord
 from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.model import PciDevice
@@ -80,21 +94,106 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+#: The rungs past the kernel's own methods, by the name planned_rungs() gives them.
+HOT_RESET = "hot_reset"
+REMOVE_RESCAN = "remove_rescan"
+#: What the D-Bus Reset answers for each of them (the contract's method names).
+_METHOD_OF_RUNG = {HOT_RESET: "bus", REMOVE_RESCAN: "remove_rescan"}
+
+
+@dataclass(frozen=True)
+class ResetOutcome:
+    """How one climb of the ladder ended, for the caller's record."""
+
+    address: str
+    #: The method that left it healthy, as Reset answers (``flr``, ``bus`` for either
+    #: bus reset, ``device_specific``, ``remove_rescan``); "" when none did.
+    method: str
+    #: Every rung tried, in order (kernel method names, ``hot_reset``,
+    #: ``remove_rescan``); when healthy, the last one is the one that worked.
+    rungs_tried: tuple[str, ...]
+    healthy: bool
+    #: Why it is not healthy (each rung's failure, then what the user can do); "" when
+    #: healthy.
+    problem: str
+    #: Wall-clock time the climb took, in seconds.
+    seconds: float
+    #: When it ended, seconds since the epoch.
+    at: float
+
+
+@dataclass
+class _Climb:
+    """One climb in progress: the rungs still allowed, what was tried and why it failed.
+    A climb outlives its call when a rung's write outlives its timeout."""
+
+    dev: PciDevice
+    rungs: list[str]
+    expected: Expected
+    tried: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+def what_is_left(dev: PciDevice, vendor_reset_loaded: bool) -> str:
+    """What the user can still do for a function no rung brought back."""
+    family = vendor_reset_ids.family(dev.vendor, dev.device)
+    hint = ""
+    if family is not None and not vendor_reset_loaded:
+        hint = (f"; it is an AMD {family} card with the AMD reset bug: install and load "
+                f"the vendor-reset module (modprobe {vendor_reset_ids.MODULE}) so that "
+                "vfiod can use its device_specific reset")
+    return ("what is left: suspend and resume the host (a trip through D3cold revives "
+            f"some cards), or reboot the host{hint}")
+
+
 class Resetter:
     """Resets PCI functions and checks that they came back."""
 
-    def __init__(self, inventory: Inventory, writer: Writer) -> None:
+    def __init__(self, inventory: Inventory, writer: Writer,
+                 journal: Journal | None = None) -> None:
         self.inventory = inventory
         self.host = inventory.host
         self.writer = writer
+        #: Where a remove and rescan is recorded while it runs (None: not recorded).
+        self.journal = journal
+        self.health = Health(self.host)
+        self._outcomes: dict[str, ResetOutcome] = {}
+
+    def last_outcome(self, address: str) -> ResetOutcome | None:
+        """How the last climb on this function ended (also a failed one), or None."""
+        return self._outcomes.get(address)
+
+    def planned_rungs(self, address: str) -> list[str]:
+        """The rungs a reset of *address* would try, in order, as the host is now; no
+        write. Holders are not considered (a held device is refused before any rung)."""
+        devices = self.inventory.devices()
+        dev = devices.get(address)
+        if dev is None:
+            return []
+        rungs = [m for m in self._own_plan(dev)]
+        on_bus = {a: d for a, d in devices.items() if bus_of(a) == bus_of(address)}
+        if dev.parent is not None and len(on_bus) > 1 and \
+                hot_reset_obstacle(dev, on_bus) is None:
+            rungs.append(HOT_RESET)
+        if self._rescan_obstacle(dev, self._slot(dev, devices)) is None:
+            rungs.append(REMOVE_RESCAN)
+        return rungs
 
     def reset(self, address: str, *, force: bool = False) -> str:
         """Reset a function (resolved already); return the method that worked.
 
-        Its own methods first, best first; then, when they fail or it has none, VFIO's
-        hot reset of its whole bus if the bus qualifies. The caller holds the locks of
-        every group on the bus (Engine.lock_keys), as the hot reset resets them all.
+        Climbs the ladder (see the module) until the function is healthy; ResetFailed,
+        naming each rung's failure and what the user can still do, when no rung made
+        it so. The caller holds the locks of every group on the bus (Engine.lock_keys).
         """
+        return self.reset_outcome(address, force=force).method
+
+    def reset_outcome(self, address: str, *, force: bool = False,
+                      only: Collection[str] | None = None) -> ResetOutcome:
+        """reset(), answering the whole outcome (ResetFailed still raised on failure;
+        last_outcome() then holds it). *only*: climb only these rungs (names as
+        planned_rungs gives them), skipping the others."""
         dev, members = self.inventory.fresh(address)
         fence = raise_fence(self.inventory, dev, "reset it")
         try:
@@ -105,74 +204,178 @@ class Resetter:
                 holders = self.inventory.scan_holders(self.inventory.nodes_of([dev]))
             if dev.driver and not dev.on_vfio:
                 check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
+            climb = _Climb(dev, [r for r in [*self._own_plan(dev), HOT_RESET, REMOVE_RESCAN]
+                                 if only is None or r in only],
+                           self.health.expect(address))
             try:
-                return self._reset(dev, fence)
+                return self._climb(dev, fence, climb)
             except HostWriteTimeout as exc:
-                self._stall(dev, fence, exc)
+                self._stall(dev, fence, exc, climb)
                 fence = None  # the finisher holds it now
                 raise Timeout(f"{exc}; {address} stays busy until the kernel returns, "
-                              "then vfiod checks it by itself") from None
+                              "then vfiod checks it by itself (and climbs on when it is "
+                              "not healthy)") from None
         finally:
             if fence is not None:
                 fence.close()
 
-    def _reset(self, dev: PciDevice, fence: Fence | None) -> str:
-        """Its own methods, then the hot reset; the method that worked, or ResetFailed."""
-        address = dev.address
-        failures: list[str] = []
-        worked = self._own_methods(dev, failures) if dev.reset_methods else None
-        if worked is None:
-            worked = self._hot_reset(dev, failures, fence)
-        if worked is None:
-            if dev.reset_methods:
-                message = f"{address}: no reset method worked: " + "; ".join(failures)
-            else:
-                message = "; ".join([f"{address}: the kernel offers no reset method of its "
-                                     "own for it", *failures])
-            self.inventory.record_error([address], message)
-            raise ResetFailed(message)
-        self.inventory.clear_errors([address])
-        return worked
+    def _climb(self, dev: PciDevice, fence: Fence | None, climb: "_Climb") -> ResetOutcome:
+        """Climb the rungs of *climb* from where it is; the outcome, or ResetFailed when
+        no rung made the function healthy."""
+        address, tried, failures, expected = dev.address, climb.tried, climb.failures, \
+            climb.expected
+        worked = None
+        plan = [r for r in climb.rungs if r not in (HOT_RESET, REMOVE_RESCAN)]
+        if plan:
+            worked = self._own_methods(dev, failures, plan, expected, tried)
+        if worked is None and HOT_RESET in climb.rungs:
+            worked = self._hot_reset(dev, failures, fence, expected, tried)
+        if worked is None and REMOVE_RESCAN in climb.rungs:
+            worked = self._remove_rescan(dev, failures, fence, expected, tried)
+        if worked is not None:
+            return self._healthy(address, worked, climb)
+        dev = climb.dev
+        if not tried and not dev.reset_methods:
+            message = "; ".join([f"{address}: the kernel offers no reset method of its "
+                                 "own for it", *failures])
+        elif not tried:
+            message = f"{address}: no reset method worked: " + "; ".join(failures)
+        else:
+            message = (f"{address}: still not healthy after every reset vfiod could try "
+                       f"({', '.join(tried)}): " + "; ".join(failures) + "; "
+                       + what_is_left(dev, self.host.module_loaded(vendor_reset_ids.MODULE)))
+        outcome = ResetOutcome(address, "", tuple(tried), False, message,
+                               time.monotonic() - climb.started, time.time())
+        self._outcomes[address] = outcome
+        self.inventory.record_error([address], message)
+        if tried:
+            self.inventory.mark_unhealthy(address, failures[-1] if failures else message)
+            log.error("%s", message)
+        raise ResetFailed(message)
 
-    def _stall(self, dev: PciDevice, fence: Fence | None, exc: HostWriteTimeout) -> None:
+    def _healthy(self, address: str, worked: str, climb: "_Climb") -> ResetOutcome:
+        """The climb ended: *worked* left the function healthy."""
+        outcome = ResetOutcome(address, _METHOD_OF_RUNG.get(worked, worked),
+                               tuple(climb.tried), True, "",
+                               time.monotonic() - climb.started, time.time())
+        self._outcomes[address] = outcome
+        self.inventory.clear_errors([address])
+        self.inventory.mark_healthy([address])
+        if len(climb.tried) > 1:
+            log.info("%s: healthy after %s (rungs tried: %s)", address, worked,
+                     ", ".join(climb.tried))
+        return outcome
+
+    def _check(self, address: str, rung: str, expected: Expected,
+               failures: list[str]) -> bool:
+        """The health check after *rung*: True when healthy, else why added to *failures*."""
+        dev = self.inventory.device(address)
+        found = self.health.check(address, expected, dev.parent if dev else None)
+        if found:
+            failures.append(f"{rung}: reported success but " + "; ".join(found))
+        return not found
+
+    def _own_plan(self, dev: PciDevice) -> list[str]:
+        """The function's own methods to try, best first: device_specific first when
+        vendor-reset is loaded and covers the card (the kernel lists it only when its
+        probe passed as the device was added, so it is selected explicitly)."""
+        plan = [m for m in dev.reset_methods]
+        if ("device_specific" not in plan
+                and vendor_reset_ids.family(dev.vendor, dev.device) is not None
+                and "default" not in plan
+                and self.host.module_loaded(vendor_reset_ids.MODULE)):
+            plan.insert(0, "device_specific")
+        return plan
+
+    def _stall(self, dev: PciDevice, fence: Fence | None, exc: HostWriteTimeout,
+               climb: "_Climb | None" = None) -> None:
         """Show the device busy until the stalled reset write returns; then check it
-        (on a thread of its own) and tell the listener."""
+        (on a thread of its own), climb on from the next rung when it is not healthy,
+        and tell the listener."""
         address = dev.address
         self.inventory.stall([address], stall_reason(self.inventory, exc, dev.iommu_group))
 
         def finish() -> None:
+            handed_on = False
             try:
                 if isinstance(exc.pending, PendingWrite):
                     exc.pending.wait()
                 self.inventory.stall([address], "checking the device after the kernel "
                                      "returned from its reset", readable=True)
                 self.inventory.reread([address])
-                if self.config_alive(address):
-                    self.inventory.clear_errors([address])
-                    log.info("%s: the stalled reset returned; the device is alive", address)
-                else:
-                    self.inventory.record_error([address], f"{address}: the reset returned "
-                                                "late and the device did not come back")
+                if climb is None:
+                    self._finish_late(address)
+                    return
+                try:
+                    self._climb_on(address, fence, climb, exc)
+                except HostWriteTimeout as again:
+                    self._stall(climb.dev, fence, again, climb)
+                    handed_on = True
+                except (ResetFailed, VfiodError) as err:
+                    log.error("%s: %s", address, err)
             finally:
                 self.inventory.unstall([address])
-                if fence is not None:
+                if fence is not None and not handed_on:
                     fence.close()
                 self.inventory.notify([address])
 
         threading.Thread(target=finish, name=f"finish reset {address}", daemon=True).start()
 
-    def _own_methods(self, dev: PciDevice, failures: list[str]) -> str | None:
-        """Try the function's own methods, best first; the one that worked, or None with
-        why each failed added to *failures*."""
+    def _finish_late(self, address: str) -> None:
+        """A late reset with no ladder behind it: alive or not."""
+        if self.config_alive(address):
+            self.inventory.clear_errors([address])
+            log.info("%s: the stalled reset returned; the device is alive", address)
+        else:
+            self.inventory.record_error([address], f"{address}: the reset returned "
+                                        "late and the device did not come back")
+
+    def _climb_on(self, address: str, fence: Fence | None, climb: "_Climb",
+                  exc: HostWriteTimeout) -> ResetOutcome:
+        """The rung whose write outlived its timeout returned: healthy ends the climb,
+        otherwise it goes on from the next rung."""
+        rung = climb.tried[-1] if climb.tried else ""
+        dev = self.inventory.device(address) or climb.dev
+        if rung and rung not in (HOT_RESET, REMOVE_RESCAN) and \
+                list(dev.reset_methods) != list(climb.dev.reset_methods):
+            try:  # the stalled method's selection is still written
+                self.writer.write(paths.device_file(address, "reset_method"), "default",
+                                  address)
+            except VfiodError as err:
+                log.warning("%s: could not restore reset_method: %s", address, err)
+            self.inventory.reread([address])
+        error = exc.pending.error if isinstance(exc.pending, PendingWrite) else None
+        if error is None:
+            if self._check(address, rung, climb.expected, climb.failures):
+                log.info("%s: the stalled %s returned; the device is healthy", address, rung)
+                return self._healthy(address, rung, climb)
+        elif isinstance(error, HostWriteError):
+            took = time.time() - exc.pending.since if isinstance(exc.pending, PendingWrite) \
+                else 0.0
+            climb.failures.append(f"{_reset_failure(rung, error.errno)} after {took:.0f} s")
+        else:
+            climb.failures.append(f"{rung}: {error}")
+        rest = climb.rungs[climb.rungs.index(rung) + 1:] if rung in climb.rungs else []
+        log.info("%s: the stalled %s returned, the device is not healthy: climbing on "
+                 "(%s)", address, rung, ", ".join(rest) or "no rung left")
+        climb.rungs = rest
+        climb.dev = self.inventory.device(address) or climb.dev
+        return self._climb(climb.dev, fence, climb)
+
+    def _own_methods(self, dev: PciDevice, failures: list[str], plan: list[str],
+                     expected: Expected, tried: list[str]) -> str | None:
+        """Try the function's own methods in *plan*, best first; the one that left it
+        healthy, or None with why each failed added to *failures*."""
         address, write = dev.address, self.writer.write
         # One listed method is already the selection: writing reset_method would make
         # the kernel probe it again (and refuse bus with EINVAL while a sibling function
         # shares the bus), and writing "default" afterwards would probe it away for good.
-        selectable = len(dev.reset_methods) > 1
+        selectable = len(plan) > 1 or list(plan) != list(dev.reset_methods)
         selected = False
         stalled = False
         try:
-            for method in dev.reset_methods:
+            for method in plan:
+                tried.append(method)
                 try:
                     if selectable:
                         write(paths.device_file(address, "reset_method"), method, address)
@@ -184,10 +387,8 @@ class Resetter:
                 except HostWriteError as exc:
                     failures.append(_reset_failure(method, exc.errno))
                     continue
-                if self.config_alive(address):
+                if self._check(address, method, expected, failures):
                     return method
-                failures.append(f"{method}: the device did not come back "
-                                "(config space reads all ones)")
             return None
         finally:
             if selected and not stalled:  # a refused selection leaves the kernel's as it was
@@ -197,6 +398,142 @@ class Resetter:
                     log.warning("%s: could not restore reset_method: %s", address, exc)
             if not stalled:
                 self.inventory.reread([address])
+
+    @staticmethod
+    def _slot(dev: PciDevice, devices: Mapping[str, PciDevice]) -> dict[str, PciDevice]:
+        """Every function of the device's slot (``0000:06:00.*``), itself included."""
+        slot = dev.address.rsplit(".", 1)[0]
+        return {a: d for a, d in devices.items() if a.rsplit(".", 1)[0] == slot}
+
+    def _rescan_obstacle(self, dev: PciDevice, slot: Mapping[str, PciDevice]) -> str | None:
+        """Why the slot cannot be removed and rescanned now, or None when it can: every
+        function of it on vfio-pci (ours; holders are fenced separately), none a
+        bridge, and a rescan file for its bus."""
+        what = f"remove and rescan of the slot {dev.address.rsplit('.', 1)[0]}"
+        if dev.parent is None:
+            # The root bus's rescan is the whole machine's: it would also bring back
+            # anything anyone removed anywhere. Below a PCIe port the bus holds one slot.
+            return f"{what}: it sits on the root bus, whose rescan rescans the whole machine"
+        if any(d.is_bridge for d in slot.values()):
+            return f"{what}: it holds a bridge; vfiod does not remove bridges"
+        away = [d for d in slot.values() if not d.on_vfio]
+        if away:
+            return (f"{what} needs every function of it on vfio-pci: "
+                    + _and([describe(d) for d in away]))
+        if not self.host.exists(paths.pci_bus_file(bus_of(dev.address), "rescan")):
+            return f"{what}: the kernel offers no rescan of bus {bus_of(dev.address)}"
+        return None
+
+    def _remove_rescan(self, dev: PciDevice, failures: list[str], fence: Fence | None,
+                       expected: Expected, tried: list[str]) -> str | None:
+        """Remove every function of the slot and rescan its bus, keeping the rescan's
+        probe from handing them to their host driver; the rung's name when the device
+        came back healthy on vfio-pci, else None with why added to *failures*.
+
+        The kernel forgets driver_override on remove, and the rescan would probe the
+        functions at once: drivers_autoprobe is off from before the remove until the
+        override is set again, then each function is probed onto vfio-pci. Its IOMMU
+        group may get a new number. The identity (vendor and device id) must be the one
+        it had.
+        """
+        address = dev.address
+        slot = self._slot(dev, self.inventory.reread(
+            [a for a in self.inventory.devices() if a.rsplit(".", 1)[0]
+             == address.rsplit(".", 1)[0]] + [address]))
+        obstacle = self._rescan_obstacle(dev, slot)
+        if obstacle is not None:
+            failures.append(obstacle)
+            return None
+        fences = self._fence_bus(dev, slot, fence)  # InUse if a sibling's group is held
+        tried.append(REMOVE_RESCAN)
+        write = self.writer.write
+        autoprobe = (self.host.read_text(paths.drivers_autoprobe()) or "1").strip() or "1"
+        back: list[str] = []
+        record = (self.journal.begin_rescan(sorted(slot), autoprobe)
+                  if self.journal is not None else None)
+        try:
+            try:
+                write(paths.drivers_autoprobe(), "0", address)
+                try:
+                    # Functions above 0 first: removing function 0 first would leave
+                    # the others briefly without the function that makes the slot.
+                    for a in sorted(slot, reverse=True):
+                        write(paths.device_file(a, "remove"), "1", a)
+                    write(paths.pci_bus_file(bus_of(address), "rescan"), "1", address)
+                    back = [a for a in sorted(slot) if self.inventory.exists(a)]
+                    for a in back:
+                        write(paths.device_file(a, "driver_override"), "vfio-pci", a)
+                finally:
+                    write(paths.drivers_autoprobe(), autoprobe, address)
+                for a in back:
+                    write(paths.drivers_probe(), a, a)
+            except HostWriteError as exc:
+                failures.append(f"remove and rescan: {exc}")
+                return None
+            finally:
+                if record is not None and self.journal is not None and \
+                        self.host.read_text(paths.drivers_autoprobe()) == autoprobe:
+                    self.journal.end_rescan(record)
+        finally:
+            for f in fences:
+                if f is not fence:
+                    f.close()
+            self.inventory.reread(list(slot))
+        missing = [a for a in sorted(slot) if a not in back]
+        if missing:
+            failures.append("remove and rescan: the rescan did not find "
+                            + _and(missing) + " again")
+            return None
+        off = [a for a in back if self.writer.driver(a) != "vfio-pci"]
+        if off:
+            failures.append("remove and rescan: " + _and(off) + " did not bind to vfio-pci "
+                            "again")
+            return None
+        rescanned = Expected(expected.vendor, expected.device, None, expected.aer_before)
+        if not self._check(address, "remove and rescan", rescanned, failures):
+            return None
+        log.info("%s: came back by a remove and rescan of its slot (%s), on vfio-pci",
+                 address, ", ".join(back))
+        return REMOVE_RESCAN
+
+    def recover_rescans(self) -> list[str]:
+        """Put right what a killed process left in a remove and rescan of this boot:
+        the slot rescanned if it is still gone (autoprobe off meanwhile), every function
+        of it without a driver set to vfio-pci and probed, drivers_autoprobe as it was.
+        Returns the addresses covered."""
+        if self.journal is None:
+            return []
+        covered: list[str] = []
+        for record in self.journal.unfinished_rescans():
+            log.warning("finishing a remove and rescan of %s that a killed vfiod left",
+                        ", ".join(record.members))
+            try:
+                self._finish_rescan(record)
+            except HostWriteError as exc:
+                log.error("could not finish the remove and rescan of %s: %s",
+                          ", ".join(record.members), exc)
+                self.inventory.record_error(record.members, f"a remove and rescan a killed "
+                                            f"vfiod left could not be finished: {exc}")
+                continue
+            self.journal.end_rescan(record)
+            covered += record.members
+        return covered
+
+    def _finish_rescan(self, record: RescanRecord) -> None:
+        write, key = self.writer.write, record.key
+        try:
+            if not all(self.inventory.exists(a) for a in record.members):
+                write(paths.drivers_autoprobe(), "0", key)
+                write(paths.pci_bus_file(record.bus, "rescan"), "1", key)
+            loose = [a for a in record.members
+                     if self.inventory.exists(a) and self.writer.driver(a) is None]
+            for a in loose:
+                write(paths.device_file(a, "driver_override"), "vfio-pci", a)
+        finally:
+            write(paths.drivers_autoprobe(), record.autoprobe, key)
+        for a in loose:
+            write(paths.drivers_probe(), a, a)
+        self.inventory.reread(record.members)
 
     def bus_mates(self, address: str) -> list[str]:
         """The functions a hot reset through *address* would reset (itself included), as
@@ -209,8 +546,8 @@ class Resetter:
         mates = sorted(a for a in devices if bus_of(a) == bus)
         return mates if len(mates) > 1 else []
 
-    def _hot_reset(self, dev: PciDevice, failures: list[str],
-                   fence: Fence | None = None) -> str | None:
+    def _hot_reset(self, dev: PciDevice, failures: list[str], fence: Fence | None,
+                   expected: Expected, tried: list[str]) -> str | None:
         """Reset the device's whole bus through VFIO when its own methods cannot.
 
         A function's own bus reset fails while another shares its bus (a GPU and its
@@ -241,6 +578,7 @@ class Resetter:
             failures.append(obstacle)
             return None
         fences = self._fence_bus(dev, on_bus, fence)
+        tried.append(HOT_RESET)
         try:
             reset = self.host.vfio_hot_reset(address, {f.group: f.fd for f in fences})
         except HostWriteError as exc:
@@ -252,14 +590,12 @@ class Resetter:
                 if f is not fence:
                     f.close()
             self.inventory.reread(on_bus)
-        if not self.config_alive(address):
-            failures.append("bus through VFIO hot reset: the device did not come back "
-                            "(config space reads all ones)")
+        if not self._check(address, "bus through VFIO hot reset", expected, failures):
             return None
         self.inventory.clear_errors(reset)
         log.info("%s: reset the bus %s through VFIO's hot reset (%s)", address, bus,
                  ", ".join(reset))
-        return "bus"
+        return HOT_RESET
 
     def _fence_bus(self, dev: PciDevice, on_bus: Mapping[str, PciDevice],
                    fence: Fence | None) -> list[Fence]:

@@ -67,6 +67,18 @@ def drivers_probe() -> str:
     return f"{PCI_BUS}/drivers_probe"
 
 
+def drivers_autoprobe() -> str:
+    """The bus's ``drivers_autoprobe``: 0 stops new devices and drivers from binding by
+    themselves (a rescan then adds devices without probing them)."""
+    return f"{PCI_BUS}/drivers_autoprobe"
+
+
+def pci_bus_file(bus: str, name: str) -> str:
+    """A PCI bus's file (``/sys/class/pci_bus/0000:06/rescan``: rescans that bus only);
+    *bus* as ``0000:06``."""
+    return f"{SYSFS}/class/pci_bus/{bus}/{name}"
+
+
 def sysfs_relative(path: str) -> str:
     """A canonical sysfs path without its ``/sys`` (``/devices/pci0000:00/...``)."""
     return path.removeprefix(SYSFS)

@@ -92,7 +92,8 @@ class SimHost(Host):
     simulated = True
 
     def __init__(self, profile: str | Profile = "seed-x99",
-                 root: str | os.PathLike[str] | None = None, *, desktop: bool = True) -> None:
+                 root: str | os.PathLike[str] | None = None, *, desktop: bool = True,
+                 time_scale: float = 1.0) -> None:
         if isinstance(profile, str):
             if profile not in PROFILES:
                 raise ValueError(f"unknown simulated profile {profile!r}; "
@@ -144,6 +145,7 @@ class SimHost(Host):
             self.reattached = saved is not None
             self.kernel = Kernel(machine, self.root, self._hub, self._device_held,
                                  load_subset(machine.devices), saved)
+            self.kernel.time_scale = time_scale
             self._watcher = ExternalWriteWatcher(self.kernel)
             self.kernel.on_change = self._watcher.sync_watches
             self._watcher.start()
@@ -271,7 +273,18 @@ class SimHost(Host):
         holder = spawn_holder(self.root, paths, comm=comm, device_fds=device_fds,
                               release_on_remove=release_on_remove)
         self._holders.append(holder)
+        self.kernel.guest_used(self._guest_devices(paths, device_fds))
         return holder
+
+    def _guest_devices(self, paths: Sequence[str], device_fds: Sequence[str]) -> list[str]:
+        """The functions a holder of these paths drives: every member of a group whose
+        node it holds, and the functions whose device fds it holds."""
+        used = [a.lstrip("@") for a in device_fds]
+        for path in paths:
+            name = path.rsplit("/", 1)[-1]
+            if path.startswith("/dev/vfio/") and name.isdigit():
+                used += self.kernel.group_members(int(name))
+        return used
 
     def sync_external(self, timeout: float = 5.0) -> bool:
         """Wait until direct writes to the tree made so far have been applied."""

@@ -21,11 +21,13 @@ import os
 import re
 import uuid
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vfiod import vendor_reset_ids
 from vfiod.errors import ModuleLoadError
 from vfiod.sim import render
 from vfiod.sim.events import EventHub
@@ -98,6 +100,12 @@ class Kernel:
         self._events: list[tuple[str, str, str, dict[str, str]]] = []
         self._threads: list[threading.Thread] = []
         self.closing = False
+        #: Multiplies every modelled reset time (DeviceSpec.reset_seconds): tests run a
+        #: 60 s FLR in a fraction of a second.
+        self.time_scale = 1.0
+        #: /sys/bus/pci/drivers_autoprobe: while 0, neither a rescan nor a driver that
+        #: registers binds anything by itself (drivers_probe and bind still do).
+        self.autoprobe = 1
         #: Called (under the lock) after the tree changed: the watcher re-syncs its watches.
         self.on_change: Callable[[], None] | None = None
         self._index_topology()
@@ -343,7 +351,7 @@ class Kernel:
             save(self.root, MachineState(
                 profile=self.profile.name, devices=self._deltas, modules=self.loaded,
                 dynids=self.dynids, vtcon=self.vtcon, seqnum=self.hub.seqnum,
-                boot_id=self.boot_id).to_json())
+                boot_id=self.boot_id, autoprobe=self.autoprobe).to_json())
             if self.on_change is not None:
                 self.on_change()
         events, self._events = self._events, []
@@ -361,6 +369,7 @@ class Kernel:
         self.vtcon.update(saved.vtcon)
         self.hub.seqnum = saved.seqnum
         self.boot_id = saved.boot_id or self.boot_id
+        self.autoprobe = saved.autoprobe
 
     @contextmanager
     def _op(self) -> Iterator[None]:
@@ -441,6 +450,21 @@ class Kernel:
                 # A bound device: success, nothing happens. No match: success too.
                 if st.present and st.driver is None:
                     self._device_attach(address)
+
+    def _w_bus_drivers_autoprobe(self, _key: str, value: str) -> None:
+        # drivers_autoprobe_store: any write that is not "0..." turns it on.
+        with self._op():
+            self.autoprobe = 0 if c_string(value).startswith("0") else 1
+            self._dirty.add("base")
+            self._changed = True
+
+    def _w_pcibus_rescan(self, bus: str, value: str) -> None:
+        # bus_rescan_store: the bus and everything below it; the root bus rescans all.
+        if kstrtoul(value):
+            bridge = next((a for a, b in self._buses.items()
+                           if f"{a[:4]}:{b[1]:02x}" == bus and self.states[a].present), None)
+            with self._op():
+                self._rescan(scope=bridge)
 
     def _w_bus_rescan(self, _key: str, value: str) -> None:
         if kstrtoul(value):
@@ -530,6 +554,9 @@ class Kernel:
                     # Each name is probed as it is selected: a method the device has
                     # but cannot use now (bus, with another function on the bus) is
                     # "Invalid reset method" too, and the selection stays as it was.
+                    if name == "device_specific" and self._vendor_reset_covers(address):
+                        chosen.append(name)  # vendor-reset's probe says yes
+                        continue
                     if (name not in RESET_METHOD_NAMES or name not in spec.reset_methods
                             or not self._probe_ok(address, name)):
                         raise _err(errno.EINVAL)
@@ -540,6 +567,7 @@ class Kernel:
     def _w_device_remove(self, address: str, value: str) -> None:
         if kstrtoul(value):
             with self._op():
+                self._sleep(self._seconds(address, "remove"))
                 self._remove(address, unplug=False)
 
     def _w_device_rescan(self, address: str, value: str) -> None:
@@ -726,7 +754,7 @@ class Kernel:
                 # Gone from the kernel: override, reset selection, group and death go
                 # with it.
                 self.states[sub] = DeviceState(present=False, plugged=st.plugged,
-                                               outcomes=st.outcomes)
+                                               outcomes=st.outcomes, broken=st.broken)
                 self._touch(sub)
 
     def _rescan(self, scope: str | None, only: set[str] | None = None) -> None:
@@ -744,7 +772,7 @@ class Kernel:
                 continue
             if spec.physfn is not None and not self.states[spec.physfn].present:
                 continue
-            self.states[address] = DeviceState(outcomes=st.outcomes)
+            self.states[address] = DeviceState(outcomes=st.outcomes, broken=st.broken)
             self._join_group(address)
             # Probed before the device joins its bus: function 0 scanned with its
             # siblings is still alone there. Without a method the reset and
@@ -754,9 +782,11 @@ class Kernel:
             self.states[address].reset_files = bool(methods)
             self._touch(address)
             self._pci_event("add", address)
+            self._sleep(self._seconds(address, "rescan"))
             added.append(address)
-        for address in added:
-            self._device_attach(address)
+        if self.autoprobe:
+            for address in added:
+                self._device_attach(address)
 
     def unplug(self, address: str) -> None:
         """Pull the device (and what is behind it) out of the machine: a surprise removal."""
@@ -777,11 +807,18 @@ class Kernel:
         spec, st = self.specs[address], self.states[address]
         methods = list(spec.reset_methods) if st.reset_selected is None else st.reset_selected
         for method in methods:
+            # The device lock is held, the model's lock is not, while the kernel waits.
+            self._sleep(self._seconds(address, method))
             outcome = st.outcomes.get(method) or self._natural_outcome(address, method)
             if outcome == "enotty":
                 continue  # __pci_reset_function_locked tries the next method
             if outcome == "dies":
                 st.dead = True
+            elif method == "device_specific":
+                # vendor-reset's reset: the card comes back even from the AMD reset bug.
+                st.dead = st.used = False
+            elif self._reset_bug(address):
+                pass  # the reset "worked" and left the card as the bug leaves it
             elif method == "bus":
                 for other in self.specs:
                     if self.specs[other].bus == spec.bus and self.states[other].dead:
@@ -790,6 +827,43 @@ class Kernel:
             self._touch(address)
             return
         raise _err(errno.ENOTTY)
+
+    def _reset_bug(self, address: str) -> bool:
+        """Apply a dying card's bug to a reset that reports success; True when it did."""
+        spec, st = self.specs[address], self.states[address]
+        if spec.reset_bug == "never_back" and (st.used or st.broken):
+            st.broken = True
+            return True
+        if spec.reset_bug == "amd" and st.used:
+            st.dead = True
+            return True
+        return False
+
+    def _seconds(self, address: str, what: str) -> float:
+        """How long *what* (a reset method, hot_reset, remove, rescan) takes on the device."""
+        for name, seconds in self.specs[address].reset_seconds:
+            if name == what:
+                return seconds * self.time_scale
+        return 0.0
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait as the kernel does inside a write, letting other writes run meanwhile."""
+        if seconds <= 0:
+            return
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.closing:
+                raise _err(errno.EINTR)
+            self._cond.wait(left)
+
+    def guest_used(self, addresses: list[str]) -> None:
+        """A guest drove these functions (opened their group): dying cards now misbehave
+        at their next reset."""
+        with self._op():
+            for address in addresses:
+                if address in self.states and self.states[address].present:
+                    self.states[address].used = True
+                    self._touch(address)
 
     def hot_reset(self, address: str, is_held: Callable[[str], bool]) -> list[str]:
         """VFIO_DEVICE_PCI_HOT_RESET through *address*'s device fd; return who was reset.
@@ -813,10 +887,18 @@ class Kernel:
             groups = {self.states[a].group for a in on_bus}
             if any(is_held(f"/dev/vfio/{g}") for g in groups):
                 raise _err(errno.EBUSY)
+            self._sleep(max(self._seconds(a, "hot_reset") for a in on_bus))
             for a in on_bus:
-                self.states[a].dead = False
+                if not self._reset_bug(a):
+                    self.states[a].dead = False
                 self._touch(a)
             return sorted(on_bus)
+
+    def _vendor_reset_covers(self, address: str) -> bool:
+        """vendor-reset is loaded and has this card in its table."""
+        spec = self.specs[address]
+        return (self.module_loaded(vendor_reset_ids.MODULE)
+                and vendor_reset_ids.family(spec.vendor, spec.device) is not None)
 
     def _natural_outcome(self, address: str, method: str) -> str:
         """What a method does on this machine when no test said otherwise."""
@@ -918,7 +1000,8 @@ class Kernel:
         if m.driver is not None:
             self.drivers.append(m.driver)
             self._dirty.add(f"drv:{m.driver}")
-            self._driver_attach(m.driver)
+            if self.autoprobe:  # bus_add_driver attaches only with drivers_autoprobe on
+                self._driver_attach(m.driver)
 
     # -- shutdown ----------------------------------------------------------------------
     def close(self) -> None:

@@ -38,6 +38,8 @@ class DeviceState:
     outcomes: dict[str, str] = field(default_factory=dict)  # method -> ok/enotty/dies
     vfio_index: int | None = None  # N of vfio-dev/vfioN while on vfio-pci
     releasing: bool = False  # an unbind is waiting for the device fd to be closed
+    used: bool = False  # a guest has used it since its last device-specific reset or rescan
+    broken: bool = False  # a "never_back" card after its fatal reset (kept across rescans)
 
     def delta(self, base: DeviceState) -> dict[str, Any]:
         """The fields that differ from *base* (the device as the machine booted)."""
@@ -64,6 +66,8 @@ class MachineState:
     #: /proc/sys/kernel/random/boot_id: drawn when the machine boots, kept while it runs
     #: (a SimHost that re-attaches finds the same boot; ``reboot`` makes a new one).
     boot_id: str = ""
+    #: /sys/bus/pci/drivers_autoprobe: 0 while nothing may probe new devices by itself.
+    autoprobe: int = 1
 
     def to_json(self) -> str:
         """Serialize, leaving out devices that are as they booted."""
@@ -76,6 +80,7 @@ class MachineState:
             "vtcon": self.vtcon,
             "seqnum": self.seqnum,
             "boot_id": self.boot_id,
+            "autoprobe": self.autoprobe,
         }, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -92,6 +97,7 @@ class MachineState:
             vtcon={k: int(v) for k, v in data["vtcon"].items()},
             seqnum=int(data.get("seqnum", 0)),
             boot_id=str(data.get("boot_id", "")),
+            autoprobe=int(data.get("autoprobe", 1)),
         )
 
 

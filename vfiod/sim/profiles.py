@@ -9,6 +9,7 @@ modules' alias patterns (class-based for ahci, xhci_pci, snd_hda_intel's HDMI en
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from vfiod.sim.spec import (
@@ -216,6 +217,81 @@ def _seed_x99(iommu: bool, shared_buses: bool = False) -> Profile:
     )
 
 
+#: Drivers and modules of the dying-cards machine, on top of MODULES.
+DYING_CARDS_MODULES: tuple[ModuleSpec, ...] = (
+    ModuleSpec("amdgpu", "amdgpu", ("pci:v00001002d000067DFsv*sd*bc03sc00i00",),
+               size=9834496),
+    ModuleSpec("nvme_core", size=176128),
+    ModuleSpec("nvme", "nvme", ("pci:v*d*sv*sd*bc01sc08i02",), depends=("nvme_core",),
+               size=57344),
+    # gnif/vendor-reset, out of tree: not loaded at boot (what doctor warns about).
+    ModuleSpec("vendor_reset", size=126976),
+)
+
+#: Reset times seen on the real kernel (shared/notes/kernel-facts.md: pm 52 ms, bus and
+#: flr 130-150 ms); device_specific, remove and rescan are estimates, not measurements.
+_TIMES = (("flr", 0.130), ("pm", 0.052), ("bus", 0.150), ("hot_reset", 0.150),
+          ("device_specific", 0.5), ("remove", 0.07), ("rescan", 0.1))
+
+
+def _dying_cards() -> Profile:
+    """Cards that die like real ones, each behind a root port of its own.
+
+    01:00.0/.1 an AMD RX 580 (Polaris 10) and its HDMI audio with the AMD reset bug;
+    02:00.0/.1 a GTX 1070 without FLR whose bus is shared with its audio (only VFIO's
+    hot reset of both works); 03:00.0 an NVMe SSD whose FLR the kernel waits its whole
+    60 s for and then gives up (ENOTTY), while pm works; 04:00.0 a USB controller that
+    never comes back after a guest used it.
+    """
+    rp = 0x060400
+    port = dict(pcie=True, aer=True)
+    t = _TIMES
+    devices = [
+        _dev("0000:00:00.0", "8086:2f00", 0x060000, 0x02, None, 0, subsystem=(0x8086, 0)),
+        _dev("0000:00:01.0", "8086:2f02", rp, 0x02, None, 1, "pcieport", (0x8086, 0), **port),
+        _dev("0000:00:02.0", "8086:2f04", rp, 0x02, None, 2, "pcieport", (0x8086, 0), **port),
+        _dev("0000:00:03.0", "8086:2f08", rp, 0x02, None, 3, "pcieport", (0x8086, 0), **port),
+        _dev("0000:00:1c.0", "8086:8d10", rp, 0xD5, None, 4, "pcieport", (0x8086, 0),
+             **port),
+        _dev("0000:01:00.0", "1002:67df", 0x030000, 0xE7, "0000:00:01.0", 10, "amdgpu",
+             (0x1DA2, 0xE366), reset_methods=("flr", "bus"), reset_seconds=t,
+             reset_bug="amd", bars=((0xE0000000, 0x10000000), (0xF7A00000, 0x40000)),
+             **port),
+        _dev("0000:01:00.1", "1002:aaf0", 0x040300, 0x00, "0000:00:01.0", 10,
+             "snd_hda_intel", (0x1DA2, 0xAAF0), reset_seconds=t,
+             bars=((0xF7A60000, 0x4000),), **port),
+        _dev("0000:02:00.0", "10de:1b81", 0x030000, 0xA1, "0000:00:02.0", 11, "nvidia",
+             (0x10DE, 0x119D), reset_methods=("bus",), reset_seconds=t,
+             bars=((0xF6000000, 0x1000000),), **port),
+        _dev("0000:02:00.1", "10de:10f0", 0x040300, 0xA1, "0000:00:02.0", 11,
+             "snd_hda_intel", (0x10DE, 0x119D), reset_seconds=t,
+             bars=((0xF7080000, 0x4000),), **port),
+        _dev("0000:03:00.0", "144d:a808", 0x010802, 0x00, "0000:00:03.0", 12, "nvme",
+             (0x144D, 0xA801), reset_methods=("flr", "pm", "bus"),
+             reset_seconds=(("flr", 60.0),) + t, reset_outcomes=(("flr", "enotty"),),
+             bars=((0xF7900000, 0x4000),), **port),
+        _dev("0000:04:00.0", "1912:0015", 0x0C0330, 0x02, "0000:00:1c.0", 13, "xhci_hcd",
+             (0x1043, 0x8488), reset_methods=("pm", "bus"), reset_seconds=t,
+             reset_bug="never_back", bars=((0xF7800000, 0x2000),), **port),
+    ]
+    return Profile(
+        name="dying-cards",
+        description="cards that die like real ones: an AMD RX 580 with the reset bug, a "
+                    "GTX 1070 without FLR, an NVMe SSD whose FLR takes 60 s, a USB "
+                    "controller that never comes back",
+        iommu=True,
+        devices=tuple(sorted(devices, key=lambda d: d.address)),
+        modules=tuple(
+            # snd_hda_intel's table has the AMD HDMI audio too (its 1002:aaf0 entry).
+            replace(m, aliases=m.aliases + ("pci:v00001002d0000AAF0sv*sd*bc*sc*i*",))
+            if m.name == "snd_hda_intel" else m for m in MODULES) + DYING_CARDS_MODULES,
+        boot_modules=("amdgpu", "nvidia", "snd_hda_intel", "nvme", "xhci_pci"),
+        cmdline="BOOT_IMAGE=/boot/vmlinuz-6.1.0-sim-amd64 ro intel_iommu=on",
+        mounts=("sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0",
+                "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0"),
+    )
+
+
 #: The scale machine: this many ConnectX-5 PFs, each with VFS_PER_PF virtual functions.
 SCALE_PFS = 64
 SCALE_VFS_PER_PF = 63
@@ -371,6 +447,7 @@ class _Profiles(Mapping[str, Profile]):
         "seed-x99-shared-bus": lambda: _seed_x99(iommu=True, shared_buses=True),
         "scale": _scale,
         "test-guest": _test_guest,
+        "dying-cards": _dying_cards,
     }
 
     def __init__(self) -> None:
@@ -389,6 +466,6 @@ class _Profiles(Mapping[str, Profile]):
 
 
 #: Every profile by name: ``seed-x99``, ``seed-x99-noiommu``, ``seed-x99-shared-bus``,
-#: ``scale``, ``test-guest``.
+#: ``scale``, ``test-guest``, ``dying-cards``.
 PROFILES: Mapping[str, Profile] = _Profiles()
 

@@ -11,7 +11,7 @@ import posixpath
 import struct
 from typing import Protocol
 
-from vfiod.sim.spec import VFIO_DRIVER, DeviceSpec, Disk, ModuleSpec, Profile, UsbInput
+from vfiod.sim.spec import AER_COMPLETION_TIMEOUT, VFIO_DRIVER, DeviceSpec, Disk, ModuleSpec, Profile, UsbInput
 from vfiod.sim.machine_state import DeviceState
 from vfiod.sim.tree import DIR, Control, Node, dev, link, relative_link, text
 
@@ -27,6 +27,7 @@ class Kernel(Protocol):
     loaded: list[str]
     drivers: list[str]
     vtcon: dict[str, int]
+    autoprobe: int
 
     def sysfs_dir(self, address: str) -> str: ...
     def bridge_buses(self, address: str) -> tuple[int, int, int] | None: ...
@@ -67,11 +68,13 @@ def _uevent_text(props: dict[str, str]) -> str:
 
 
 def config_space(spec: DeviceSpec, *, enabled: bool, dead: bool, multifunction: bool,
-                 buses: tuple[int, int, int] | None) -> bytes:
-    """The first 256 bytes of configuration space (all ones for a dead device)."""
+                 buses: tuple[int, int, int] | None, broken: bool = False) -> bytes:
+    """Configuration space: all ones for a dead device; 4096 bytes for a PCIe function
+    (PCI Express capability at 0x40, AER at 0x100 when it has them), else 256."""
+    size = 4096 if spec.pcie else 256
     if dead:
-        return b"\xff" * 256
-    cfg = bytearray(256)
+        return b"\xff" * size
+    cfg = bytearray(size)
     struct.pack_into("<HHH", cfg, 0, spec.vendor, spec.device, 0x0406 if enabled else 0)
     cfg[8] = spec.revision
     cfg[9:12] = bytes((spec.class_code & 0xFF, (spec.class_code >> 8) & 0xFF,
@@ -81,7 +84,34 @@ def config_space(spec: DeviceSpec, *, enabled: bool, dead: bool, multifunction: 
         cfg[0x18:0x1B] = bytes(buses)
     else:
         struct.pack_into("<HH", cfg, 0x2C, spec.subsystem_vendor, spec.subsystem_device)
+        for i, (start, _size) in enumerate(spec.bars[:6]):
+            # A "never_back" card lost its BAR programming; the kernel's restore did
+            # not stick.
+            struct.pack_into("<I", cfg, 0x10 + 4 * i, 0 if broken else start)
+    if spec.pcie:
+        struct.pack_into("<H", cfg, 0x06, 0x0010)  # status: capability list
+        cfg[0x34] = 0x40
+        root_port = spec.is_bridge and spec.parent is None
+        port_type = (0x4 if root_port else 0x6) if spec.is_bridge else 0x0
+        cfg[0x40:0x42] = bytes((0x10, 0x00))  # PCI Express, last capability
+        struct.pack_into("<H", cfg, 0x42, 0x0002 | port_type << 4)
+        # Link Capabilities: x16, 8 GT/s; ports report Data Link Layer Link Active.
+        struct.pack_into("<I", cfg, 0x4C, 0x0103 | (1 << 20 if spec.is_bridge else 0))
+        # Link Status: x16 at 8 GT/s; a port's link to the function below is active.
+        struct.pack_into("<H", cfg, 0x52, 0x0103 | (1 << 13 if spec.is_bridge else 0))
+        if spec.aer:
+            struct.pack_into("<I", cfg, 0x100, 0x0001 | 2 << 16)  # AER v2, last
+            struct.pack_into("<I", cfg, 0x104, AER_COMPLETION_TIMEOUT if broken else 0)
     return bytes(cfg)
+
+
+def resources_text(spec: DeviceSpec) -> str:
+    """The ``resource`` file: start, end and flags of each BAR as the kernel assigned
+    it (IORESOURCE_MEM | IORESOURCE_SIZEALIGN for a 32-bit memory BAR), 13 lines."""
+    zero = f"0x{0:016x} 0x{0:016x} 0x{0:016x}\n"
+    lines = [f"0x{start:016x} 0x{start + size - 1:016x} 0x{0x40200:016x}\n"
+             for start, size in spec.bars[:6]]
+    return "".join(lines) + zero * (13 - len(lines))
 
 
 # -- the skeleton ---------------------------------------------------------------------
@@ -92,7 +122,7 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
     for d in ("/sys", "/sys/bus", "/sys/bus/pci", "/sys/bus/pci/devices",
               "/sys/bus/pci/drivers", "/sys/devices", "/sys/devices/pci0000:00",
               "/sys/devices/virtual", "/sys/devices/virtual/vtconsole", "/sys/class",
-              "/sys/class/drm", "/sys/class/sound", "/sys/class/net", "/sys/class/block",
+              "/sys/class/drm", "/sys/class/pci_bus", "/sys/class/sound", "/sys/class/net", "/sys/class/block",
               "/sys/class/input", "/sys/class/iommu", "/sys/class/vtconsole", "/sys/block",
               "/sys/dev", "/sys/dev/block",
               "/sys/module", "/sys/kernel", "/sys/kernel/iommu_groups", "/dev", "/dev/dri",
@@ -102,7 +132,14 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
         nodes[d] = DIR
     nodes["/sys/bus/pci/drivers_probe"] = text("", WO, Control("bus", "drivers_probe"))
     nodes["/sys/bus/pci/rescan"] = text("", WO, Control("bus", "rescan"))
-    nodes["/sys/bus/pci/drivers_autoprobe"] = text("1\n", RW)
+    nodes["/sys/bus/pci/drivers_autoprobe"] = text(f"{k.autoprobe}\n", RW,
+                                                   Control("bus", "drivers_autoprobe"))
+    # The root bus's own rescan (pci_bus class): rescans everything.
+    root_bus = "/sys/devices/pci0000:00/pci_bus/0000:00"
+    nodes["/sys/devices/pci0000:00/pci_bus"] = DIR
+    nodes[root_bus] = DIR
+    nodes[f"{root_bus}/rescan"] = text("", WO, Control("pcibus", "rescan", "0000:00"))
+    nodes["/sys/class/pci_bus/0000:00"] = rel(root_bus, "/sys/class/pci_bus/0000:00")
     for name, title in VTCONSOLES.items():
         d = f"/sys/devices/virtual/vtconsole/{name}"
         nodes[d] = DIR
@@ -295,7 +332,7 @@ def device_nodes(k: Kernel, address: str) -> dict[str, Node]:
         f"{d}/modalias": text(spec.modalias + "\n"),
         f"{d}/config": Node("file", config_space(
             spec, enabled=st.enabled, dead=st.dead, multifunction=k.multifunction(address),
-            buses=k.bridge_buses(address)), RW),
+            buses=k.bridge_buses(address), broken=st.broken), RW),
         f"{d}/driver_override": text(f"{st.override or '(null)'}\n", RW, ctl["driver_override"]),
         f"{d}/uevent": text(_uevent_text(pci_properties(spec, st.driver)), RW, ctl["uevent"]),
         f"{d}/enable": text(f"{int(st.enabled)}\n", RW, ctl["enable"]),
@@ -312,6 +349,17 @@ def device_nodes(k: Kernel, address: str) -> dict[str, Node]:
         shown = " ".join(selected) + "\n" if selected else ""
         nodes[f"{d}/reset_method"] = text(shown, RW, ctl["reset_method"])
         nodes[f"{d}/reset"] = text("", WO, ctl["reset"])
+    if spec.bars:
+        nodes[f"{d}/resource"] = text(resources_text(spec))
+    buses = k.bridge_buses(address)
+    if spec.is_bridge and buses is not None and buses[1]:
+        # The bridge's secondary bus (pci_bus class): its rescan rescans only that bus.
+        bus = f"{address[:4]}:{buses[1]:02x}"
+        bus_dir = f"{d}/pci_bus/{bus}"
+        nodes[f"{d}/pci_bus"] = DIR
+        nodes[bus_dir] = DIR
+        nodes[f"{bus_dir}/rescan"] = text("", WO, Control("pcibus", "rescan", bus))
+        nodes[f"/sys/class/pci_bus/{bus}"] = rel(bus_dir, f"/sys/class/pci_bus/{bus}")
     if spec.is_vga:
         nodes[f"{d}/boot_vga"] = text(f"{int(spec.boot_vga)}\n")
     if st.driver and not st.releasing:

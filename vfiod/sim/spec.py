@@ -15,6 +15,17 @@ VFIO_DRIVER = "vfio-pci"
 RESET_METHOD_NAMES = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")
 
 
+#: How dying cards misbehave after a guest used them (DeviceSpec.reset_bug):
+#: "amd": the AMD reset bug: FLR, pm, bus and VFIO's hot reset report success and leave
+#:   it dead (config space all ones); device_specific (with vendor-reset loaded) or a
+#:   remove and rescan bring it back.
+#: "never_back": every reset, and a remove and rescan, leave its BARs unprogrammed and a
+#:   Completion Timeout in its AER status: nothing short of a power cycle helps.
+RESET_BUGS = ("amd", "never_back")
+#: Uncorrectable AER status bit 14: Completion Timeout.
+AER_COMPLETION_TIMEOUT = 1 << 14
+
+
 def modalias(vendor: int, device: int, subvendor: int, subdevice: int, klass: int) -> str:
     """pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X, as the kernel formats it."""
     return (f"pci:v{vendor:08X}d{device:08X}sv{subvendor:08X}sd{subdevice:08X}"
@@ -102,6 +113,18 @@ class DeviceSpec:
     # does: ("bus", "enotty") for a PCIe endpoint below a port whose link never reports
     # active (QEMU's root port without x-speed). Outcomes as Kernel.set_reset_outcome.
     reset_outcomes: tuple[tuple[str, str], ...] = ()
+    # How long each reset takes in the kernel, in seconds (times the SimHost's
+    # time_scale): ("flr", 60.0) for a function the kernel waits its whole 60 s for.
+    # Also "hot_reset", "remove" and "rescan". Not listed: instant.
+    reset_seconds: tuple[tuple[str, float], ...] = ()
+    # How a dying card misbehaves once a guest has used it (RESET_BUGS): "" for none.
+    reset_bug: str = ""
+    # Config space beyond the ids: memory BARs (start, size), a PCI Express capability
+    # (with its Link Status; a root port's reports Data Link Layer Link Active) and AER.
+    # Without them the function has the 256 bytes of a conventional one.
+    bars: tuple[tuple[int, int], ...] = ()
+    pcie: bool = False
+    aer: bool = False
 
     @property
     def bus(self) -> str:
