@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -91,6 +92,7 @@ def test_reset_with_clear_lifts_the_quarantine(engine: Engine, host: SimHost) ->
     engine.bind(USB)
     host.kernel.set_reset_outcome(USB, "pm", "dies")
     host.kernel.set_reset_outcome(USB, "bus", "enotty")
+    host.faults.fail(f"*/{USB}/remove", errno.EIO)  # the ladder's last rung cannot run
     fail_resets(engine, USB, 1)
     assert engine.device_status(USB).quarantined
     host.kernel.set_reset_outcome(USB, "bus", "ok")  # what the user fixed

@@ -30,9 +30,12 @@ from .vfioctl_helpers import error_line, vfioctl
 USB = "0000:11:00.0"  # ASMedia USB for the guest: pm, then bus; alone in group 40
 AUDIO = "0000:00:1b.0"  # onboard audio, alone in group 9
 CONFIG = "[daemon]\nquarantine_after = 2\n\n[[device]]\nmatch = \"0000:11:00.0\"\nname = \"usb\"\n"
-#: Two resets of USB fail: each tries pm, then bus, and each write of `reset` fails EIO.
+#: Two resets of USB fail: each climbs pm, then bus (each write of `reset` fails EIO),
+#: then a remove and rescan of the slot (its `remove` write fails EIO).
 TWO_FAILED_RESETS = knobs(fail=[{"path": f"/sys/bus/pci/devices/{USB}/reset",
-                                 "errno": "EIO", "times": 4}])
+                                 "errno": "EIO", "times": 4},
+                                {"path": f"/sys/bus/pci/devices/{USB}/remove",
+                                 "errno": "EIO", "times": 2}])
 
 
 def fail_twice(daemon: Vfiod) -> None:

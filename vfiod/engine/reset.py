@@ -235,21 +235,29 @@ class Resetter:
         if worked is not None:
             return self._healthy(address, worked, climb)
         dev = climb.dev
+        # Unhealthy only when config space says so now: rungs the kernel refused before
+        # touching the device (ENOTTY: another function shares the bus; an errno) leave
+        # it as healthy as it was, and a later successful call clears the error mark.
+        current = self.inventory.device(address)
+        found = self.health.check(address, climb.expected,
+                                  current.parent if current else None) if tried else []
+        left = what_is_left(dev, self.host.module_loaded(vendor_reset_ids.MODULE))
         if not tried and not dev.reset_methods:
             message = "; ".join([f"{address}: the kernel offers no reset method of its "
                                  "own for it", *failures])
-        elif not tried:
-            message = f"{address}: no reset method worked: " + "; ".join(failures)
+        elif not found:
+            message = f"{address}: no reset method worked: " + "; ".join(failures) \
+                + (f"; {left}" if tried else "")
         else:
             message = (f"{address}: still not healthy after every reset vfiod could try "
-                       f"({', '.join(tried)}): " + "; ".join(failures) + "; "
-                       + what_is_left(dev, self.host.module_loaded(vendor_reset_ids.MODULE)))
+                       f"({', '.join(tried)}): " + "; ".join(failures) + "; " + left)
         outcome = ResetOutcome(address, "", tuple(tried), False, message,
                                time.monotonic() - climb.started, time.time())
         self._outcomes[address] = outcome
         self.inventory.record_error([address], message)
+        if found:
+            self.inventory.mark_unhealthy(address, "; ".join(found))
         if tried:
-            self.inventory.mark_unhealthy(address, failures[-1] if failures else message)
             log.error("%s", message)
         raise ResetFailed(message)
 
