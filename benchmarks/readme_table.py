@@ -24,7 +24,7 @@ BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 GROWTH_SIZES = (30, 1000, 4096)
 #: The growth table's rows: (key prefix, what).
-GROWTH_ROWS = (("growth_start", "vfiod start until it owns org.vfiod1 (tree built before)"),
+GROWTH_ROWS = (("growth_start", "vfiod start until it owns org.vfiod1 (less the sim build)"),
                ("growth_rss", "vfiod RSS idle (with the simulated kernel in it)"),
                ("growth_status", "D-Bus Status round trip"),
                ("growth_gmo", "D-Bus GetManagedObjects round trip"),
@@ -86,7 +86,7 @@ def render(data: dict[str, Any]) -> str:
         lines.append(f"| {goal['what']} | {shown(figure)} | {goal_shown(goal)} | {verdict} |")
     with_build = [by_key.get(k) for k in ("start_seed_with_build", "start_scale_with_build")]
     if any(with_build):
-        lines.append(f"| vfiod start with the simulated tree built inside it, 24 / 4,161 "
+        lines.append(f"| vfiod start including building the simulated machine, 24 / 4,161 "
                      f"functions | {shown(with_build[0])} / {shown(with_build[1])} | | |")
     lines += ["", "How it grows (scale-N: ConnectX-5 PFs and VFs, one IOMMU group each):", "",
               "| figure | " + " | ".join(f"{n:,}" for n in GROWTH_SIZES) + " |",

@@ -57,7 +57,7 @@ def test_the_readme_block_shows_each_goal_with_its_verdict_date_and_load() -> No
         in block
     assert "| RSS idle, 4,161 functions | 120 MB | 80 MB | **missed** |" in block
     assert "| Status round trip, 24 functions | - | 0.35 ms | - |" in block  # not measured
-    assert "| vfiod start until it owns org.vfiod1 (tree built before) | 250 ms | - | - |" \
+    assert "| vfiod start until it owns org.vfiod1 (less the sim build) | 250 ms | - | - |" \
         in block
     assert "| 3.0x |" in block
 
