@@ -259,6 +259,7 @@ class DeviceInterface(_DescribedInterface):
 
     arg_names = {"Bind": ("moved",), "Unbind": ("moved",), "Reset": ("method",)}
     const_properties = frozenset({"Address", "VendorId", "DeviceId", "Class", "IsBridge"})
+    keeps_variants = True  # update() replaces _variants, never changes it in place
 
     def __init__(self, daemon: Operations, status: DeviceStatus, config_name: str = "") -> None:
         super().__init__(DEVICE_INTERFACE)

@@ -6,7 +6,7 @@ generic path builds one row per function, then marshals them all, on every call:
 of a 17 ms round trip on 4,161 functions (issue 14's profile), and the whole cost of a
 call when 50 clients poll at once. Here the body is marshalled once per list the view
 publishes (``DeviceView.statuses`` makes a new list on every sync and returns the same
-one until then), and each call only gets a header.
+one until then), and each call only gets a header (vfiod.daemon.premarshalled).
 
 Anything unusual (arguments, another path, a call before the view exists) is left to
 dbus-fast's handler, which answers it as before.
@@ -16,46 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from dbus_fast import Message, MessageType, Variant
-from dbus_fast._private.marshaller import Marshaller
+from dbus_fast import Message, MessageType
 from dbus_fast.constants import MessageFlag
 from dbus_fast.message_bus import BaseMessageBus
 
 from vfiod.contract import MANAGER_INTERFACE, MANAGER_PATH
+from vfiod.daemon.premarshalled import PremarshalledReply, marshalled
 from vfiod.records import DeviceStatus
 
 #: Manager.Status's out signature (DESIGN.md).
 STATUS_SIGNATURE = "a(sssssis)"
-_HEADER_SIGNATURE = "yyyyuua(yv)"
-# The specification's numbers: header fields, the METHOD_RETURN type, version 1.
-_REPLY_SERIAL, _DESTINATION, _SIGNATURE = 5, 6, 8
-_METHOD_RETURN, _PROTOCOL_VERSION = 2, 1
 
 
 def status_body(statuses: Sequence[DeviceStatus]) -> bytes:
-    """Status's reply body for *statuses*, marshalled (a body starts 8-aligned, so its
-    bytes do not depend on the header in front of it)."""
-    rows = [list(s.status_row()) for s in statuses]
-    return bytes(Marshaller(STATUS_SIGNATURE, [rows]).marshall())
-
-
-class _PremarshalledReply(Message):
-    """A METHOD_RETURN whose body is already marshalled (dbus-fast marshals a message
-    when it is queued for sending, through ``_marshall``)."""
-
-    body_bytes: bytes = b""
-
-    def _marshall(self, negotiate_unix_fd: bool) -> bytearray:
-        # dbus-fast's order of the header fields, so the bytes are the ones it sends.
-        fields = [(_REPLY_SERIAL, Variant("u", self.reply_serial))]
-        if self.destination:
-            fields.append((_DESTINATION, Variant("s", self.destination)))
-        fields.append((_SIGNATURE, Variant("g", self.signature)))
-        header = bytearray(Marshaller(_HEADER_SIGNATURE, [
-            ord("l"), _METHOD_RETURN, self.flags.value, _PROTOCOL_VERSION,
-            len(self.body_bytes), self.serial, fields]).marshall())
-        header.extend(b"\0" * (-len(header) % 8))
-        return header + self.body_bytes
+    """Status's reply body for *statuses*, marshalled."""
+    return marshalled(STATUS_SIGNATURE, [[list(s.status_row()) for s in statuses]])
 
 
 class StatusReply:
@@ -96,9 +71,5 @@ class StatusReply:
         body = self.body()
         if body is None:
             return None
-        reply = _PremarshalledReply(message_type=MessageType.METHOD_RETURN,
-                                    reply_serial=msg.serial, destination=msg.sender,
-                                    signature=STATUS_SIGNATURE)
-        reply.body_bytes = body
-        self.bus.send(reply)
+        self.bus.send(PremarshalledReply.to(msg, STATUS_SIGNATURE, body))
         return True
