@@ -66,7 +66,13 @@ def index_children(host: Host) -> ChildIndex:
                 continue
             if klass == "input" and not entry.startswith("input"):
                 continue
-            target = host.resolve(paths.class_entry(klass, entry))
+            # The entry is one link into /sys/devices: the deepest PCI address in its
+            # target as stored is the function, without resolving it element by
+            # element (every reread of a function indexes every class entry).
+            link = paths.class_entry(klass, entry)
+            target = host.readlink(link)
+            if target is None or not host.exists(link):
+                target = host.resolve(link)  # not a link; or a dangling one: gone
             if target is None:
                 continue
             address = pci_ancestor(target)
