@@ -258,3 +258,16 @@ def test_a_plain_service_interface_below_the_path_leaves_the_answer_to_dbus_fast
         assert bus.managed_objects_body("/org/vfiod1") is None
 
     _with_offline_bus(scenario)
+
+
+def test_dbus_fast_lists_an_interface_class_members_once_for_all_its_objects() -> None:
+    from dbus_fast import service as dbus_fast_service
+
+    members = dbus_fast_service.inspect  # replaced when vfiod.daemon.bus is imported
+    first, second = _device("0000:06:00.0"), _device("0000:06:00.1")
+    assert members.getmembers(DeviceInterface) is members.getmembers(DeviceInterface)
+    # Each object still has its own D-Bus members, as dbus-fast made them.
+    intro = [m.name for m in first.introspect().methods]
+    assert intro == [m.name for m in second.introspect().methods]
+    assert {"Bind", "Unbind", "Reset"} <= set(intro)
+    assert members.signature is __import__("inspect").signature  # the rest is inspect's

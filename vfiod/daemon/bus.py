@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import inspect
 import socket
 import struct
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import ErrorType, MessageFlag
+from dbus_fast import service as dbus_fast_service
 from dbus_fast.service import ServiceInterface
 
 from vfiod.contract import MANAGER_PATH
@@ -53,6 +55,37 @@ _STANDARD_INTERFACES = frozenset({PROPERTIES_INTERFACE, OBJECT_MANAGER_INTERFACE
 _READABLE: dict[type, tuple[tuple[str, str], ...]] = {}
 
 
+class _MembersOnce:
+    """dbus-fast's view of the inspect module, with getmembers of a class computed once.
+
+    ServiceInterface.__init__ lists its class's members (inspect.getmembers) to find the
+    D-Bus methods, properties and signals, for every object: on 4,096 Device objects
+    that was two thirds of making them, a fifth of vfiod's own start (issue 14's
+    profile). A class's D-Bus members are fixed when it is defined, so one listing per
+    class gives each object the same answer.
+    """
+
+    def __init__(self) -> None:
+        self._members: dict[type, list[tuple[str, Any]]] = {}
+
+    def getmembers(self, obj: Any, predicate: Any = None) -> list[tuple[str, Any]]:
+        """inspect.getmembers, remembered per class when asked without a predicate."""
+        if predicate is not None or not isinstance(obj, type):
+            return inspect.getmembers(obj, predicate)
+        found = self._members.get(obj)
+        if found is None:
+            found = self._members[obj] = inspect.getmembers(obj)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(inspect, name)
+
+
+# dbus-fast's service module looks the name up at each call (a module global).
+if getattr(dbus_fast_service, "inspect", None) is inspect:
+    dbus_fast_service.inspect = _MembersOnce()  # type: ignore[attr-defined]
+
+
 class PropertiesInterface(ServiceInterface):
     """A ServiceInterface that hands the bus all its readable properties at once.
 
@@ -62,10 +95,10 @@ class PropertiesInterface(ServiceInterface):
     so a reply built from them has the content of dbus-fast's generic one.
     """
 
-    #: True when property_variants() returns the same dict until a value changes and
+    #: True when property_values() returns the same mapping until a value changes and
     #: then a new one, never changing one in place: GetManagedObjects may then reuse
-    #: the object's marshalled entry while the dict is the same.
-    keeps_variants: bool = False
+    #: the object's marshalled entry while the mapping is the same.
+    keeps_values: bool = False
 
     def property_values(self) -> Mapping[str, Any]:
         """Every readable property's plain value, by D-Bus name."""
@@ -137,9 +170,9 @@ class ObjectManagerBus(MessageBus):
         #: Answer GetManagedObjects from PropertiesInterface objects. False leaves every
         #: call to dbus-fast's generic handler (the tests compare the two answers).
         self.managed_objects_from_cache = True
-        #: Each object's marshalled GetManagedObjects entry, by path, with the variant
-        #: dicts it was made from (reused while every one of them is the same dict).
-        self._entries: dict[str, tuple[list[tuple[str, dict[str, Variant]]], bytes]] = {}
+        #: Each object's marshalled GetManagedObjects entry, by path, with the value
+        #: mappings it was made from (reused while every one of them is the same).
+        self._entries: dict[str, tuple[list[tuple[str, Mapping[str, Any]]], bytes]] = {}
 
     async def connect(self) -> ObjectManagerBus:
         """Connect, make the writer survive a full socket buffer, answer GetManagedObjects."""
@@ -221,21 +254,23 @@ class ObjectManagerBus(MessageBus):
 
     def _entry(self, node: str, interfaces: Mapping[str, ServiceInterface]) -> bytes | None:
         """One object's marshalled ``{o: a{sa{sv}}}`` entry (see managed_objects_body)."""
-        dicts: list[tuple[str, dict[str, Variant]]] = []
+        values: list[tuple[str, Mapping[str, Any]]] = []
         reusable = True
         for name, interface in interfaces.items():
             if not isinstance(interface, PropertiesInterface):
                 return None
-            dicts.append((name, interface.property_variants()))
-            reusable = reusable and interface.keeps_variants
+            values.append((name, interface.property_values()))
+            reusable = reusable and interface.keeps_values
         cached = self._entries.get(node)
-        if (reusable and cached is not None and len(cached[0]) == len(dicts)
-                and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(cached[0], dicts))):
+        if (reusable and cached is not None and len(cached[0]) == len(values)
+                and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(cached[0], values))):
             return cached[1]
+        objects = {node: {name: interface.property_variants()
+                          for name, interface in interfaces.items()}}
         # Marshalled as a one-entry array: the entry follows the length and its padding.
-        entry = marshalled(MANAGED_OBJECTS_SIGNATURE, [{node: dict(dicts)}])[8:]
+        entry = marshalled(MANAGED_OBJECTS_SIGNATURE, [objects])[8:]
         if reusable:
-            self._entries[node] = (dicts, entry)
+            self._entries[node] = (values, entry)
         return entry
 
     def _answer_get_managed_objects(self, msg: Message) -> Message | bool | None:
