@@ -10,7 +10,7 @@ DESTDIR  ?=
 # Debian packages the daemon, the tests and the real-kernel tier need.
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	libdbus-1-dev libglib2.0-dev dbus dbus-daemon dbus-bin systemd udev pci.ids \
-	procps iproute2 qemu-system-x86 busybox-static kmod cpio dmsetup e2fsprogs \
+	procps iproute2 qemu-system-x86 busybox-static kmod cpio dmsetup e2fsprogs pciutils \
 	shellcheck python3-pip python3-wheel zstd lz4 \
 	xvfb xfce4-panel dunst xdotool imagemagick
 # Why the less obvious ones: dbus (dbus.socket, for `systemd-analyze verify` of the unit),
@@ -18,9 +18,10 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 # with them; so do its tests), iproute2 (`ip`, which the guest tier runs); xvfb,
 # xfce4-panel (its tray hosts StatusNotifierItems), dunst, xdotool and imagemagick
 # (screenshots) for the applet's desktop test; dmsetup and e2fsprogs (mkfs.ext4) for the
-# real-kernel tier's block-device guards (the guest runs this machine's tools).
+# real-kernel tier's block-device guards (the guest runs this machine's tools); pciutils
+# (lspci) for the benchmark's side-by-side figure.
 
-.PHONY: all setup apt venv demo test test-host test-vm test-minbase torture bench install uninstall clean
+.PHONY: all setup apt venv demo test test-host test-vm test-minbase torture bench bench-readme install uninstall clean
 
 all: venv
 
@@ -79,8 +80,13 @@ test-minbase:
 torture: setup
 	VFIOD_TORTURE=full $(PY) -m pytest tests/torture -p no:randomly -q
 
+# Prints every figure with its goal and writes benchmarks/last.json; bench-readme then
+# writes the README's figures from that file (run both on an idle machine).
 bench: setup
 	$(PY) benchmarks/bench.py
+
+bench-readme:
+	$(PY) benchmarks/readme_table.py
 
 # -- install ---------------------------------------------------------------------------
 # `make install [DESTDIR=...] [PREFIX=/usr/local]`: what a distribution package ships.

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -43,11 +44,15 @@ if str(REPO) not in sys.path:
 from dbus_fast import Message, MessageType, Variant  # noqa: E402
 from dbus_fast.aio import MessageBus  # noqa: E402
 
+from benchmarks.goals import GOALS  # noqa: E402
 from vfiod.discovery import scan  # noqa: E402
 from vfiod.engine import Engine  # noqa: E402
 from vfiod.privatebus import PrivateBus, start_vfiod, stop_vfiod  # noqa: E402
 from vfiod.sim import SimHost  # noqa: E402
 from vfiod.sim.host import scratch_dir  # noqa: E402
+
+#: vfiod's log line saying how long building its simulated machine took.
+SIM_BUILT = re.compile(r"simulated \S+ machine (?:built|re-attached) in ([0-9.]+) s")
 
 BUS_NAME = "org.vfiod1"
 MANAGER = "/org/vfiod1"
@@ -78,14 +83,25 @@ class Counts:
     dbus_bind: int = 10
     vfioctl: int = 10
     busctl: int = 10
+    release: int = 5
+    storm_calls: int = 200
+    growth_start: int = 2
+    growth_calls: int = 10
+    growth_cli: int = 3
 
 
 QUICK = Counts(seed_build=3, scale_build=1, scale_scan=1, scale_status_cold=1,
                scale_status_warm=3, engine_bind=5, seed_start=1, scale_start=1,
                seed_status=50, scale_status=5, scale_gmo=2, dbus_bind=3, vfioctl=3,
-               busctl=3)
+               busctl=3, release=2, storm_calls=100, growth_start=1, growth_calls=3,
+               growth_cli=1)
 
-SECTIONS = ("sim", "engine", "daemon-seed", "daemon-scale")
+#: Where each run writes its JSON document (readme_table.py reads it).
+LAST_JSON = REPO / "benchmarks" / "last.json"
+
+SECTIONS = ("sim", "engine", "daemon-seed", "daemon-scale", "compare", "release", "storm",
+            "growth")
+DAEMON_SECTIONS = {"daemon-seed", "daemon-scale", "compare", "release", "storm", "growth"}
 
 
 # -- results ----------------------------------------------------------------------------
@@ -100,6 +116,12 @@ class Figure:
     unit: str = "s"  # samples are seconds; a single quantity has its own unit
     value: float | None = None  # a single quantity (bytes, MB, count) instead of samples
     note: str = ""
+    #: The issue's name for the figure (benchmarks/goals.py), "" for an unnamed one.
+    key: str = ""
+    #: The goal, in the figure's unit (seconds, MB, a ratio); None: none set.
+    goal: float | None = None
+    #: What is held against the goal: "median", "p99", or "value".
+    judged: str = "median"
 
     @property
     def n(self) -> int:
@@ -120,10 +142,34 @@ class Figure:
         rank = max(1, -(-9 * len(ordered) // 10))  # ceil(0.9 * n)
         return ordered[rank - 1]
 
+    @property
+    def p99(self) -> float | None:
+        """The 99th percentile (nearest rank) in seconds; None below 2 samples."""
+        if len(self.samples) < 2:
+            return None
+        ordered = sorted(self.samples)
+        return ordered[max(1, -(-99 * len(ordered) // 100)) - 1]
+
+    @property
+    def judged_value(self) -> float | None:
+        """The number held against the goal (the median, the p99, or the value)."""
+        if self.value is not None:
+            return self.value
+        return self.p99 if self.judged == "p99" else self.median
+
+    @property
+    def met(self) -> bool | None:
+        """True when the figure meets its goal; None without a goal or a figure."""
+        judged = self.judged_value
+        if self.goal is None or judged is None:
+            return None
+        return judged <= self.goal
+
     def to_json(self) -> dict[str, Any]:
         """The figure for --json: raw samples in seconds and the summary."""
         data = asdict(self)
-        data.update(n=self.n, median_s=self.median, p90_s=self.p90)
+        data.update(n=self.n, median_s=self.median, p90_s=self.p90, p99_s=self.p99,
+                    met=self.met)
         return data
 
 
@@ -134,18 +180,29 @@ class Results:
         self.machine: dict[str, Any] = {}
         self.figures: list[Figure] = []
 
-    def timed(self, section: str, name: str, samples: list[float], note: str = "") -> Figure:
-        """Record a repeated time measurement (samples in seconds)."""
-        figure = Figure(section, name, list(samples), note=note)
+    def timed(self, section: str, name: str, samples: list[float], note: str = "",
+              key: str = "") -> Figure:
+        """Record a repeated time measurement (samples in seconds); *key*: the issue's
+        figure it is (its goal comes from benchmarks/goals.py)."""
+        figure = Figure(section, name, list(samples), note=note, key=key)
+        self._judge(figure)
         self.figures.append(figure)
         return figure
 
     def quantity(self, section: str, name: str, value: float, unit: str,
-                 note: str = "") -> Figure:
-        """Record a single quantity (a size, a count, an RSS)."""
-        figure = Figure(section, name, [], unit=unit, value=value, note=note)
+                 note: str = "", key: str = "") -> Figure:
+        """Record a single quantity (a size, a count, an RSS, a ratio)."""
+        figure = Figure(section, name, [], unit=unit, value=value, note=note, key=key)
+        self._judge(figure)
         self.figures.append(figure)
         return figure
+
+    @staticmethod
+    def _judge(figure: Figure) -> None:
+        goal = GOALS.get(figure.key)
+        if goal is not None:
+            figure.goal = goal.value
+            figure.judged = goal.judged
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -162,15 +219,27 @@ def _fmt_quantity(value: float, unit: str) -> str:
         return f"{value:,.0f} B" if value < 10240 else f"{value / 1024:,.1f} KiB"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "x":
+        return f"{value:.2f}x"
     return f"{value:g} {unit}".strip()
 
 
+def _fmt_goal(f: Figure) -> str:
+    """``<= 40.00 ms ok`` / ``<= 40.00 ms MISSED`` ("p99" when the p99 is judged)."""
+    if f.goal is None:
+        return ""
+    shown = _fmt_quantity(f.goal, f.unit) if f.unit != "s" else _fmt_time(f.goal)
+    verdict = {True: "ok", False: "MISSED", None: "?"}[f.met]
+    return f"{'p99 ' if f.judged == 'p99' else ''}<= {shown} {verdict}"
+
+
 def render_table(results: Results) -> str:
-    """The plain-text table: machine facts, then one line per figure."""
+    """The plain-text table: machine facts, then one line per figure, with its goal."""
     lines = ["vfiod benchmarks"]
     for key, value in results.machine.items():
-        lines.append(f"  {key + ':':<18} {value}")
-    rows = [("figure", "N", "median", "p90", "note")]
+        if not key.startswith("load at "):  # the JSON's copy of "load average"
+            lines.append(f"  {key + ':':<18} {value}")
+    rows = [("figure", "N", "median", "p90", "goal", "note")]
     section = None
     breaks: list[int] = []
     for f in results.figures:
@@ -178,21 +247,31 @@ def render_table(results: Results) -> str:
             section = f.section
             breaks.append(len(rows))
         if f.value is not None:
-            rows.append((f.name, "1", _fmt_quantity(f.value, f.unit), "", f.note))
+            rows.append((f.name, "1", _fmt_quantity(f.value, f.unit), "", _fmt_goal(f), f.note))
         else:
-            rows.append((f.name, str(f.n), _fmt_time(f.median), _fmt_time(f.p90), f.note))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    width = sum(widths) + 8 + max(len(r[4]) for r in rows)
-    out = [f"{rows[0][0]:<{widths[0]}}  {rows[0][1]:>{widths[1]}}  {rows[0][2]:>{widths[2]}}  "
-           f"{rows[0][3]:>{widths[3]}}  {rows[0][4]}"]
+            p90 = f"{_fmt_time(f.p90)}" + (f" (p99 {_fmt_time(f.p99)})" if f.judged == "p99"
+                                            else "")
+            rows.append((f.name, str(f.n), _fmt_time(f.median), p90, _fmt_goal(f), f.note))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    width = sum(widths) + 10 + max(len(r[5]) for r in rows)
+
+    def line(row: tuple[str, ...]) -> str:
+        return (f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
+                f"{row[3]:>{widths[3]}}  {row[4]:<{widths[4]}}  {row[5]}").rstrip()
+
+    out = [line(rows[0])]
     titles = iter(dict.fromkeys(f.section for f in results.figures))
     for i, row in enumerate(rows[1:], start=1):
         if i in breaks:
             out.append(f"-- {next(titles)} ".ljust(width, "-"))
-        out.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
-                   f"{row[3]:>{widths[3]}}  {row[4]}".rstrip())
+        out.append(line(row))
+    judged = [f for f in results.figures if f.met is not None]
+    missed = [f for f in judged if not f.met]
     lines.append("")
     lines.extend(out)
+    lines.append("")
+    lines.append(f"goals: {len(judged) - len(missed)} of {len(judged)} met"
+                 + (f"; missed: {', '.join(f.key for f in missed)}" if missed else ""))
     return "\n".join(lines)
 
 
@@ -202,6 +281,7 @@ def machine_facts() -> dict[str, Any]:
     """CPU count, Python, kernel and load at start (figures on a busy machine are inflated)."""
     load = os.getloadavg()
     return {
+        "load at start": list(load),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
@@ -336,26 +416,36 @@ class Daemons:
     def __init__(self, bus: PrivateBus, stack: ExitStack) -> None:
         self.bus = bus
         self.stack = stack
+        #: The simulated tree of the vfiod started last.
+        self.sim_root: Path | None = None
+        #: How long the vfiod started last took to build its simulated machine.
+        self.sim_seconds = 0.0
 
-    def start(self, profile: str) -> tuple[subprocess.Popen[bytes], float]:
-        """A vfiod on a fresh simulated *profile*; (process, seconds until it owned the name)."""
+    def start(self, profile: str, config_text: str = "") -> tuple[subprocess.Popen[bytes], float]:
+        """A vfiod on a fresh simulated *profile*; (process, seconds until it owned the
+        name). *config_text*: its config file. ``sim_seconds`` is then the part of
+        those seconds vfiod spent building the simulated machine (from its log)."""
         work = self.stack.enter_context(scratch(profile))
         state = self.stack.enter_context(scratch(f"{profile}-state", disk=True))
         config = work / "vfiod.toml"
-        config.write_text("")  # never this machine's /etc/vfiod
+        config.write_text(config_text)  # never this machine's /etc/vfiod
+        self.sim_root = work / "sim"
+        log = work / "vfiod.log"
         watch = NameWatch(self.bus.address)
         watch.start()
         try:
             watch.ready.wait(10)
             t0 = time.perf_counter()
             # start_vfiod stops the process itself when it fails to come up.
-            proc = start_vfiod(self.bus, work / "sim", profile, state, config,
-                               log=work / "vfiod.log", timeout=240)
+            proc = start_vfiod(self.bus, self.sim_root, profile, state, config,
+                               log=log, timeout=240)
             returned = time.perf_counter()
             self.stack.callback(stop_vfiod, proc)
         finally:
             watch.stop()
         elapsed = (watch.owned_at if watch.owned_at is not None else returned) - t0
+        found = SIM_BUILT.search(log.read_text(errors="replace"))
+        self.sim_seconds = float(found.group(1)) if found else 0.0
         return proc, elapsed
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
@@ -480,7 +570,7 @@ async def _dbus_seed(address: str, results: Results, counts: Counts, section: st
         await repeat_async(3, lambda: bus.call(status))  # warm-up, not counted
         samples = await repeat_async(counts.seed_status, lambda: bus.call(status))
         results.timed(section, "D-Bus Status round trip", samples,
-                      f"dbus-fast client, {rows} rows")
+                      f"dbus-fast client, {rows} rows", key="status_seed")
         results.quantity(section, "Status reply size", wire_size(reply), "bytes",
                          "whole message as sent on the bus")
 
@@ -505,7 +595,8 @@ async def _dbus_seed(address: str, results: Results, counts: Counts, section: st
                       "the daemon's first pair")
         results.timed(section, "D-Bus Bind round trip", binds[1:], f"{GPU[5:]} and its audio")
         results.timed(section, "D-Bus Unbind round trip", unbinds[1:])
-        results.timed(section, "D-Bus Bind+Unbind", pairs[1:], "as root (no polkit call)")
+        results.timed(section, "D-Bus Bind+Unbind", pairs[1:], "as root (no polkit call)",
+                      key="bind_unbind_dbus")
 
 
 async def _dbus_scale(address: str, results: Results, counts: Counts, section: str) -> None:
@@ -516,14 +607,15 @@ async def _dbus_scale(address: str, results: Results, counts: Counts, section: s
         rows = len(reply.body[0])
         samples = await repeat_async(counts.scale_status, lambda: bus.call(status))
         results.timed(section, "D-Bus Status round trip", samples,
-                      f"dbus-fast client, {rows} rows")
+                      f"dbus-fast client, {rows} rows", key="status_scale")
         results.quantity(section, "Status reply size", wire_size(reply), "bytes")
         gmo = Message(destination=BUS_NAME, path=MANAGER, interface=OBJECT_MANAGER_IFACE,
                       member="GetManagedObjects")
         reply = check_reply(await bus.call(gmo), "GetManagedObjects")
         objects = len(reply.body[0])
         samples = await repeat_async(counts.scale_gmo, lambda: bus.call(gmo))
-        results.timed(section, "D-Bus GetManagedObjects", samples, f"{objects} objects")
+        results.timed(section, "D-Bus GetManagedObjects", samples, f"{objects} objects",
+                      key="gmo_scale")
         results.quantity(section, "GetManagedObjects reply size", wire_size(reply), "bytes")
 
 
@@ -544,12 +636,13 @@ class client:
             await self.bus.wait_for_disconnect()
 
 
-def idle_rss(results: Results, section: str, pid: int, settle: float) -> None:
+def idle_rss(results: Results, section: str, pid: int, settle: float, key: str = "") -> None:
     """vfiod's VmRSS after *settle* seconds with no calls."""
     time.sleep(settle)
     vm = vm_status(pid)
     results.quantity(section, "vfiod VmRSS, idle after start", vm["VmRSS"] / 1024, "MB",
-                     f"VmHWM {vm['VmHWM'] / 1024:.1f} MB (peak so far)")
+                     f"VmHWM {vm['VmHWM'] / 1024:.1f} MB (peak so far); includes the "
+                     "simulated kernel", key=key)
 
 
 def run_cli(argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -573,24 +666,35 @@ def vfioctl_path() -> str:
 
 
 def start_repeatedly(results: Results, section: str, daemons: Daemons, profile: str,
-                     times: int) -> subprocess.Popen[bytes]:
-    """Start vfiod *times* on fresh trees, timing each; the last one keeps running."""
-    starts = []
+                     times: int, key: str = "") -> subprocess.Popen[bytes]:
+    """Start vfiod *times* on fresh trees, timing each; the last one keeps running.
+
+    Two lines: the whole start (the figure of earlier rounds), and the same starts less
+    the time vfiod spent building its simulated machine (it logs that apart): what
+    vfiod costs on a host whose /sys is there already, held against the goal (*key*).
+    """
+    starts, own = [], []
     for i in range(times):
         proc, elapsed = daemons.start(profile)
         starts.append(elapsed)
+        own.append(elapsed - daemons.sim_seconds)
         if i < times - 1:
             daemons.stop(proc)
     results.timed(section, "vfiod start until org.vfiod1 owned", starts,
-                  "fresh sim tree each time")
+                  "fresh sim tree each time, built by vfiod (included)",
+                  key=f"{key}_with_build" if key else "")
+    results.timed(section, "vfiod start, less the sim build", own,
+                  "the same starts less building the simulated machine (vfiod's log)",
+                  key=key)
     return proc
 
 
 def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> None:
     """4, 5, 6, 7 on seed-x99: start, Status, Bind+Unbind, vfioctl, busctl, RSS."""
     section = "vfiod on seed-x99"
-    proc = start_repeatedly(results, section, daemons, "seed-x99", counts.seed_start)
-    idle_rss(results, section, proc.pid, 1.0)
+    proc = start_repeatedly(results, section, daemons, "seed-x99", counts.seed_start,
+                            "start_seed")
+    idle_rss(results, section, proc.pid, 1.0, "rss_seed")
     asyncio.run(_dbus_seed(daemons.bus.address, results, counts, section))
 
     address = daemons.bus.address
@@ -599,7 +703,7 @@ def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> Non
     results.timed(section, "vfioctl status (wall)",
                   repeat(counts.vfioctl, lambda: run_cli([vfioctl, "--address", address,
                                                           "status"])),
-                  "a new Python process each time")
+                  "a new Python process each time", key="vfioctl_status")
     busctl = ["busctl", f"--address={address}", "call", BUS_NAME, MANAGER, MANAGER_IFACE,
               "Status"]
     run_cli(busctl)
@@ -611,13 +715,297 @@ def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> Non
 def bench_daemon_scale(results: Results, counts: Counts, daemons: Daemons) -> None:
     """4, 5, 7 on scale: start, Status, GetManagedObjects, RSS."""
     section = "vfiod on scale"
-    proc = start_repeatedly(results, section, daemons, "scale", counts.scale_start)
-    idle_rss(results, section, proc.pid, 2.0)
+    proc = start_repeatedly(results, section, daemons, "scale", counts.scale_start,
+                            "start_scale")
+    idle_rss(results, section, proc.pid, 2.0, "rss_scale")
     asyncio.run(_dbus_scale(daemons.bus.address, results, counts, section))
     vm = vm_status(proc.pid)
     results.quantity(section, "vfiod VmRSS after the calls", vm["VmRSS"] / 1024, "MB",
                      f"VmHWM {vm['VmHWM'] / 1024:.1f} MB")
     daemons.stop(proc)
+
+
+# -- side by side, growth, release, storm ---------------------------------------------
+
+#: The sizes of the growth figures (functions).
+GROWTH_SIZES = (30, 1000, 4096)
+#: The guest's GPU group on seed-x99 and a function with a fast reset (pm).
+GPU_NODE = "/dev/vfio/31"
+ONBOARD_AUDIO = "0000:00:1b.0"
+ONBOARD_AUDIO_NODE = "/dev/vfio/9"
+#: The storm: this many clients, each with one Status call in flight at all times.
+STORM_CLIENTS = 50
+
+
+def lspci_addresses(sim_root: Path) -> set[str]:
+    """The functions ``lspci -A linux-sysfs -O sysfs.path=...`` lists on a simulated tree
+    (``-D``: with their domain)."""
+    out = subprocess.run(["lspci", "-D", "-A", "linux-sysfs", "-O",
+                          f"sysfs.path={sim_root}/sys/bus/pci"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line and not line[0].isspace()}
+
+
+def check_lspci_reads_the_tree(sim_root: Path) -> None:
+    """lspci must list exactly the tree's functions: the GTX 1080 Ti of seed-x99 (which
+    this machine lacks) and none of this machine's own (BenchError otherwise)."""
+    tree = {a for a in os.listdir(sim_root / "sys/bus/pci/devices")}
+    listed = lspci_addresses(sim_root)
+    if listed != tree or GPU not in listed:
+        raise BenchError(f"lspci did not read the simulated tree: it listed {len(listed)} "
+                         f"functions, the tree has {len(tree)}")
+
+
+def bench_compare(results: Results, counts: Counts, daemons: Daemons) -> None:
+    """Side by side in one run: `vfioctl status` against lspci on the same tree, and the
+    engine's bind+unbind against the simulated kernel's own write times."""
+    section = "side by side (seed-x99, one run)"
+    if shutil.which("lspci") is None:
+        raise BenchError("lspci is missing: install pciutils (make setup)")
+    proc, _ = daemons.start("seed-x99")
+    assert daemons.sim_root is not None
+    sim_root = daemons.sim_root
+    check_lspci_reads_the_tree(sim_root)
+    vfioctl = [vfioctl_path(), "--address", daemons.bus.address, "status"]
+    lspci = ["lspci", "-A", "linux-sysfs", "-O", f"sysfs.path={sim_root}/sys/bus/pci", "-k"]
+    run_cli(vfioctl)
+    run_cli(lspci)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(counts.vfioctl):  # interleaved, so that load changes hit both alike
+        ours += repeat(1, lambda: run_cli(vfioctl))
+        theirs += repeat(1, lambda: run_cli(lspci))
+    results.timed(section, "vfioctl status (wall)", ours, "interleaved with lspci",
+                  key="cmp_vfioctl")
+    results.timed(section, "lspci -k on the same tree (wall)", theirs,
+                  "-A linux-sysfs -O sysfs.path=SIMROOT/sys/bus/pci", key="cmp_lspci")
+    results.quantity(section, "vfioctl status / lspci -k", statistics.median(ours)
+                     / statistics.median(theirs), "x", "ratio of the medians",
+                     key="cmp_vfioctl_ratio")
+    daemons.stop(proc)
+
+    # The bind against the kernel's work: every write the engine makes is timed where
+    # the simulated kernel performs it (SimHost._write), inside the same bind.
+    with SimHost(profile="seed-x99") as host, scratch("compare", disk=True) as state:
+        engine = Engine(host, state)
+        engine.devices()
+        kernel_time = [0.0]
+        kernel_write = host._write
+
+        def timed_write(path: str, value: str) -> None:
+            t0 = time.perf_counter()
+            try:
+                kernel_write(path, value)
+            finally:
+                kernel_time[0] += time.perf_counter() - t0
+
+        host._write = timed_write  # type: ignore[method-assign]
+        engine.unbind(engine.bind(GPU)[0])  # the first pair (vfio-pci loads) apart
+        totals, kernel = [], []
+        for _ in range(counts.engine_bind):
+            kernel_time[0] = 0.0
+            t0 = time.perf_counter()
+            engine.bind(GPU)
+            engine.unbind(GPU)
+            totals.append(time.perf_counter() - t0)
+            kernel.append(kernel_time[0])
+    results.timed(section, "Engine bind+unbind", totals, "in-process, GPU + audio",
+                  key="cmp_engine")
+    results.timed(section, "  of which the kernel's writes", kernel,
+                  "the simulated kernel's own time for the same writes", key="cmp_kernel")
+    results.quantity(section, "bind+unbind / kernel's writes",
+                     statistics.median(totals) / max(statistics.median(kernel), 1e-9), "x",
+                     "vfiod's overhead as a ratio (1x: none)", key="cmp_bind_ratio")
+
+
+class SignalLog:
+    """Manager.DeviceChanged signals with the moment each arrived (a dbus-fast client)."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self.seen: list[tuple[float, str, str, str]] = []
+        self._changed = asyncio.Event()
+
+    async def start(self) -> SignalLog:
+        def on_message(msg: Message) -> None:
+            if msg.message_type is MessageType.SIGNAL and msg.member == "DeviceChanged":
+                self.seen.append((time.perf_counter(), *msg.body))
+                self._changed.set()
+
+        self.bus.add_message_handler(on_message)
+        check_reply(await self.bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+            body=[f"type='signal',interface='{MANAGER_IFACE}',member='DeviceChanged'"])),
+            "AddMatch")
+        return self
+
+    async def until(self, done: Callable[[], float | None], timeout: float = 30) -> float:
+        """Wait until *done()* gives a moment (perf_counter); that moment."""
+        deadline = time.monotonic() + timeout
+        while (moment := done()) is None:
+            self._changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError("vfiod did not announce the expected change in time")
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+        return moment
+
+    def first(self, after: float, address: str, state: str) -> float | None:
+        """When *address* was first announced in *state* after *after*."""
+        return next((t for t, a, st, _ in self.seen if t > after and a == address
+                     and st == state), None)
+
+    def all_in(self, after: float, addresses: list[str], state: str) -> float | None:
+        """When the last of *addresses* was first announced in *state* after *after*."""
+        moments = [self.first(after, a, state) for a in addresses]
+        return None if None in moments else max(m for m in moments if m is not None)
+
+
+async def _release_runs(address: str, members: list[str], node: str, back: str,
+                        sim_root: Path, bus_address: str, runs: int) -> list[float]:
+    """Bind *address*, let a guest hold *node* and exit, *runs* times; each time the
+    seconds from the guest's exit until DeviceChanged showed every member in *back*."""
+    from vfiod.sim.holder import spawn_holder
+
+    samples = []
+    async with client(bus_address) as bus:
+        log = await SignalLog(bus).start()
+        bind = Message(destination=BUS_NAME, path=MANAGER, interface=MANAGER_IFACE,
+                       member="Bind", signature="sa{sv}", body=[address, {}])
+        for _ in range(runs):
+            check_reply(await bus.call(bind), "Bind")
+            before = time.perf_counter()
+            guest = spawn_holder(sim_root, [node], comm="qemu-system-x86")
+            try:
+                await log.until(lambda: log.first(before, address, "guest"))
+            finally:
+                exited = time.perf_counter()
+                guest.close()
+            samples.append(await log.until(lambda: log.all_in(exited, members, back))
+                           - exited)
+    return samples
+
+
+def bench_release(results: Results, counts: Counts, daemons: Daemons) -> None:
+    """Guest exit to devices back: on_release host (the GPU pair back on its host
+    drivers) and on_release reset (the onboard audio reset and free again)."""
+    section = "guest exit (seed-x99, simulated holder)"
+    config = (f'[[device]]\nmatch = "{GPU}"\non_release = "host"\n\n'
+              f'[[device]]\nmatch = "{ONBOARD_AUDIO}"\non_release = "reset"\n')
+    proc, _ = daemons.start("seed-x99", config)
+    assert daemons.sim_root is not None
+    runs = counts.release
+    samples = asyncio.run(_release_runs(GPU, GPU_GROUP, GPU_NODE, "host", daemons.sim_root,
+                                        daemons.bus.address, runs))
+    results.timed(section, "guest exit to GPU pair on host drivers", samples,
+                  "on_release host; until DeviceChanged shows both", key="release_host")
+    samples = asyncio.run(_release_runs(ONBOARD_AUDIO, [ONBOARD_AUDIO], ONBOARD_AUDIO_NODE,
+                                        "vfio", daemons.sim_root, daemons.bus.address, runs))
+    results.timed(section, "guest exit to audio reset and free", samples,
+                  "on_release reset (pm); until DeviceChanged shows vfio",
+                  key="release_reset")
+    daemons.stop(proc)
+
+
+_STORM = r"""
+import asyncio, sys, time
+from dbus_fast import Message
+from dbus_fast.aio import MessageBus
+
+async def one(address, stop):
+    bus = await MessageBus(bus_address=address).connect()
+    msg = Message(destination="org.vfiod1", path="/org/vfiod1",
+                  interface="org.vfiod1.Manager", member="Status")
+    calls = 0
+    while time.monotonic() < stop:
+        await bus.call(msg)
+        calls += 1
+    bus.disconnect()
+    return calls
+
+async def main(address, clients, seconds):
+    stop = time.monotonic() + seconds
+    print("ready", flush=True)
+    print(sum(await asyncio.gather(*(one(address, stop) for _ in range(clients)))))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
+"""
+
+
+async def _status_samples(address: str, n: int) -> list[float]:
+    async with client(address) as bus:
+        status = Message(destination=BUS_NAME, path=MANAGER, interface=MANAGER_IFACE,
+                         member="Status")
+        await repeat_async(3, lambda: bus.call(status))
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            check_reply(await bus.call(status), "Status")
+            samples.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.005)  # a client that asks now and then, not a flood
+        return samples
+
+
+def bench_storm(results: Results, counts: Counts, daemons: Daemons) -> None:
+    """Status round trips of one client while 50 others call Status back to back."""
+    section = "Status storm (seed-x99)"
+    proc, _ = daemons.start("seed-x99")
+    seconds = 3 + counts.storm_calls * 0.01
+    storm = subprocess.Popen([sys.executable, "-c", _STORM, daemons.bus.address,
+                              str(STORM_CLIENTS), f"{seconds:g}"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert storm.stdout is not None
+        if storm.stdout.readline().strip() != "ready":
+            raise BenchError(f"the storm did not start: {storm.stderr.read()[-300:]}")
+        time.sleep(0.5)  # its clients connected and calling
+        samples = asyncio.run(_status_samples(daemons.bus.address, counts.storm_calls))
+        out, err = storm.communicate(timeout=seconds + 60)
+        if storm.returncode != 0:
+            raise BenchError(f"the storm failed: {err.strip()[-300:]}")
+    finally:
+        if storm.poll() is None:
+            storm.kill()
+            storm.wait()
+    calls = int(out.strip() or 0)
+    results.timed(section, "Status round trip during the storm", samples,
+                  f"{STORM_CLIENTS} clients made {calls / seconds:,.0f} calls/s",
+                  key="status_storm_p99")
+    daemons.stop(proc)
+
+
+def bench_growth(results: Results, counts: Counts, daemons: Daemons) -> None:
+    """How the costs grow: start, RSS, Status, GetManagedObjects and vfioctl status at
+    30, 1,000 and 4,096 functions (start less the simulated machine's build)."""
+    vfioctl = vfioctl_path()
+    for size in GROWTH_SIZES:
+        section = f"growth: {size:,} functions (scale-{size})"
+        proc = start_repeatedly(results, section, daemons, f"scale-{size}",
+                                counts.growth_start, f"growth_start_{size}")
+        idle_rss(results, section, proc.pid, 1.0, f"growth_rss_{size}")
+        asyncio.run(_growth_calls(daemons.bus.address, results, counts, section, size))
+        command = [vfioctl, "--address", daemons.bus.address, "status"]
+        run_cli(command)
+        results.timed(section, "vfioctl status (wall)", repeat(counts.growth_cli,
+                                                              lambda: run_cli(command)),
+                      key=f"growth_vfioctl_{size}")
+        daemons.stop(proc)
+
+
+async def _growth_calls(address: str, results: Results, counts: Counts, section: str,
+                        size: int) -> None:
+    async with client(address) as bus:
+        for member, iface, key in (("Status", MANAGER_IFACE, "status"),
+                                   ("GetManagedObjects", OBJECT_MANAGER_IFACE, "gmo")):
+            msg = Message(destination=BUS_NAME, path=MANAGER, interface=iface, member=member)
+            check_reply(await bus.call(msg), member)
+            samples = await repeat_async(counts.growth_calls, lambda: bus.call(msg))
+            results.timed(section, f"D-Bus {member} round trip", samples,
+                          key=f"growth_{key}_{size}")
 
 
 # -- main -------------------------------------------------------------------------------
@@ -630,6 +1018,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "of the table")
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions (a smoke run of about a minute)")
+    parser.add_argument("--out", default=str(LAST_JSON), metavar="PATH",
+                        help="where the JSON document goes too (default: %(default)s; "
+                             "benchmarks/readme_table.py makes the README's table from it)")
     parser.add_argument("--only", default=",".join(SECTIONS), metavar="SECTIONS",
                         help=f"comma-separated subset of {', '.join(SECTIONS)}")
     args = parser.parse_args(argv)
@@ -661,7 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench_sim(results, counts)
             if "engine" in args.sections:
                 bench_engine(results, counts)
-            if {"daemon-seed", "daemon-scale"} & set(args.sections):
+            if DAEMON_SECTIONS & set(args.sections):
                 for tool in ("dbus-daemon", "busctl"):
                     if shutil.which(tool) is None:
                         raise BenchError(f"{tool} is missing: run `make setup`")
@@ -671,6 +1062,14 @@ def main(argv: list[str] | None = None) -> int:
                     bench_daemon_seed(results, counts, daemons)
                 if "daemon-scale" in args.sections:
                     bench_daemon_scale(results, counts, daemons)
+                if "compare" in args.sections:
+                    bench_compare(results, counts, daemons)
+                if "release" in args.sections:
+                    bench_release(results, counts, daemons)
+                if "storm" in args.sections:
+                    bench_storm(results, counts, daemons)
+                if "growth" in args.sections:
+                    bench_growth(results, counts, daemons)
     except KeyboardInterrupt:
         failure = "interrupted"
         status = 130
@@ -683,11 +1082,17 @@ def main(argv: list[str] | None = None) -> int:
     results.machine["bench wall time"] = f"{time.perf_counter() - started:.1f} s"
     results.machine["load average"] += (
         "; at end {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    results.machine["load at end"] = list(os.getloadavg())
+    document = json.dumps({"machine": results.machine, "mode": "quick" if args.quick else "full",
+                           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "sections": args.sections, "complete": not failure,
+                           "failure": failure, "counts": asdict(counts),
+                           "goals": {k: asdict(g) for k, g in GOALS.items()},
+                           "figures": [f.to_json() for f in results.figures]}, indent=2)
+    if args.out:
+        Path(args.out).write_text(document + "\n")
     if args.json:
-        print(json.dumps({"machine": results.machine, "mode": "quick" if args.quick else "full",
-                          "complete": not failure, "failure": failure,
-                          "counts": asdict(counts),
-                          "figures": [f.to_json() for f in results.figures]}, indent=2))
+        print(document)
     else:
         print(render_table(results))
     return status

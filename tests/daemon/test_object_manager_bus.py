@@ -170,3 +170,104 @@ def test_unexported_objects_leave_get_managed_objects(private_bus: PrivateBus) -
 
     assert served(private_bus, scenario) == [["/org/vfiod1/lamp1", "/org/vfiod1/lamp2"],
                                              ["/org/vfiod1/lamp2", "/org/vfiod1/lamp0"]]
+
+
+# -- the marshalled entries GetManagedObjects is answered from --------------------------
+
+def _dbus_fast_body(bus: ObjectManagerBus, path: str) -> bytes:
+    """What dbus-fast marshals for the same objects (the dict answer, marshalled)."""
+    from vfiod.daemon.premarshalled import marshalled
+
+    return marshalled("a{oa{sa{sv}}}", [bus.managed_objects(path)])
+
+
+async def _offline_bus() -> ObjectManagerBus:
+    return ObjectManagerBus(bus_address="unix:path=/nonexistent")  # exports need no socket
+
+
+def _with_offline_bus(scenario: Callable[[ObjectManagerBus], None]) -> None:
+    async def run() -> None:
+        scenario(await _offline_bus())
+
+    asyncio.run(run())
+
+
+def _device(address: str) -> DeviceInterface:
+    status = GPU.model_copy(update={"address": address})
+    return DeviceInterface(_FakeDaemon(), status)  # type: ignore[arg-type]
+
+
+def test_the_marshalled_body_is_byte_for_byte_what_dbus_fast_marshals() -> None:
+    def scenario(bus: ObjectManagerBus) -> None:
+        bus.export("/org/vfiod1", ManagerInterface(_FakeDaemon()))  # type: ignore[arg-type]
+        for address in ("0000:06:00.0", "0000:06:00.1", "0000:00:1f.2"):
+            bus.export(f"/org/vfiod1/device/pci_{address.replace(':', '_').replace('.', '_')}",
+                       _device(address))
+        bus.export("/org/vfiod1/lamp", _Lamp("red"))
+        for path in ("/org/vfiod1", "/", "/org/vfiod1/device", "/nothing/here"):
+            assert bus.managed_objects_body(path) == _dbus_fast_body(bus, path), path
+
+    _with_offline_bus(scenario)
+
+
+def test_an_unchanged_device_entry_is_reused_and_a_changed_one_marshalled_anew() -> None:
+    def scenario(bus: ObjectManagerBus) -> None:
+        gpu = _device("0000:06:00.0")
+        bus.export("/org/vfiod1/device/pci_0000_06_00_0", gpu)
+        first = bus.managed_objects_body("/org/vfiod1")
+        entry = bus._entries["/org/vfiod1/device/pci_0000_06_00_0"][1]
+        assert bus.managed_objects_body("/org/vfiod1") == first
+        assert bus._entries["/org/vfiod1/device/pci_0000_06_00_0"][1] is entry  # reused
+        gpu.update(GPU.model_copy(update={"driver": "vfio-pci", "state": State.VFIO}))
+        body = bus.managed_objects_body("/org/vfiod1")
+        assert body != first and body == _dbus_fast_body(bus, "/org/vfiod1")
+        assert b"vfio-pci" in body
+
+    _with_offline_bus(scenario)
+
+
+def test_an_object_that_does_not_keep_its_variants_is_marshalled_at_every_call() -> None:
+    def scenario(bus: ObjectManagerBus) -> None:
+        lamp = _Lamp("red")
+        bus.export("/org/vfiod1/lamp", lamp)
+        assert b"red" in (bus.managed_objects_body("/org/vfiod1") or b"")
+        lamp.values["Colour"] = "blue"  # changed in place: no cached entry may hide it
+        assert b"blue" in (bus.managed_objects_body("/org/vfiod1") or b"")
+        assert "/org/vfiod1/lamp" not in bus._entries
+
+    _with_offline_bus(scenario)
+
+
+def test_an_unexported_object_leaves_the_marshalled_body() -> None:
+    def scenario(bus: ObjectManagerBus) -> None:
+        gpu, audio = _device("0000:06:00.0"), _device("0000:06:00.1")
+        bus.export("/org/vfiod1/device/pci_0000_06_00_0", gpu)
+        bus.export("/org/vfiod1/device/pci_0000_06_00_1", audio)
+        bus.managed_objects_body("/org/vfiod1")
+        bus.unexport("/org/vfiod1/device/pci_0000_06_00_1", audio)
+        assert "/org/vfiod1/device/pci_0000_06_00_1" not in bus._entries
+        assert bus.managed_objects_body("/org/vfiod1") == _dbus_fast_body(bus, "/org/vfiod1")
+        assert b"pci_0000_06_00_1" not in (bus.managed_objects_body("/org/vfiod1") or b"")
+
+    _with_offline_bus(scenario)
+
+
+def test_a_plain_service_interface_below_the_path_leaves_the_answer_to_dbus_fast() -> None:
+    def scenario(bus: ObjectManagerBus) -> None:
+        bus.export("/org/vfiod1/plain", _Plain())
+        assert bus.managed_objects_body("/org/vfiod1") is None
+
+    _with_offline_bus(scenario)
+
+
+def test_dbus_fast_lists_an_interface_class_members_once_for_all_its_objects() -> None:
+    from dbus_fast import service as dbus_fast_service
+
+    members = dbus_fast_service.inspect  # replaced when vfiod.daemon.bus is imported
+    first, second = _device("0000:06:00.0"), _device("0000:06:00.1")
+    assert members.getmembers(DeviceInterface) is members.getmembers(DeviceInterface)
+    # Each object still has its own D-Bus members, as dbus-fast made them.
+    intro = [m.name for m in first.introspect().methods]
+    assert intro == [m.name for m in second.introspect().methods]
+    assert {"Bind", "Unbind", "Reset"} <= set(intro)
+    assert members.signature is __import__("inspect").signature  # the rest is inspect's

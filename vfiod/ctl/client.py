@@ -19,6 +19,9 @@ from vfiod.contract import (BUS_NAME, DEVICE_INTERFACE, MANAGER_INTERFACE, MANAG
 from vfiod.ctl import exitcodes
 from vfiod.ctl.exitcodes import CtlError
 from vfiod.ctl.devices import DeviceProperties, unwrap
+# The names and limits both clients share are wire's (which imports no dbus-fast).
+from vfiod.ctl.wire import (QUERY_TIMEOUT, SYSTEM_BUS_DEFAULT, UNKNOWN_OBJECT_ERRORS,  # noqa: F401
+                             bus_description, error_for)
 from vfiod.printable import printable
 
 MANAGER_IFACE = MANAGER_INTERFACE
@@ -28,26 +31,9 @@ OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
 DBUS_NAME = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
 
-UNKNOWN_OBJECT_ERRORS = frozenset({
-    "org.freedesktop.DBus.Error.UnknownObject",
-    "org.freedesktop.DBus.Error.UnknownInterface",
-    "org.freedesktop.DBus.Error.UnknownMethod",
-})
-
-#: Where the system bus is when DBUS_SYSTEM_BUS_ADDRESS is unset (the D-Bus spec's).
-SYSTEM_BUS_DEFAULT = "unix:path=/var/run/dbus/system_bus_socket"
-#: How long a query may take before vfioctl gives up (D-Bus's usual default).
-QUERY_TIMEOUT = 25.0
 #: Bind/Unbind/Reset: the daemon bounds each sysfs write, a whole group takes longer.
 OPERATION_TIMEOUT = 120.0
 
-
-
-def bus_description(session: bool, address: str | None) -> str:
-    """How error messages name the bus: ``the system bus``, ``the bus at ADDR``."""
-    if address:
-        return f"the bus at {address}"
-    return "the session bus" if session else "the system bus"
 
 
 class VfiodClient:
@@ -124,11 +110,7 @@ class VfiodClient:
     def _error(self, reply: Message, destination: str) -> CtlError:
         name = reply.error_name or ""
         text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else name
-        text = " ".join(text.split())  # one line, whatever the sender put in
-        if destination == BUS_NAME and exitcodes.is_unreachable(name):
-            return CtlError(f"cannot reach vfiod on {self.where}: {text} "
-                            "(is vfiod running?)", exitcodes.UNREACHABLE, name)
-        return CtlError(text or name, exitcodes.exit_code_for(name), name)
+        return error_for(name, text, destination, self.where)
 
     # -- the Manager -------------------------------------------------------------------
     async def status_rows(self) -> list[tuple[str, str, str, str, str, int, str]]:

@@ -10,14 +10,17 @@ import argparse
 import os
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
 from vfiod.address import check_device_argument, normalize_address
 from vfiod.ctl import exitcodes, output
-from vfiod.ctl.client import VfiodClient
 from vfiod.ctl.devices import DeviceProperties
 from vfiod.ctl.exitcodes import CtlError
 from vfiod.contract import DEFAULT_CONFIG_PATH
 from vfiod.errors import InvalidArgument, NoSuchDevice, VfiodError
+
+if TYPE_CHECKING:  # status runs on vfiod.ctl.wire, without dbus-fast and asyncio
+    from vfiod.ctl.client import VfiodClient
 
 #: The Device property a daemon may export with a device's name from the config file.
 CONFIG_NAME_PROPERTY = "ConfigName"

@@ -18,6 +18,9 @@ from vfiod.printable import printable
 
 #: Commands that run here without vfiod.
 LOCAL_COMMANDS = frozenset({"doctor", "initramfs", "libvirt-hook"})
+#: Commands that only query vfiod: they run on the blocking client (vfiod.ctl.wire),
+#: without importing dbus-fast and asyncio (most of vfioctl's start-up otherwise).
+QUERY_COMMANDS = frozenset({"status"})
 
 
 def fail(message: str, code: int) -> int:
@@ -34,9 +37,30 @@ def run(args: argparse.Namespace) -> int:
         from vfiod.ctl import local
 
         return local.run(args)
+    if args.command in QUERY_COMMANDS:
+        from vfiod.ctl.wire import UnsupportedAddress
+
+        try:
+            return _run_query(args)
+        except UnsupportedAddress:
+            pass  # a bus that is not at a Unix socket: dbus-fast's client below
     import asyncio
 
     return asyncio.run(_run_remote(args))
+
+
+def _run_query(args: argparse.Namespace) -> int:
+    from vfiod.ctl.commands import check_arguments
+    from vfiod.ctl.commands import run as run_command
+    from vfiod.ctl.wire import WireClient, run_now
+
+    check_arguments(args)  # a malformed DEVICE fails before any bus traffic
+    client = WireClient.connect(session=args.session, address=args.address,
+                                timeout=args.timeout)
+    try:
+        return run_now(run_command(client, args))  # type: ignore[arg-type]
+    finally:
+        client.close()
 
 
 async def _run_remote(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@
 - GetManagedObjects is answered from the values the objects keep themselves. dbus-fast's
   generic handler calls every getter of every object through its async-aware callback
   machinery and rescans its whole result after each object: seconds of a blocked loop
-  on a machine with thousands of functions.
+  on a machine with thousands of functions. Each object's entry is kept marshalled
+  until its values change, so a call costs joining them (issue 14: marshalling 4,161
+  objects was most of the call).
 - PropertiesChanged and DeviceChanged are sent from the object's known path (dbus-fast's
   own emitters look the interface up among every exported path, for every signal).
 - GetManagedObjects with arguments is refused (InvalidArgs); dbus-fast answers it
@@ -21,17 +23,21 @@
 
 from __future__ import annotations
 
+import inspect
 import socket
+import struct
 from collections.abc import Mapping
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import ErrorType, MessageFlag
+from dbus_fast import service as dbus_fast_service
 from dbus_fast.service import ServiceInterface
 
 from vfiod.contract import MANAGER_PATH
 from vfiod.daemon.log import log
+from vfiod.daemon.premarshalled import PremarshalledReply, marshalled
 from vfiod.printable import printable
 
 OBJECT_MANAGER_INTERFACE = "org.freedesktop.DBus.ObjectManager"
@@ -51,6 +57,37 @@ _STANDARD_INTERFACES = frozenset({PROPERTIES_INTERFACE, OBJECT_MANAGER_INTERFACE
 _READABLE: dict[type, tuple[tuple[str, str], ...]] = {}
 
 
+class _MembersOnce:
+    """dbus-fast's view of the inspect module, with getmembers of a class computed once.
+
+    ServiceInterface.__init__ lists its class's members (inspect.getmembers) to find the
+    D-Bus methods, properties and signals, for every object: on 4,096 Device objects
+    that was two thirds of making them, a fifth of vfiod's own start (issue 14's
+    profile). A class's D-Bus members are fixed when it is defined, so one listing per
+    class gives each object the same answer.
+    """
+
+    def __init__(self) -> None:
+        self._members: dict[type, list[tuple[str, Any]]] = {}
+
+    def getmembers(self, obj: Any, predicate: Any = None) -> list[tuple[str, Any]]:
+        """inspect.getmembers, remembered per class when asked without a predicate."""
+        if predicate is not None or not isinstance(obj, type):
+            return inspect.getmembers(obj, predicate)
+        found = self._members.get(obj)
+        if found is None:
+            found = self._members[obj] = inspect.getmembers(obj)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(inspect, name)
+
+
+# dbus-fast's service module looks the name up at each call (a module global).
+if getattr(dbus_fast_service, "inspect", None) is inspect:
+    dbus_fast_service.inspect = _MembersOnce()  # type: ignore[attr-defined]
+
+
 class PropertiesInterface(ServiceInterface):
     """A ServiceInterface that hands the bus all its readable properties at once.
 
@@ -59,6 +96,11 @@ class PropertiesInterface(ServiceInterface):
     builds from the same ``@dbus_property`` declarations it serves Get and GetAll from,
     so a reply built from them has the content of dbus-fast's generic one.
     """
+
+    #: True when property_values() returns the same mapping until a value changes and
+    #: then a new one, never changing one in place: GetManagedObjects may then reuse
+    #: the object's marshalled entry while the mapping is the same.
+    keeps_values: bool = False
 
     def property_values(self) -> Mapping[str, Any]:
         """Every readable property's plain value, by D-Bus name."""
@@ -130,6 +172,9 @@ class ObjectManagerBus(MessageBus):
         #: Answer GetManagedObjects from PropertiesInterface objects. False leaves every
         #: call to dbus-fast's generic handler (the tests compare the two answers).
         self.managed_objects_from_cache = True
+        #: Each object's marshalled GetManagedObjects entry, by path, with the value
+        #: mappings it was made from (reused while every one of them is the same).
+        self._entries: dict[str, tuple[list[tuple[str, Mapping[str, Any]]], bytes]] = {}
 
     async def connect(self) -> ObjectManagerBus:
         """Connect, make the writer survive a full socket buffer, answer GetManagedObjects."""
@@ -153,6 +198,7 @@ class ObjectManagerBus(MessageBus):
     def unexport(self, path: str, interface: ServiceInterface | str | None = None) -> None:
         """Unexport one interface at *path*, or all of them (dbus-fast's unexport)."""
         super().unexport(path, interface)
+        self._entries.pop(path, None)
         interfaces = self.exported.get(path)
         if interfaces is None:
             return
@@ -184,6 +230,52 @@ class ObjectManagerBus(MessageBus):
             objects[node] = entry
         return objects
 
+    def managed_objects_body(self, path: str) -> bytes | None:
+        """GetManagedObjects' reply body for *path*, marshalled: each object's entry as
+        kept (an object that changed, or does not keep its variants, is marshalled
+        anew), joined. None when an object below *path* is not a PropertiesInterface.
+
+        The entries of an a{...} start 8-aligned and hold nothing aligned wider, so an
+        entry's bytes do not depend on where it lies: the body is the array's length,
+        the padding to 8, and the entries with padding between them.
+        """
+        prefix = path + "/"
+        parts: list[bytes] = []
+        length = 0
+        for node, interfaces in self.exported.items():
+            if path != "/" and not node.startswith(prefix):
+                continue
+            entry = self._entry(node, interfaces)
+            if entry is None:
+                return None
+            pad = -length % 8
+            if pad:
+                parts.append(b"\0" * pad)
+            parts.append(entry)
+            length += pad + len(entry)
+        return struct.pack("<I", length) + b"\0" * 4 + b"".join(parts)
+
+    def _entry(self, node: str, interfaces: Mapping[str, ServiceInterface]) -> bytes | None:
+        """One object's marshalled ``{o: a{sa{sv}}}`` entry (see managed_objects_body)."""
+        values: list[tuple[str, Mapping[str, Any]]] = []
+        reusable = True
+        for name, interface in interfaces.items():
+            if not isinstance(interface, PropertiesInterface):
+                return None
+            values.append((name, interface.property_values()))
+            reusable = reusable and interface.keeps_values
+        cached = self._entries.get(node)
+        if (reusable and cached is not None and len(cached[0]) == len(values)
+                and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(cached[0], values))):
+            return cached[1]
+        objects = {node: {name: interface.property_variants()
+                          for name, interface in interfaces.items()}}
+        # Marshalled as a one-entry array: the entry follows the length and its padding.
+        entry = marshalled(MANAGED_OBJECTS_SIGNATURE, [objects])[8:]
+        if reusable:
+            self._entries[node] = (values, entry)
+        return entry
+
     def _answer_get_managed_objects(self, msg: Message) -> Message | bool | None:
         """Message handler: answer GetManagedObjects, or leave the message to dbus-fast.
 
@@ -202,14 +294,15 @@ class ObjectManagerBus(MessageBus):
         if not self.managed_objects_from_cache:
             return None
         try:
-            objects = self.managed_objects(msg.path)
+            body = self.managed_objects_body(msg.path)
         except Exception:  # noqa: BLE001 (a bug here must not cost the client its answer)
             log.exception("GetManagedObjects on %s: falling back to dbus-fast's handler",
                           msg.path)
             return None
-        if objects is None:
+        if body is None:
             return None
-        return Message.new_method_return(msg, MANAGED_OBJECTS_SIGNATURE, [objects])
+        self.send(PremarshalledReply.to(msg, MANAGED_OBJECTS_SIGNATURE, body))
+        return True
 
     # -- standard interfaces called with no reply expected ---------------------------
     def _drop_unanswered_standard_calls(self, msg: Message) -> bool | None:

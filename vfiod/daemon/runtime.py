@@ -30,6 +30,7 @@ from vfiod.daemon.bus import ObjectManagerBus
 from vfiod.daemon.log import fields, log
 from vfiod.daemon.notify import Notifier, status_line
 from vfiod.daemon.service import RELEASING_SIGNATURE, DeviceInterface, ManagerInterface
+from vfiod.daemon.status_reply import StatusReply
 from vfiod.daemon.view import DeviceView, Snapshot
 from vfiod.daemon.watch import Changes, HolderWatcher, UeventWatcher
 from vfiod.engine import Engine
@@ -147,6 +148,8 @@ class Daemon:
                                lambda status, name: DeviceInterface(self, status, name),
                                self._on_synced)
         self.bus.export(MANAGER_PATH, manager)
+        # Status from a body marshalled once per published list (status_reply.py).
+        StatusReply(self.bus, lambda: self.view.statuses if self.view else None).install()
         await self.view.sync()
 
     def request_stop(self) -> None:

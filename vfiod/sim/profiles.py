@@ -299,9 +299,37 @@ SCALE_VFS_PER_PF = 63
 
 def _scale() -> Profile:
     """64 ConnectX-5 PFs with 63 VFs each (4,032 VFs), one IOMMU group per function."""
+    return _scale_machine("scale", [SCALE_VFS_PER_PF] * SCALE_PFS)
+
+
+#: A sized scale machine's name: ``scale-1000`` has 1,000 functions.
+SCALE_SIZED_PREFIX = "scale-"
+#: Functions a sized scale machine has per PF: its root port, the PF, up to 63 VFs.
+_SCALE_BLOCK = 2 + SCALE_VFS_PER_PF
+#: PFs sit on buses 0x10 to 0xff.
+_SCALE_MAX_PFS = 0x100 - 0x10
+
+
+def scale_vfs(functions: int) -> list[int]:
+    """How many VFs each PF of a ``scale-N`` machine has, so that the host bridge, the
+    root ports, the PFs and their VFs make *functions* in all (3 at least)."""
+    if functions < 3:
+        raise ValueError("a scale machine has at least 3 functions (host bridge, port, PF)")
+    rest = functions - 1  # the host bridge
+    pfs = -(-rest // _SCALE_BLOCK)
+    if pfs > _SCALE_MAX_PFS:
+        raise ValueError(f"a scale machine has at most {_SCALE_MAX_PFS * _SCALE_BLOCK + 1} "
+                         "functions")
+    vfs = rest - 2 * pfs
+    return [vfs // pfs + (1 if i < vfs % pfs else 0) for i in range(pfs)]
+
+
+def _scale_machine(name: str, vfs_per_pf: list[int]) -> Profile:
+    """A host bridge and, per entry, a root port with a ConnectX-5 PF and that many VFs;
+    one IOMMU group per function."""
     devices = [_dev("0000:00:00.0", "8086:2f00", 0x060000, 0x02, None, 0, subsystem=(0x8086, 0))]
     group = 1
-    for i in range(SCALE_PFS):
+    for i, vf_count in enumerate(vfs_per_pf):
         port = f"0000:00:{2 + i // 8:02x}.{i % 8}"
         devices.append(_dev(port, "8086:2f04", 0x060400, 0x02, None, group, "pcieport",
                             (0x8086, 0)))
@@ -310,16 +338,16 @@ def _scale() -> Profile:
         pf = f"0000:{bus:02x}:00.0"
         devices.append(_dev(pf, "15b3:1017", 0x020000, 0x00, port, group, "mlx5_core",
                             (0x15B3, 0x0007), reset_methods=("flr", "bus"),
-                            total_vfs=SCALE_VFS_PER_PF))
+                            total_vfs=vf_count))
         group += 1
-        for vf in range(1, SCALE_VFS_PER_PF + 1):
+        for vf in range(1, vf_count + 1):
             devices.append(_dev(f"0000:{bus:02x}:{vf // 8:02x}.{vf % 8}", "15b3:1018",
                                 0x020000, 0x00, port, group, "mlx5_core", (0x15B3, 0x0007),
                                 reset_methods=("flr",), physfn=pf))
             group += 1
     return Profile(
-        name="scale",
-        description=f"{SCALE_PFS} ConnectX-5 PFs with {SCALE_VFS_PER_PF} VFs each",
+        name=name,
+        description=f"{len(vfs_per_pf)} ConnectX-5 PFs with {sum(vfs_per_pf)} VFs in all",
         iommu=True,
         devices=tuple(sorted(devices, key=lambda d: d.address)),
         modules=MODULES,
@@ -329,6 +357,17 @@ def _scale() -> Profile:
                 "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0",
                 "/dev/nvme0n1p2 / ext4 rw,relatime 0 0"),
     )
+
+
+def _sized_scale(name: str) -> Profile | None:
+    """The ``scale-N`` machine *name* asks for, or None when it names none."""
+    count = name[len(SCALE_SIZED_PREFIX):]
+    if not name.startswith(SCALE_SIZED_PREFIX) or not count.isdigit() or count[0] == "0":
+        return None
+    try:
+        return _scale_machine(name, scale_vfs(int(count)))
+    except ValueError:
+        return None
 
 
 # The modules of the test guest's kernel (Debian 12's 6.1): aliases and dependencies as
@@ -455,7 +494,12 @@ class _Profiles(Mapping[str, Profile]):
 
     def __getitem__(self, name: str) -> Profile:
         if name not in self._built:
-            self._built[name] = self._builders[name]()
+            builder = self._builders.get(name)
+            # ``scale-N`` (benchmarks' growth): any size, built on demand, not listed.
+            built = builder() if builder is not None else _sized_scale(name)
+            if built is None:
+                raise KeyError(name)
+            self._built[name] = built
         return self._built[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -466,6 +510,7 @@ class _Profiles(Mapping[str, Profile]):
 
 
 #: Every profile by name: ``seed-x99``, ``seed-x99-noiommu``, ``seed-x99-shared-bus``,
-#: ``scale``, ``test-guest``, ``dying-cards``.
+#: ``scale``, ``test-guest``, ``dying-cards``; and, not listed, ``scale-N``: a scale
+#: machine with N functions (3 to 15,601), for the benchmarks' growth figures.
 PROFILES: Mapping[str, Profile] = _Profiles()
 

@@ -1,0 +1,1 @@
+"""vfiod's benchmarks (``make bench``); not part of the installed package."""
