@@ -8,6 +8,8 @@ Plain synchronous code over the Host boundary, in three parts:
   and recovery of what a killed process left (forward after the commit mark, back
   before it; never a transaction of an earlier boot).
 - ``reset``: the kernel's reset methods and VFIO's hot reset.
+- ``plan``: what an operation would do, built before it does anything; bind, unbind
+  and reset execute their plan, a dry run (``Engine.plan``) only builds it.
 
 ``Engine`` composes them and resolves device arguments (addresses and config names)
 once, at the door. Callers serialise operations on the keys ``lock_keys`` names (the
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 from vfiod.address import check_device_argument, is_address
 from vfiod.config import boot_conflicts, check_boot_groups, resolve_name
 from vfiod.engine.inventory import Inventory
+from vfiod.engine.plan import Plan
 from vfiod.engine.reset import Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
@@ -138,13 +141,31 @@ class Engine:
 
     def run(self, op: str, address: str, *, group: bool = True,
             force: bool = False) -> list[str] | str:
-        """Run one operation on an address resolve() returned (no second resolution)."""
-        if op == "bind":
-            return self.transactions.bind(address, group=group, force=force)
-        if op == "unbind":
-            return self.transactions.unbind(address, group=group)
+        """Run one operation on an address resolve() returned (no second resolution):
+        build its plan, then execute it."""
+        plan = self.build_plan(op, address, group=group, force=force)
         if op == "reset":
-            return self.resetter.reset(address, force=force)
+            return self.resetter.execute(plan)
+        return self.transactions.execute(plan)
+
+    def plan(self, op: str, address: str, *, group: bool = True, force: bool = False) -> Plan:
+        """What one operation on an address resolve() returned would do, or the error it
+        would raise (Plan.refusal): every check of the real run and no write (the dry
+        run). Errors that leave no plan to show (a group busy in the kernel) raise."""
+        plan = self.build_plan(op, address, group=group, force=force)
+        plan.release()
+        return plan
+
+    def build_plan(self, op: str, address: str, *, group: bool = True,
+                   force: bool = False) -> Plan:
+        """The plan run() executes and plan() shows; it may hold the group's fence
+        (Plan.release() lets go when it is not executed)."""
+        if op == "bind":
+            return self.transactions.plan_bind(address, group=group, force=force)
+        if op == "unbind":
+            return self.transactions.plan_unbind(address, group=group)
+        if op == "reset":
+            return self.resetter.plan(address, force=force)
         raise ValueError(f"unknown operation {op}")
 
     def affected(self, op: str, address: str, group: bool) -> list[str]:

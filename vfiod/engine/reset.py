@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from vfiod.address import bus_of
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Inventory
-from vfiod.engine.transactions import check_not_held, stall_reason
+from vfiod.engine.plan import HOT_RESET, Plan, check_not_held, plan_reset
+from vfiod.engine.transactions import stall_reason
 from vfiod.engine.writes import Writer
 from vfiod.errors import HostWriteError, HostWriteTimeout, ResetFailed, Timeout, VfiodError
 from vfiod.host.base import PendingWrite
-from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.model import PciDevice
 
@@ -95,22 +95,43 @@ class Resetter:
         hot reset of its whole bus if the bus qualifies. The caller holds the locks of
         every group on the bus (Engine.lock_keys), as the hot reset resets them all.
         """
-        dev, members = self.inventory.fresh(address)
-        fence = raise_fence(self.inventory, dev, "reset it")
+        return self.execute(self.plan(address, force=force))
+
+    def plan(self, address: str, *, force: bool = False) -> Plan:
+        """The plan of a reset (vfiod.engine.plan.plan_reset), holding the device's
+        group fence (release() or execute())."""
+        return plan_reset(self.inventory, address, force=force, rungs_of=self.planned_rungs)
+
+    def planned_rungs(self, address: str) -> list[str]:
+        """The rungs a reset of *address* would try now, in order: its own methods, best
+        first, then ``hot_reset`` (VFIO's hot reset of the bus) when the bus qualifies."""
+        dev = self.inventory.device(address)
+        if dev is None:
+            return []
+        rungs = list(dev.reset_methods)
+        devices = self.inventory.devices()
+        on_bus = {a: d for a, d in devices.items() if bus_of(a) == bus_of(address)}
+        if dev.parent is not None and len(on_bus) > 1 \
+                and hot_reset_obstacle(dev, on_bus) is None:
+            rungs.append(HOT_RESET)
+        return rungs
+
+    def execute(self, plan: Plan) -> str:
+        """Run a reset plan: raise its refusal, or climb its rungs; the method that worked."""
+        fence = plan.take_fence()
         try:
-            if fence is None:  # no group node: /proc is all there is to ask
-                holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
-                check_not_held(self.inventory, dev, "reset it", holders)
-            else:
-                holders = self.inventory.scan_holders(self.inventory.nodes_of([dev]))
-            if dev.driver and not dev.on_vfio:
-                check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
+            if plan.refusal is not None and not isinstance(plan.refusal, ResetFailed):
+                raise plan.refusal
+            # No rung to try (ResetFailed): the ladder still runs, and says in its own
+            # words why each way is closed, and records it.
+            dev = plan.device
+            assert dev is not None
             try:
                 return self._reset(dev, fence)
             except HostWriteTimeout as exc:
                 self._stall(dev, fence, exc)
                 fence = None  # the finisher holds it now
-                raise Timeout(f"{exc}; {address} stays busy until the kernel returns, "
+                raise Timeout(f"{exc}; {plan.address} stays busy until the kernel returns, "
                               "then vfiod checks it by itself") from None
         finally:
             if fence is not None:
