@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from vfiod.address import check_device_argument, is_address
 from vfiod.config import boot_conflicts, check_boot_groups, resolve_name
+from vfiod.engine.checks import DeviceCheck, check_devices
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.plan import Plan
 from vfiod.engine.reset import Resetter
@@ -167,6 +168,11 @@ class Engine:
         if op == "reset":
             return self.resetter.plan(address, force=force)
         raise ValueError(f"unknown operation {op}")
+
+    def check_devices(self, devices: Iterable[str]) -> list[DeviceCheck]:
+        """Every problem with handing *devices* (one guest's list) to vfio-pci, each with
+        its fix, and an ok row per ready device (vfiod.engine.checks); writes nothing."""
+        return check_devices(self, devices)
 
     def affected(self, op: str, address: str, group: bool) -> list[str]:
         """The functions an operation may move: the endpoints of the group, or one."""
