@@ -294,3 +294,27 @@ def test_release_logs_an_unreadable_hostdev_and_reports_the_others(hook: Path,
     assert proc.returncode == 0
     assert verbs(calls) == [PROBE, ("Get", "/org/vfiod1/device/pci_0000_06_00_0")]
     assert "skipped on release: <hostdev> #2: its address has no bus" in proc.stderr
+
+
+def test_check_domain_reads_a_domain_as_the_hook_does() -> None:
+    from vfiod.libvirt_hook import domain_hostdevs
+
+    devices, problems = domain_hostdevs(SEED_XML)
+    assert devices == [(a, True) for a in SEED_HOSTDEVS] and problems == []
+
+
+def test_check_domain_names_an_unreadable_hostdev_as_the_hook_does() -> None:
+    from vfiod.libvirt_hook import domain_hostdevs
+
+    xml = domain(pci_hostdev("<address bus='0x06' slot='0x00' function='0x0'/>"),
+                 pci_hostdev("<address/>"))
+    devices, problems = domain_hostdevs(xml)
+    assert devices == [("0000:06:00.0", True)]
+    assert problems == ["<hostdev> #2: its address has no bus"]
+
+
+def test_check_domain_refuses_xml_that_does_not_parse() -> None:
+    from vfiod.libvirt_hook import domain_hostdevs
+
+    with pytest.raises(ValueError, match="cannot parse the domain XML"):
+        domain_hostdevs("<domain><devices>")
