@@ -122,7 +122,8 @@ def plan_reply(plan: Plan) -> list[Any]:
     """A Plan as Plan()'s out arguments (PLAN_SIGNATURE, documented in dbus/)."""
     refusal = plan.refusal
     return [plan.address,
-            [[m.address, m.from_driver, m.to_driver, printable(m.note)] for m in plan.members],
+            [[m.address, printable(m.from_driver), printable(m.to_driver), printable(m.note)]
+             for m in plan.members],
             [[g.address, g.kind, printable(g.reason)] for g in plan.guards],
             list(plan.rungs), list(plan.modules),
             refusal.dbus_name if refusal is not None else "",
