@@ -42,6 +42,11 @@ FAKE_BUSCTL = textwrap.dedent('''\
         moved = [a for a in group if a not in bound]
         open(state, "w").write(" ".join(bound + moved))
         print(json.dumps({{"type": "as", "data": [moved]}}))
+    elif words[0] == "call" and words[4] == "CheckDevices":
+        rows = [[a, "ok", a + ": ready"] for a in words[7:]]
+        if os.environ.get("FAKE_CHECK_ERROR"):
+            rows += [[words[7], "error", os.environ["FAKE_CHECK_ERROR"]]]
+        print(json.dumps({{"type": "a(sss)", "data": [rows]}}))
     elif words[0] == "call" and words[4] == "Unbind":
         print(json.dumps({{"type": "as", "data": [[words[6]]]}}))
     elif words[0] == "call" and words[4] == "Get":
@@ -51,6 +56,8 @@ FAKE_BUSCTL = textwrap.dedent('''\
 
 #: The hook's first call: is vfiod there and answering?
 PROBE = ("Get", "/org/vfiod1")
+#: Its second, before prepare binds anything: CheckDevices of the whole list.
+CHECK = ("CheckDevices", *SEED_HOSTDEVS)
 
 
 @pytest.fixture
@@ -63,9 +70,11 @@ def hook(tmp_path: Path) -> Path:
 
 
 def run_hook(hook: Path, tmp_path: Path, *args: str, xml: str = SEED_XML,
-             refuse: str = "") -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+             refuse: str = "", check_error: str = ""
+             ) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     log = tmp_path / "calls.jsonl"
-    env = {**os.environ, "FAKE_LOG": str(log), "FAKE_REFUSE": refuse}
+    env = {**os.environ, "FAKE_LOG": str(log), "FAKE_REFUSE": refuse,
+           "FAKE_CHECK_ERROR": check_error}
     env.pop("VFIOD_BUSCTL", None)
     proc = subprocess.run([str(hook), *args], input=xml, capture_output=True, text=True,
                           env=env, timeout=60)
@@ -78,8 +87,14 @@ def verbs(calls: list[list[str]]) -> list[tuple[str, ...]]:
     out = []
     for call in calls:
         words = [w for w in call if not w.startswith("--")]
-        # Properties.Get by the object's path; Bind and Unbind by the address.
-        out.append((words[4], words[2]) if words[4] == "Get" else (words[4], words[6]))
+        # Properties.Get by the object's path; Bind and Unbind by the address;
+        # CheckDevices by every address.
+        if words[4] == "Get":
+            out.append((words[4], words[2]))
+        elif words[4] == "CheckDevices":
+            out.append((words[4], *words[7:]))
+        else:
+            out.append((words[4], words[6]))
     return out
 
 
@@ -93,13 +108,24 @@ def test_prepare_begin_binds_every_pci_hostdev_of_the_domain(hook: Path,
                                                             tmp_path: Path) -> None:
     proc, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-")
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [PROBE] + [("Bind", a) for a in SEED_HOSTDEVS]
+    assert verbs(calls) == [PROBE, CHECK] + [("Bind", a) for a in SEED_HOSTDEVS]
+
+
+def test_prepare_refuses_the_domain_on_any_error_of_the_check_and_binds_nothing(
+        hook: Path, tmp_path: Path) -> None:
+    problem = ("0000:11:00.0: IOMMU group 40 also holds 0000:12:00.0 (...), which the "
+               "domain does not name; fix: add a <hostdev> for 0000:12:00.0")
+    proc, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-",
+                           check_error=problem)
+    assert proc.returncode == 1
+    assert verbs(calls) == [PROBE, CHECK]
+    assert proc.stderr.splitlines() == [f"vfiod-hook: Windows: not starting: {problem}"]
 
 
 def test_calls_go_to_vfiod_on_the_system_bus_with_a_timeout(hook: Path,
                                                            tmp_path: Path) -> None:
     _, calls = run_hook(hook, tmp_path, "Windows", "prepare", "begin", "-")
-    assert calls[1] == ["--system", "--json=short", "--timeout=5", "call", "org.vfiod1",
+    assert calls[2] == ["--system", "--json=short", "--timeout=5", "call", "org.vfiod1",
                         "/org/vfiod1", "org.vfiod1.Manager", "Bind", "sa{sv}",
                         "0000:11:00.0", "0"]
 
@@ -133,10 +159,10 @@ def test_a_refused_device_stops_the_guest_and_returns_what_moved(hook: Path,
     assert proc.returncode == 1
     assert "not starting: vfiod cannot bind 0000:00:11.4: Call failed" in proc.stderr
     moved = ["0000:11:00.0", "0000:00:1b.0", "0000:06:00.0", "0000:06:00.1", "0000:00:11.0"]
-    assert verbs(calls) == ([PROBE] + [("Bind", a) for a in SEED_HOSTDEVS]
+    assert verbs(calls) == ([PROBE, CHECK] + [("Bind", a) for a in SEED_HOSTDEVS]
                             + [("Unbind", a) for a in reversed(moved)])
     # Only the functions this run moved go back, each alone (group = false).
-    assert calls[1 + len(SEED_HOSTDEVS)][-7:] == ["Unbind", "sa{sv}", "0000:00:11.0", "1",
+    assert calls[2 + len(SEED_HOSTDEVS)][-7:] == ["Unbind", "sa{sv}", "0000:00:11.0", "1",
                                               "group", "b", "false"]
 
 
@@ -227,7 +253,8 @@ def test_addresses_are_read_as_libvirt_reads_them(hook: Path, tmp_path: Path) ->
                  pci_hostdev("<address domain='0' bus='017' slot='0x1f' function='7'/>"))
     proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [PROBE, ("Bind", "0000:06:00.1"), ("Bind", "0000:0f:1f.7")]
+    assert verbs(calls) == [PROBE, ("CheckDevices", "0000:06:00.1", "0000:0f:1f.7"),
+                            ("Bind", "0000:06:00.1"), ("Bind", "0000:0f:1f.7")]
 
 
 def test_an_sriov_vf_interface_is_bound_in_the_domains_order(hook: Path,
@@ -239,8 +266,8 @@ def test_an_sriov_vf_interface_is_bound_in_the_domains_order(hook: Path,
                  pci_hostdev(GPU_ADDRESS))
     proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [PROBE, ("Bind", "0000:11:00.0"), ("Bind", "0000:03:10.2"),
-                            ("Bind", "0000:06:00.0")]
+    bound = ["0000:11:00.0", "0000:03:10.2", "0000:06:00.0"]
+    assert verbs(calls) == [PROBE, ("CheckDevices", *bound)] + [("Bind", a) for a in bound]
 
 
 def test_an_sriov_interface_without_an_address_refuses_the_domain(hook: Path,
@@ -256,7 +283,8 @@ def test_2000_duplicates_of_a_hostdev_are_bound_once(hook: Path, tmp_path: Path)
                  pci_hostdev(GPU_ADDRESS.replace("0x06", "0x09")))
     proc, calls = run_hook(hook, tmp_path, "g", "prepare", "begin", "-", xml=xml)
     assert proc.returncode == 0, proc.stderr
-    assert verbs(calls) == [PROBE, ("Bind", "0000:06:00.0"), ("Bind", "0000:09:00.0")]
+    assert verbs(calls) == [PROBE, ("CheckDevices", "0000:06:00.0", "0000:09:00.0"),
+                            ("Bind", "0000:06:00.0"), ("Bind", "0000:09:00.0")]
 
 
 def test_release_logs_an_unreadable_hostdev_and_reports_the_others(hook: Path,
@@ -279,3 +307,27 @@ def test_a_domain_that_declares_a_dtd_is_refused_without_a_call(hook: Path,
     assert calls == []
     assert proc.stderr.strip() == ("vfiod-hook: the domain XML declares a DTD or entities, "
                                    "which libvirt never writes: refusing it")
+
+
+def test_check_domain_reads_a_domain_as_the_hook_does() -> None:
+    from vfiod.libvirt_hook import domain_hostdevs
+
+    devices, problems = domain_hostdevs(SEED_XML)
+    assert devices == [(a, True) for a in SEED_HOSTDEVS] and problems == []
+
+
+def test_check_domain_names_an_unreadable_hostdev_as_the_hook_does() -> None:
+    from vfiod.libvirt_hook import domain_hostdevs
+
+    xml = domain(pci_hostdev("<address bus='0x06' slot='0x00' function='0x0'/>"),
+                 pci_hostdev("<address/>"))
+    devices, problems = domain_hostdevs(xml)
+    assert devices == [("0000:06:00.0", True)]
+    assert problems == ["<hostdev> #2: its address has no bus"]
+
+
+def test_check_domain_refuses_xml_that_does_not_parse() -> None:
+    from vfiod.libvirt_hook import domain_hostdevs
+
+    with pytest.raises(ValueError, match="cannot parse the domain XML"):
+        domain_hostdevs("<domain><devices>")

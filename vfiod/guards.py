@@ -133,13 +133,21 @@ def check_usages(host: Host, devices: Iterable[PciDevice], *, force: bool, actio
 
     *holders*: as for find_usages.
     """
-    usages = find_usages(host, devices, holders)
+    refusal = usage_refusal(find_usages(host, devices, holders), force=force, action=action)
+    if refusal is not None:
+        raise refusal
+
+
+def usage_refusal(usages: list[Usage], *, force: bool, action: str) -> InUse | None:
+    """The InUse that *usages* (find_usages' list) make of *action*, or None when none
+    blocks it: the first hard one always, the first soft one unless *force*."""
     for usage in usages:
         if usage.hard:
             # Every hard reason of that function at once: a disk is often used several ways.
             reasons = "; ".join(u.reason for u in usages if u.hard and u.address == usage.address)
-            raise InUse(f"{usage.address}: refusing to {action}: {reasons}; "
-                        "the host needs it (force does not override this)", hard=True)
+            return InUse(f"{usage.address}: refusing to {action}: {reasons}; "
+                         "the host needs it (force does not override this)", hard=True)
         if not force:
-            raise InUse(f"{usage.address}: refusing to {action}: {usage.reason} "
-                        f"({FORCE_HINTS.get(usage.kind, FORCE_HINTS[''])})")
+            return InUse(f"{usage.address}: refusing to {action}: {usage.reason} "
+                         f"({FORCE_HINTS.get(usage.kind, FORCE_HINTS[''])})")
+    return None

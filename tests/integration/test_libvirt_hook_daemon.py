@@ -182,3 +182,21 @@ def test_seed_domain_release_resets_the_devices_configured_to_reset(
         assert end >= start > 0 and how != "running", (address, how)
     assert daemon.get_property(GPU, "LastResetMethod") == "bus"
     assert re.findall(r"(?:bind|reset) 0000:\S+ failed.*", daemon.log()) == []
+
+
+def test_prepare_refuses_a_domain_missing_a_group_mate_and_moves_nothing(
+        make_vfiod: Callable[..., Vfiod], private_bus: PrivateBus, hook: Path) -> None:
+    daemon = make_vfiod(config=config()).start()
+    without_hdmi = re.sub(r"<hostdev[^>]*>\s*<source>\s*<address domain='0x0000' "
+                          r"bus='0x06' slot='0x00' function='0x1'/>.*?</hostdev>", "",
+                          SEED_XML, flags=re.S)
+    assert without_hdmi != SEED_XML
+
+    prepared, _took = libvirt_calls(hook, private_bus, "prepare", "begin", xml=without_hdmi)
+    assert prepared.returncode == 1
+    assert prepared.stderr.splitlines() == [
+        line for line in prepared.stderr.splitlines() if "not starting" in line]
+    assert f"vfiod-hook: Windows: not starting: {GPU}: IOMMU group 31 also holds {HDMI}" \
+        in prepared.stderr
+    for address in HOSTDEVS:
+        assert sim_driver(daemon.sim_root, address) == (BOOT_DRIVERS[address] or ""), address

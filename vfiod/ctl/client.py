@@ -172,6 +172,20 @@ class VfiodClient:
                                     [device, options], timeout=OPERATION_TIMEOUT)
         return printable(str(method))
 
+    async def plan(self, operation: str, device: str, options: dict[str, bool]
+                   ) -> list[Any]:
+        """Manager.Plan: (address, members, guards, rungs, modules, error, message)."""
+        return await self.call(MANAGER_PATH, MANAGER_IFACE, "Plan", "ssa{sv}",
+                               [operation, device,
+                                {k: Variant("b", v) for k, v in options.items()}],
+                               timeout=OPERATION_TIMEOUT)
+
+    async def check_devices(self, devices: list[str]) -> list[tuple[str, str, str]]:
+        """Manager.CheckDevices: (device, severity, message) rows."""
+        (rows,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "CheckDevices", "as",
+                                  [devices], timeout=OPERATION_TIMEOUT)
+        return [(printable(str(d)), str(s), printable(str(m))) for d, s, m in rows]
+
     # -- signals -----------------------------------------------------------------------
     async def add_match(self, rule: str) -> None:
         """Ask the bus to route signals matching *rule* to this connection."""

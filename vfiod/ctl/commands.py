@@ -46,13 +46,26 @@ def about(device: str, err: CtlError) -> CtlError:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Check and normalise ``args.device`` in place (full address or name)."""
+    """Check and normalise ``args.device`` in place (full address or name); read
+    check-domain's FILE into ``args.domain``."""
     if getattr(args, "device", None) is not None:
         args.device = device_argument(args.device)
+    if args.command == "check-domain":  # a bad file fails before any bus traffic too
+        from vfiod.ctl.domain import read_domain
+
+        args.domain = read_domain(args.file)
 
 
 async def run(client: VfiodClient, args: argparse.Namespace) -> int:
     """Dispatch one remote command."""
+    if getattr(args, "dry_run", False):
+        from vfiod.ctl.dryrun import cmd_dry_run
+
+        return await cmd_dry_run(client, args)
+    if args.command == "check-domain":
+        from vfiod.ctl.domain import cmd_check_domain
+
+        return await cmd_check_domain(client, args)
     handler = {
         "status": cmd_status,
         "bind": cmd_bind,

@@ -64,9 +64,9 @@ def is_unreachable(dbus_name: str) -> bool:
 
 #: One line per code, for ``vfioctl --help``.
 TABLE: tuple[tuple[int, str], ...] = (
-    (OK, "success (doctor: no check failed)"),
+    (OK, "success (doctor: no check failed; check-domain: no error found)"),
     (FAILED, "failed (org.vfiod1.Error.Failed or another error; doctor: a check "
-             "failed)"),
+             "failed; check-domain: an error found)"),
     (USAGE, "bad arguments (usage; org.vfiod1.Error.InvalidArgument)"),
     (NoSuchDevice.exit_code, "no such device (org.vfiod1.Error.NoSuchDevice)"),
     (InUse.exit_code, "the device is in use (org.vfiod1.Error.InUse)"),

@@ -39,6 +39,8 @@ def _epilog() -> str:
               "  vfioctl status                 every PCI function, by IOMMU group",
               "  vfioctl bind 06:00.0           the GPU and its HDMI audio to vfio-pci",
               "  vfioctl unbind gpu             back to the drivers they came from",
+              "  vfioctl bind gpu --dry-run     what bind would do, changing nothing",
+              "  virsh dumpxml win10 | vfioctl check-domain -",
               "  vfioctl monitor --json         one JSON object a line per change"]
     return "\n".join(lines)
 
@@ -116,6 +118,28 @@ def build_parser() -> CtlArgumentParser:
                        help="lift the device's quarantine first (after its resets kept "
                             "failing, Bind refuses it until this), then reset it")
 
+    for op in (bind, unbind, reset):
+        op.add_argument("--dry-run", action="store_true",
+                        help="do every check and change nothing: print what it would do "
+                             "(each device's driver now and after, the guards, the reset "
+                             "methods it would try, the modules it would load) and exit "
+                             "as the real call would")
+        op.add_argument("--json", action="store_true",
+                        help="with --dry-run: the plan as one JSON object")
+
+    check_domain = sub.add_parser(
+        "check-domain", help="check a libvirt domain's PCI devices before it starts",
+        description="Check every PCI <hostdev> (and <interface type='hostdev'>) of a "
+                    "libvirt domain XML as one set, as the libvirt hook does before the "
+                    "guest starts: the device exists, its ids are the config file's, its "
+                    "IOMMU group is complete, it is healthy, and the host does not need "
+                    "it. Prints every problem with its fix; changes nothing. Exit status "
+                    "0 when no check found an error (warnings allowed), 1 when one did.")
+    check_domain.add_argument("file", metavar="FILE",
+                              help="the domain XML (virsh dumpxml GUEST), or - for stdin")
+    check_domain.add_argument("--json", action="store_true",
+                              help="machine-readable output (a list of objects)")
+
     monitor = sub.add_parser("monitor", help="follow changes until Ctrl-C",
                              description="Print every change vfiod reports (driver, "
                                          "state, holder, ...) until Ctrl-C or SIGTERM.")
@@ -181,10 +205,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.error("a command is needed: status, bind, unbind, reset, monitor, doctor, "
-                     "initramfs or libvirt-hook")
+        parser.error("a command is needed: status, bind, unbind, reset, check-domain, "
+                     "monitor, doctor, initramfs or libvirt-hook")
     if args.command in ("initramfs", "libvirt-hook") and args.action is None:
         parser.error(f"{args.command}: an action is needed: render or install")
+    if getattr(args, "json", False) and args.command in ("bind", "unbind", "reset") \
+            and not args.dry_run:
+        parser.error(f"{args.command}: --json goes with --dry-run")
     return args
 
 

@@ -34,6 +34,8 @@ from vfiod.daemon.status_reply import StatusReply
 from vfiod.daemon.view import DeviceView, Snapshot
 from vfiod.daemon.watch import Changes, HolderWatcher, UeventWatcher
 from vfiod.engine import Engine
+from vfiod.engine.checks import DeviceCheck
+from vfiod.engine.plan import Plan
 from vfiod.errors import Failed, VfiodError
 from vfiod.records import DeviceStatus
 
@@ -237,6 +239,21 @@ class Daemon:
                 return await self._operate_locked(op, address, group, force)
         finally:
             self._running.discard(task)
+
+    async def plan(self, op: str, device: str, *, group: bool = True,
+                   force: bool = False) -> Plan:
+        """The dry run of bind, unbind or reset: its plan, built as the real call would
+        build it (after any operation running on its groups), with no write."""
+        if self._stopping:
+            raise Failed("vfiod is stopping; try again when it is back")
+        address = await asyncio.to_thread(self.engine.resolve, device)
+        async with self._hold_groups(op, address):
+            return await asyncio.to_thread(functools.partial(
+                self.engine.plan, op, address, group=group, force=force))
+
+    async def check_devices(self, devices: list[str]) -> list[DeviceCheck]:
+        """CheckDevices: every problem with handing these devices to a guest (reads only)."""
+        return await asyncio.to_thread(self.engine.check_devices, devices)
 
     @contextlib.asynccontextmanager
     async def _hold_groups(self, op: str, address: str) -> AsyncIterator[None]:

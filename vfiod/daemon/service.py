@@ -23,6 +23,8 @@ from vfiod.contract import DEVICE_INTERFACE, MANAGER_INTERFACE, device_path
 from vfiod.daemon.auth import reply_expected
 from vfiod.daemon.bus import PropertiesInterface
 from vfiod.daemon.log import fields, log
+from vfiod.engine.checks import DeviceCheck
+from vfiod.engine.plan import Plan
 from vfiod.errors import InvalidArgument, VfiodError
 from vfiod.printable import printable
 from vfiod.records import DeviceStatus
@@ -52,6 +54,14 @@ class Operations(Protocol):
     async def clear_quarantine(self, device: str) -> bool:
         """Lift a device's quarantine; True when it was quarantined."""
 
+    async def plan(self, op: str, device: str, *, group: bool = True,
+                   force: bool = False) -> Plan:
+        """The dry run of bind, unbind or reset: its plan, no write."""
+
+    async def check_devices(self, devices: list[str]) -> list[DeviceCheck]:
+        """Every problem with handing these devices to a guest, with its fix."""
+
+
 FAILED = "org.vfiod1.Error.Failed"
 #: Manager signal Releasing(s device, as holders, u timeout_ms): before a forced Bind
 #: asks the host's desktop to let go of a GPU it holds.
@@ -64,12 +74,19 @@ Str = Annotated[str, DBusSignature("s")]
 AddressList = Annotated[list[str], DBusSignature("as")]
 StatusRows = Annotated[list[list[Any]], DBusSignature("a(sssssis)")]
 NoValue = Annotated[None, DBusSignature("")]
+CheckRows = Annotated[list[list[str]], DBusSignature("a(sss)")]
+PLAN_SIGNATURE = "sa(ssss)a(sss)asasss"
+PlanReply = Annotated[list[Any], DBusSignature(PLAN_SIGNATURE)]
 
 #: The options each operation accepts, with their D-Bus types.
-BIND_OPTIONS = {"group": "b", "force": "b"}
-UNBIND_OPTIONS = {"group": "b"}
-RESET_OPTIONS = {"force": "b", "clear": "b"}
+BIND_OPTIONS = {"group": "b", "force": "b", "dry_run": "b"}
+UNBIND_OPTIONS = {"group": "b", "dry_run": "b"}
+RESET_OPTIONS = {"force": "b", "clear": "b", "dry_run": "b"}
+#: Plan's options by operation: the operation's own (dry_run is implied).
+PLAN_OPTIONS = {"bind": BIND_OPTIONS, "unbind": UNBIND_OPTIONS, "reset": RESET_OPTIONS}
 _TYPE_NAMES = {"b": "a boolean (b)"}
+#: CheckDevices checks one guest's list: more than any machine has slots is a mistake.
+MAX_CHECKED_DEVICES = 256
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -96,6 +113,28 @@ def parse_options(options: Mapping[str, Variant], accepted: Mapping[str, str],
                                   f"{_TYPE_NAMES.get(want, want)}, not {variant.signature!r}")
         values[key] = variant.value
     return values
+
+
+async def dry_run_or_operate(daemon: Operations, op: str, device: str,
+                             opts: dict[str, Any]) -> Any:
+    """Bind, Unbind or Reset: with ``dry_run`` the plan's answer (the addresses that
+    would move, the method tried first, or the error the call would raise), else the
+    operation itself."""
+    if opts.pop("dry_run", False):
+        return (await daemon.plan(op, device, **opts)).answer()
+    return await daemon.operate(op, device, **opts)
+
+
+def plan_reply(plan: Plan) -> list[Any]:
+    """A Plan as Plan()'s out arguments (PLAN_SIGNATURE, documented in dbus/)."""
+    refusal = plan.refusal
+    return [plan.address,
+            [[m.address, printable(m.from_driver), printable(m.to_driver), printable(m.note)]
+             for m in plan.members],
+            [[g.address, g.kind, printable(g.reason)] for g in plan.guards],
+            list(plan.rungs), list(plan.modules),
+            refusal.dbus_name if refusal is not None else "",
+            one_line(str(refusal)) if refusal is not None else ""]
 
 
 def one_line(text: str) -> str:
@@ -168,7 +207,10 @@ class ManagerInterface(_DescribedInterface):
 
     arg_names = {"Bind": ("moved",), "Unbind": ("moved",), "Reset": ("method",),
                  "Status": ("devices",), "DeviceChanged": ("address", "state", "driver"),
-                 "Releasing": ("device", "holders", "timeout_ms")}
+                 "Releasing": ("device", "holders", "timeout_ms"),
+                 "Plan": ("address", "members", "guards", "rungs", "modules", "error",
+                          "message"),
+                 "CheckDevices": ("checks",)}
     const_properties = frozenset({"Version", "IommuEnabled", "Simulated"})
 
     def __init__(self, daemon: Operations) -> None:
@@ -180,23 +222,23 @@ class ManagerInterface(_DescribedInterface):
     async def bind(self, device: Str, options: Options) -> AddressList:
         opts = parse_options(options, BIND_OPTIONS, "Bind")
         await self.daemon.authorize()
-        return await self.daemon.operate("bind", device, **opts)
+        return await dry_run_or_operate(self.daemon, "bind", device, opts)
 
     @dbus_method(name="Unbind")
     @dbus_errors("Unbind")
     async def unbind(self, device: Str, options: Options) -> AddressList:
         opts = parse_options(options, UNBIND_OPTIONS, "Unbind")
         await self.daemon.authorize()
-        return await self.daemon.operate("unbind", device, **opts)
+        return await dry_run_or_operate(self.daemon, "unbind", device, opts)
 
     @dbus_method(name="Reset")
     @dbus_errors("Reset")
     async def reset(self, device: Str, options: Options) -> Str:
         opts = parse_options(options, RESET_OPTIONS, "Reset")
         await self.daemon.authorize()
-        if opts.pop("clear", False):
+        if opts.pop("clear", False) and not opts.get("dry_run"):
             await self.daemon.clear_quarantine(device)
-        return await self.daemon.operate("reset", device, **opts)
+        return await dry_run_or_operate(self.daemon, "reset", device, opts)
 
     @dbus_method(name="Status")
     @dbus_errors("Status")
@@ -208,6 +250,31 @@ class ManagerInterface(_DescribedInterface):
     async def reload(self) -> NoValue:
         await self.daemon.authorize()
         await self.daemon.reload_config()
+
+    @dbus_method(name="Plan")
+    @dbus_errors("Plan")
+    async def plan(self, operation: Str, device: Str, options: Options) -> PlanReply:
+        accepted = PLAN_OPTIONS.get(operation)
+        if accepted is None:
+            raise InvalidArgument(f"Plan: unknown operation {_shown(operation)}; "
+                                  "one of: bind, unbind, reset")
+        opts = parse_options(options, accepted, "Plan")
+        opts.pop("dry_run", None)
+        # The real call's checks (an exclusive open of each disk below, the group node)
+        # are the manager's to ask for, as Status's table-only reading is everyone's.
+        await self.daemon.authorize()
+        return plan_reply(await self.daemon.plan(operation, device, **opts))
+
+    @dbus_method(name="CheckDevices")
+    @dbus_errors("CheckDevices")
+    async def check_devices(self, devices: Annotated[list[str], DBusSignature("as")]
+                            ) -> CheckRows:
+        if len(devices) > MAX_CHECKED_DEVICES:
+            raise InvalidArgument(f"CheckDevices: {len(devices)} devices; at most "
+                                  f"{MAX_CHECKED_DEVICES} at once")
+        await self.daemon.authorize()
+        checks = await self.daemon.check_devices(list(devices))
+        return [[c.device, c.severity, one_line(c.message)] for c in checks]
 
     @dbus_signal(name="DeviceChanged")
     def device_changed(self, address: str, state: str, driver: str) -> Annotated[
@@ -323,23 +390,23 @@ class DeviceInterface(_DescribedInterface):
     async def bind(self, options: Options) -> AddressList:
         opts = parse_options(options, BIND_OPTIONS, "Bind")
         await self.daemon.authorize()
-        return await self.daemon.operate("bind", self.address, **opts)
+        return await dry_run_or_operate(self.daemon, "bind", self.address, opts)
 
     @dbus_method(name="Unbind")
     @dbus_errors("Unbind")
     async def unbind(self, options: Options) -> AddressList:
         opts = parse_options(options, UNBIND_OPTIONS, "Unbind")
         await self.daemon.authorize()
-        return await self.daemon.operate("unbind", self.address, **opts)
+        return await dry_run_or_operate(self.daemon, "unbind", self.address, opts)
 
     @dbus_method(name="Reset")
     @dbus_errors("Reset")
     async def reset(self, options: Options) -> Str:
         opts = parse_options(options, RESET_OPTIONS, "Reset")
         await self.daemon.authorize()
-        if opts.pop("clear", False):
+        if opts.pop("clear", False) and not opts.get("dry_run"):
             await self.daemon.clear_quarantine(self.address)
-        return await self.daemon.operate("reset", self.address, **opts)
+        return await dry_run_or_operate(self.daemon, "reset", self.address, opts)
 
     @dbus_property(name="Address", access=PropertyAccess.READ)
     def address_(self) -> Str:

@@ -8,6 +8,8 @@ Plain synchronous code over the Host boundary, in three parts:
   and recovery of what a killed process left (forward after the commit mark, back
   before it; never a transaction of an earlier boot).
 - ``reset``: the kernel's reset methods and VFIO's hot reset.
+- ``plan``: what an operation would do, built before it does anything; bind, unbind
+  and reset execute their plan, a dry run (``Engine.plan``) only builds it.
 
 ``Engine`` composes them and resolves device arguments (addresses and config names)
 once, at the door. Callers serialise operations on the keys ``lock_keys`` names (the
@@ -34,8 +36,10 @@ from vfiod.config import (
     resolve_name,
 )
 from vfiod.device_records import DeviceRecords, Holding, ResetResult, outcome_of, summary
+from vfiod.engine.checks import DeviceCheck, check_devices
 from vfiod.engine.handover import Release, hand_over, releases_for_bind
 from vfiod.engine.inventory import Inventory
+from vfiod.engine.plan import Plan
 from vfiod.engine.reset import ResetOutcome, Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
@@ -168,25 +172,54 @@ class Engine:
 
     def run(self, op: str, address: str, *, group: bool = True,
             force: bool = False, clear: bool = False) -> list[str] | str:
-        """Run one operation on an address resolve() returned (no second resolution)."""
-        if op == "bind":
-            self.check_quarantine(self.affected(op, address, group))
-            return self.transactions.bind(address, group=group, force=force)
-        if op == "unbind":
-            return self.transactions.unbind(address, group=group)
+        """Run one operation on an address resolve() returned (no second resolution):
+        build its plan, then execute it. *clear* (reset): lift the quarantine first."""
+        if op == "reset" and clear:
+            self.clear_quarantine(address)
+        plan = self.build_plan(op, address, group=group, force=force)
         if op == "reset":
-            if clear:
-                self.clear_quarantine(address)
-            return self._recorded_reset(address, force)
+            return self._recorded_reset(plan)
+        return self.transactions.execute(plan)
+
+    def plan(self, op: str, address: str, *, group: bool = True, force: bool = False) -> Plan:
+        """What one operation on an address resolve() returned would do, or the error it
+        would raise (Plan.refusal): every check of the real run and no write (the dry
+        run). Errors that leave no plan to show (a group busy in the kernel) raise."""
+        plan = self.build_plan(op, address, group=group, force=force)
+        plan.release()
+        return plan
+
+    def build_plan(self, op: str, address: str, *, group: bool = True,
+                   force: bool = False) -> Plan:
+        """The plan run() executes and plan() shows; it may hold the group's fence
+        (Plan.release() lets go when it is not executed)."""
+        if op == "bind":
+            plan = self.transactions.plan_bind(address, group=group, force=force)
+            try:  # a quarantined card is refused before anything else
+                self.check_quarantine(self.affected(op, address, group))
+            except Quarantined as exc:
+                plan.release()
+                plan.refusal = exc
+            return plan
+        if op == "unbind":
+            return self.transactions.plan_unbind(address, group=group)
+        if op == "reset":
+            return self.resetter.plan(address, force=force)
         raise ValueError(f"unknown operation {op}")
 
+    def check_devices(self, devices: Iterable[str]) -> list[DeviceCheck]:
+        """Every problem with handing *devices* (one guest's list) to vfio-pci, each with
+        its fix, and an ok row per ready device (vfiod.engine.checks); writes nothing."""
+        return check_devices(self, devices)
+
     # -- the health record ------------------------------------------------------------
-    def _recorded_reset(self, address: str, force: bool) -> str:
-        """Reset and add the outcome to the device's record: a healthy device, or a
-        reset that failed (ResetFailed). A reset refused before it began (held, in
-        use) or still in the kernel (Timeout) is no outcome."""
+    def _recorded_reset(self, plan: Plan) -> str:
+        """Execute a reset plan and add the outcome to the device's record: a healthy
+        device, or a reset that failed (ResetFailed). A reset refused before it began
+        (held, in use) or still in the kernel (Timeout) is no outcome."""
+        address = plan.address
         try:
-            result = self.resetter.reset_outcome(address, force=force)
+            result = self.resetter.execute(plan)
         except ResetFailed as err:
             climbed = self.resetter.last_outcome(address)
             failed = outcome_of(err)

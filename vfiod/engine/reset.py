@@ -36,12 +36,12 @@ from vfiod.address import bus_of
 from vfiod.engine.health import Expected, Health
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Inventory
-from vfiod.engine.transactions import check_not_held, stall_reason
+from vfiod.engine.plan import HOT_RESET, Plan, check_not_held, plan_reset
+from vfiod.engine.transactions import stall_reason
 from vfiod.engine.writes import Writer
 from vfiod.errors import HostWriteError, HostWriteTimeout, ResetFailed, Timeout, VfiodError
 from vfiod.host.base import PendingWrite
 from vfiod.journal import Journal, RescanRecord
-from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.model import PciDevice
 
@@ -95,7 +95,6 @@ def _and(items: list[str]) -> str:
 
 
 #: The rungs past the kernel's own methods, by the name planned_rungs() gives them.
-HOT_RESET = "hot_reset"
 REMOVE_RESCAN = "remove_rescan"
 #: What the D-Bus Reset answers for each of them (the contract's method names).
 _METHOD_OF_RUNG = {HOT_RESET: "bus", REMOVE_RESCAN: "remove_rescan"}
@@ -194,25 +193,33 @@ class Resetter:
         """reset(), answering the whole outcome (ResetFailed still raised on failure;
         last_outcome() then holds it). *only*: climb only these rungs (names as
         planned_rungs gives them), skipping the others."""
-        dev, members = self.inventory.fresh(address)
-        fence = raise_fence(self.inventory, dev, "reset it")
+        return self.execute(self.plan(address, force=force), only=only)
+
+    def plan(self, address: str, *, force: bool = False) -> Plan:
+        """The plan of a reset (vfiod.engine.plan.plan_reset), holding the device's
+        group fence (release() or execute())."""
+        return plan_reset(self.inventory, address, force=force, rungs_of=self.planned_rungs)
+
+    def execute(self, plan: Plan, *, only: Collection[str] | None = None) -> ResetOutcome:
+        """Run a reset plan: raise its refusal, or climb the ladder (*only*: these rungs);
+        the outcome, or ResetFailed naming each rung's failure."""
+        fence = plan.take_fence()
         try:
-            if fence is None:  # no group node: /proc is all there is to ask
-                holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
-                check_not_held(self.inventory, dev, "reset it", holders)
-            else:
-                holders = self.inventory.scan_holders(self.inventory.nodes_of([dev]))
-            if dev.driver and not dev.on_vfio:
-                check_usages(self.host, [dev], force=force, action="reset it", holders=holders)
+            if plan.refusal is not None and not isinstance(plan.refusal, ResetFailed):
+                raise plan.refusal
+            # No rung to try (ResetFailed): the ladder still runs, and says in its own
+            # words why each way is closed, and records it.
+            dev = plan.device
+            assert dev is not None
             climb = _Climb(dev, [r for r in [*self._own_plan(dev), HOT_RESET, REMOVE_RESCAN]
                                  if only is None or r in only],
-                           self.health.expect(address))
+                           self.health.expect(dev.address))
             try:
                 return self._climb(dev, fence, climb)
             except HostWriteTimeout as exc:
                 self._stall(dev, fence, exc, climb)
                 fence = None  # the finisher holds it now
-                raise Timeout(f"{exc}; {address} stays busy until the kernel returns, "
+                raise Timeout(f"{exc}; {plan.address} stays busy until the kernel returns, "
                               "then vfiod checks it by itself (and climbs on when it is "
                               "not healthy)") from None
         finally:

@@ -1,7 +1,8 @@
 """What changes the host: bind and unbind as transactions over an IOMMU group, and recovery.
 
-Every operation plans over the device's group (endpoints move together, bridges stay),
-checks the guards, journals where every member was, applies with driver_override +
+Every operation first builds its plan over the device's group (vfiod.engine.plan:
+endpoints move together, bridges stay; the guards; the fence) and executes it: it
+journals where every member was, applies with driver_override +
 unbind + drivers_probe, verifies each member's ``driver`` link, writes the journal's
 commit mark, and on any failure before that puts every member back. A process killed
 mid-way leaves its transaction in the journal; ``recover()`` at the next start rolls
@@ -35,23 +36,19 @@ from pydantic import ValidationError
 
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Holders, Inventory
+# check_not_held and refuse_bridge live with the plans now; still importable from here.
+from vfiod.engine.plan import (BRIDGE_STAYS, IOMMU_OFF_HELP, Plan, check_not_held,  # noqa: F401
+                               plan_bind,
+                               plan_unbind, refuse_bridge)
 from vfiod.engine.writes import Writer
-from vfiod.errors import (ALL_ERRORS, Failed, GroupNotViable, HostWriteError,
-                          HostWriteTimeout, InUse, InvalidArgument, ModuleLoadError, Timeout,
-                          VfiodError)
+from vfiod.errors import (ALL_ERRORS, Failed, HostWriteError, HostWriteTimeout, InUse,
+                          ModuleLoadError, Timeout, VfiodError)
 from vfiod.host.base import PendingWrite
-from vfiod.guards import check_usages
 from vfiod.host import paths
 from vfiod.journal import Journal, MemberRecord, Transaction
 from vfiod.model import VFIO_DRIVER, PciDevice, is_vfio_driver
 
 log = logging.getLogger("vfiod.engine")
-
-IOMMU_OFF_HELP = (
-    "the IOMMU is off: enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup and "
-    "boot with intel_iommu=on (Intel; AMD enables it by default), then check with "
-    "`vfioctl doctor`")
-
 
 def public_error(exc: Exception, note: str) -> VfiodError:
     """The error a client sees for a failed transaction: its public class, with a note."""
@@ -75,15 +72,6 @@ def lock_order(key: str) -> tuple[int, int, str]:
     return (1, 0, key)
 
 
-def refuse_bridge(dev: PciDevice) -> None:
-    """Bind and Unbind name endpoints: a bridge stays on its driver, and its group's
-    endpoints move only when one of them is named."""
-    if dev.is_bridge:
-        raise InvalidArgument(f"{dev.address}: is a PCI bridge; bridges stay on their "
-                              "driver and are never bound or unbound: name a device of "
-                              "its IOMMU group instead")
-
-
 def stall_reason(inventory: Inventory, exc: HostWriteTimeout, group: int | None) -> str:
     """Why a group is busy while a write is in the kernel: which write, since when, who."""
     pending = exc.pending
@@ -92,25 +80,6 @@ def stall_reason(inventory: Inventory, exc: HostWriteTimeout, group: int | None)
               f"the kernel since {time.strftime('%H:%M:%S', time.gmtime(since))} UTC")
     names = inventory.vfio_holder_names(group) if group is not None else []
     return reason + (f", held by {', '.join(names)}" if names else "")
-
-
-def check_not_held(inventory: Inventory, dev: PciDevice, action: str,
-                   holders: Holders) -> None:
-    """Refuse while a process holds the group node or a member's VFIO device node.
-
-    Writing ``unbind`` then would block in the kernel until the guest exits.
-    *holders* is a scan that covered the group's nodes (Inventory.nodes_of).
-    """
-    if dev.iommu_group is None:
-        return
-    nodes = [paths.group_node(dev.iommu_group)]
-    for member in inventory.scanner.group_members(dev.iommu_group):
-        nodes += [paths.vfio_device_node(n) for n in
-                  inventory.host.listdir(paths.device_file(member, "vfio-dev"))]
-    if any(holders.get(node) for node in nodes):
-        who = ", ".join(f"{p} through {node}" for node in nodes for p in holders.get(node, []))
-        raise InUse(f"{dev.address}: refusing to {action}: IOMMU group {dev.iommu_group} "
-                    f"is in use by {who}")
 
 
 class Transactions:
@@ -131,36 +100,7 @@ class Transactions:
         device without a group or a partial group, Failed (after rolling back) when a
         step fails.
         """
-        dev, members = self.inventory.fresh(address)
-        if dev.iommu_group is None:
-            raise GroupNotViable(f"{address}: has no IOMMU group: {IOMMU_OFF_HELP}")
-        refuse_bridge(dev)
-        endpoints = [m for m in members if m.is_endpoint]
-        if group:
-            targets = [m for m in endpoints if not m.on_vfio]
-        else:
-            targets = [] if dev.on_vfio else [dev]
-            blocking = [m for m in endpoints if m.address != address and m.driver
-                        and not m.on_vfio and m.driver != "pci-stub"]
-            if targets and blocking:
-                names = ", ".join(f"{m.address} ({m.driver})" for m in blocking)
-                raise GroupNotViable(
-                    f"{address}: IOMMU group {dev.iommu_group} would not be viable: {names} "
-                    "would stay on host drivers; bind the whole group instead")
-        if not targets:
-            # Already where it was asked to go: the call succeeded, so an error mark a
-            # failed call left (a refused reset) goes, as after a move (found by the
-            # torture suite: the device stayed "error" after a successful Unbind).
-            self.inventory.clear_errors([m.address for m in endpoints] if group else [address])
-            return []
-        # The one /proc scan of a bind: the guards' nodes and the group's node.
-        holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
-        check_usages(self.host, targets, force=force, action="bind it to vfio-pci",
-                     holders=holders)
-        self._ensure_vfio_module()
-        self.journal.remember_host_drivers(
-            {m.address: m.driver for m in targets if m.driver and not m.on_vfio})
-        return self._transaction("bind", targets, self._move_to_vfio, holders)
+        return self.execute(self.plan_bind(address, group=group, force=force))
 
     def unbind(self, address: str, *, group: bool = True) -> list[str]:
         """Return a function (and by default its group) from vfio-pci to its host driver.
@@ -169,24 +109,42 @@ class Transactions:
         kernel's best match (its module loaded by modalias when needed). Raises InUse,
         naming the process, while a guest holds the group: unbind is never written then.
         """
-        dev, members = self.inventory.fresh(address)
-        refuse_bridge(dev)  # else it would stand for its whole group, as Bind refuses to
-        if group:
-            targets = [m for m in members if m.is_endpoint and m.on_vfio]
-        else:
-            targets = [dev] if dev.on_vfio else []
-        if not targets:
-            # Already on the host: the call succeeded (see bind).
-            self.inventory.clear_errors(
-                [m.address for m in members if m.is_endpoint] if group else [address])
-            return []
-        # The kernel's answer, not /proc's: a guest holding only a device fd (group fd
-        # closed, or received over a socket) or the cdev shows in no /dev path.
-        fence = raise_fence(self.inventory, dev, "unbind it")
-        if fence is None:  # no group node: /proc is all there is to ask
-            holders = self.inventory.scan_holders(self.inventory.nodes_of(members))
-            check_not_held(self.inventory, dev, "unbind it", holders)
-        return self._transaction("unbind", targets, self._move_to_host, None, fence)
+        return self.execute(self.plan_unbind(address, group=group))
+
+    def plan_bind(self, address: str, *, group: bool = True, force: bool = False) -> Plan:
+        """The plan of a bind (vfiod.engine.plan.plan_bind); writes nothing."""
+        return plan_bind(self.inventory, address, group=group, force=force)
+
+    def plan_unbind(self, address: str, *, group: bool = True) -> Plan:
+        """The plan of an unbind, holding the group's fence (release() or execute())."""
+        return plan_unbind(self.inventory, self.journal, address, group=group)
+
+    def execute(self, plan: Plan) -> list[str]:
+        """Run a bind or unbind plan: raise its refusal, or move its targets under a
+        journalled transaction; returns the addresses that moved."""
+        fence = plan.take_fence()
+        try:
+            if plan.refusal is not None:
+                raise plan.refusal
+            targets = plan.targets
+            if not targets:
+                # Already where it was asked to go: the call succeeded, so an error mark
+                # a failed call left (a refused reset) goes, as after a move (found by
+                # the torture suite: the device stayed "error" after a successful Unbind).
+                self.inventory.clear_errors(
+                    [m.address for m in plan.members if m.note != BRIDGE_STAYS]
+                    if plan.group else [plan.address])
+                return []
+            if plan.operation == "bind":
+                self._ensure_vfio_module()
+                self.journal.remember_host_drivers(
+                    {m.address: m.driver for m in targets if m.driver and not m.on_vfio})
+                return self._transaction("bind", targets, self._move_to_vfio, plan.holders)
+            unbinding, fence = fence, None  # _transaction closes it
+            return self._transaction("unbind", targets, self._move_to_host, None, unbinding)
+        finally:
+            if fence is not None:
+                fence.close()
 
     def _transaction(self, operation: Literal["bind", "unbind"], targets: list[PciDevice],
                      step: Callable[[PciDevice], str | None], holders: Holders | None,
