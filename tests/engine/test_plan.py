@@ -169,7 +169,8 @@ def test_plan_of_a_reset_lists_the_rungs_best_first(engine: Engine) -> None:
 
 def test_plan_of_a_reset_adds_the_hot_reset_once_the_bus_qualifies(engine: Engine) -> None:
     engine.bind("0000:06:00.0")
-    assert engine.plan("reset", "0000:06:00.0").rungs == ["bus", HOT_RESET]
+    # then the remove and rescan of the slot, the ladder's last rung
+    assert engine.plan("reset", "0000:06:00.0").rungs == ["bus", HOT_RESET, "remove_rescan"]
 
 
 def test_unbind_plan_refuses_while_a_guest_holds_the_group(engine: Engine,
