@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from vfiod.address import check_device_argument, is_address
 from vfiod.config import boot_conflicts, check_boot_groups, resolve_name
 from vfiod.engine.inventory import Inventory
+from vfiod.engine.progress import Progress, reporting
 from vfiod.engine.reset import Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
@@ -136,16 +137,25 @@ class Engine:
         """Reset a device with the kernel's methods, best first; return the one that worked."""
         return self.resetter.reset(self.resolve(device), force=force)
 
-    def run(self, op: str, address: str, *, group: bool = True,
-            force: bool = False) -> list[str] | str:
-        """Run one operation on an address resolve() returned (no second resolution)."""
-        if op == "bind":
-            return self.transactions.bind(address, group=group, force=force)
-        if op == "unbind":
-            return self.transactions.unbind(address, group=group)
-        if op == "reset":
+    def run(self, op: str, address: str, *, group: bool = True, force: bool = False,
+            progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+            wait: float = 0.0) -> list[str] | str:
+        """Run one operation on an address resolve() returned (no second resolution).
+
+        *progress* is called at each step (vfiod.engine.progress: the phase, what it
+        waits for, whether a kernel write is under way); *cancelled* is asked at each
+        safe step, and True stops the operation there (Cancelled, after rolling back);
+        *wait*: seconds to wait for a process to let go of the device before refusing
+        with InUse (0: refuse at once).
+        """
+        if op not in ("bind", "unbind", "reset"):
+            raise ValueError(f"unknown operation {op}")
+        with reporting(progress, cancelled, wait):
+            if op == "bind":
+                return self.transactions.bind(address, group=group, force=force)
+            if op == "unbind":
+                return self.transactions.unbind(address, group=group)
             return self.resetter.reset(address, force=force)
-        raise ValueError(f"unknown operation {op}")
 
     def affected(self, op: str, address: str, group: bool) -> list[str]:
         """The functions an operation may move: the endpoints of the group, or one."""

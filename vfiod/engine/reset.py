@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping
 
 from vfiod.address import bus_of
+from vfiod.engine import progress
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.transactions import check_not_held, stall_reason
@@ -96,6 +97,7 @@ class Resetter:
         every group on the bus (Engine.lock_keys), as the hot reset resets them all.
         """
         dev, members = self.inventory.fresh(address)
+        progress.step(f"making sure no guest holds {address}")
         fence = raise_fence(self.inventory, dev, "reset it")
         try:
             if fence is None:  # no group node: /proc is all there is to ask
@@ -174,6 +176,7 @@ class Resetter:
         try:
             for method in dev.reset_methods:
                 try:
+                    progress.step(f"resetting {address} by {method}")
                     if selectable:
                         write(paths.device_file(address, "reset_method"), method, address)
                         selected = True
@@ -242,6 +245,7 @@ class Resetter:
             return None
         fences = self._fence_bus(dev, on_bus, fence)
         try:
+            progress.step(f"resetting bus {bus} by VFIO's hot reset")
             reset = self.host.vfio_hot_reset(address, {f.group: f.fd for f in fences})
         except HostWriteError as exc:
             failures.append(f"bus through VFIO hot reset: "
