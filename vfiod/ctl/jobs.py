@@ -291,10 +291,9 @@ async def run_job(client: VfiodClient, args: argparse.Namespace) -> JobState | s
         if not interrupted.is_set():
             raise
         line.clear()
-        raise CtlError(f"interrupted; {job.operation or args.command} "
-                       f"{', '.join(job.devices) or args.device} goes on in vfiod as job "
-                       f"{job.path}: follow it with `vfioctl jobs` or `vfioctl monitor`",
-                       exitcodes.INTERRUPTED) from None
+        raise CtlError(f"interrupted; the {job.operation or args.command} goes on in vfiod "
+                       f"as job {job.path}: follow it with `vfioctl jobs` or `vfioctl "
+                       "monitor`", exitcodes.INTERRUPTED) from None
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         line.clear()
