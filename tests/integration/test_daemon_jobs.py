@@ -111,7 +111,8 @@ def test_a_reset_whose_kernel_write_takes_60_s_finishes_as_a_job_and_status_answ
     job, result, devices, error = finished
     assert (result, devices, error) == ("done", [ONBOARD_AUDIO], "")
     assert len(latencies) >= 55, latencies
-    assert max(latencies) < 2.0, max(latencies)
+    # Each answer within a few seconds even on a loaded machine (idle: a few ms).
+    assert max(latencies) < 5.0, latencies
     # Phase and WaitingFor changed as it went: the reset step, then the write in the kernel.
     assert any(c.get("Phase") == f"resetting {ONBOARD_AUDIO} by flr" for c in changes)
     assert any(c.get("WaitingFor") == f"the kernel: writing 1 to {reset_path(ONBOARD_AUDIO)}"
@@ -237,3 +238,32 @@ def test_a_job_is_announced_by_the_object_manager_with_its_properties(vfiod: Vfi
     assert added["Operation"] == "bind"
     assert added["Devices"] == [GPU, "0000:06:00.1"]
     assert added["Result"] == "" and added["StartedAt"] > 1_700_000_000_000_000
+
+
+def test_a_job_queued_behind_another_on_its_group_waits_for_it_and_cancel_stops_it_at_once(
+        make_vfiod: Callable[..., Vfiod]) -> None:
+    daemon = make_vfiod(**knobs(delay=[
+        {"path": reset_path(ONBOARD_AUDIO), "seconds": 3, "times": 1}])).start()
+
+    async def scenario() -> tuple[list[Any], list[Any] | None, str]:
+        async with client(daemon.address) as bus:
+            signals = await SignalRecorder(bus).start()
+            first = await start_job(bus, "ResetJob", ONBOARD_AUDIO)
+            await signals.wait(lambda: any(str(c.get("WaitingFor", "")).endswith("/reset")
+                                           for c in job_changes(signals, first)))
+            second = await start_job(bus, "BindJob", ONBOARD_AUDIO)
+            await signals.wait(lambda: any(
+                c.get("WaitingFor") == "other operations on the same IOMMU group to finish"
+                for c in job_changes(signals, second)))
+            reply = await call(bus, "Cancel", "o", [second])
+            assert reply.message_type is MessageType.METHOD_RETURN, reply.body
+            await signals.wait(lambda: job_finished(signals, second), timeout=2)
+            # The first was not waiting on the second: it is still in its write.
+            return job_finished(signals, second) or [], job_finished(signals, first), \
+                await job_property(bus, second, "Phase")
+
+    cancelled, first_done, phase = asyncio.run(scenario())
+    assert cancelled[1:] == ["cancelled", [ONBOARD_AUDIO],
+                             "cancelled before it started: nothing was changed"]
+    assert first_done is None and phase == "cancelled"
+    assert sim_driver(daemon.sim_root, ONBOARD_AUDIO) == "snd_hda_intel"

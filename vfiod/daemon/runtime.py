@@ -247,12 +247,15 @@ class Daemon:
             assert task is not None
             self._running.add(task)
             try:
-                self.jobs.set_phase(job, "queued", "other operations on the same IOMMU "
-                                    "group to finish")
+                keys = await asyncio.to_thread(self.engine.lock_keys, op, address)
+                if any(k in self._locks and self._locks[k].locked() for k in keys):
+                    self.jobs.set_phase(job, "queued", "other operations on the same IOMMU "
+                                        "group to finish")
                 async with self._hold_groups(op, address):
                     if self._stopping:  # asked to stop while waiting for the group
                         raise Failed("vfiod is stopping; try again when it is back")
                     job.running = True
+                    self.jobs.set_phase(job, "starting")
                     if job.cancel_requested:
                         raise Cancelled(f"{op} cancelled before it started: nothing was "
                                         "changed")
