@@ -267,3 +267,15 @@ def test_a_job_queued_behind_another_on_its_group_waits_for_it_and_cancel_stops_
                              "cancelled before it started: nothing was changed"]
     assert first_done is None and phase == "cancelled"
     assert sim_driver(daemon.sim_root, ONBOARD_AUDIO) == "snd_hda_intel"
+
+
+def test_nobody_may_list_jobs_but_not_start_or_cancel_one_without_polkit(vfiod: Vfiod) -> None:
+    listed = vfiod.call("Jobs", user="nobody")
+    started = vfiod.call("BindJob", "sa{sv}", GPU, "0", user="nobody")
+    cancelled = vfiod.call("Cancel", "o", "/org/vfiod1/job/1", user="nobody")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["data"] == [[]]
+    for denied in (started, cancelled):
+        assert denied.returncode != 0
+        assert "Access denied" in denied.stderr or "AccessDenied" in denied.stderr, denied.stderr
+    assert sim_driver(vfiod.sim_root, GPU) == "nvidia"
