@@ -88,6 +88,22 @@ class Job:
         """The engine's check at each safe step."""
         return self.cancel_requested
 
+    def kernel_write(self) -> str:
+        """The kernel write under way ("" when none): Cancel cannot stop the job now."""
+        with self._lock:
+            return self.waiting_for.removeprefix("the kernel: ") if self.in_kernel else ""
+
+    def end(self, result: str, error: str, devices: list[str] | None = None,
+            method: str = "") -> None:
+        """Set the outcome (JobFinished's values)."""
+        with self._lock:
+            self.result, self.error, self.method = result, error, method
+            if devices is not None:
+                self.devices = list(devices)
+            self.waiting_for = ""
+            self.in_kernel = False
+            self.phase = {DONE: "done", CANCELLED: "cancelled"}.get(result, "failed")
+
 
 class Jobs:
     """The daemon's jobs: numbering, their objects, progress, Cancel and the end."""
@@ -131,31 +147,21 @@ class Jobs:
             result = CANCELLED if job.cancel_requested else err.dbus_name
             self._end(job, result, one_line(str(err)), err)
             return
-        except Exception as exc:  # a bug: logged with its traceback, reported as Failed
+        except Exception:  # a bug: logged with its traceback, reported as Failed
             log.exception("job %d failed", job.number)
             self._end(job, Failed.dbus_name, "internal error in vfiod (details are in its "
                       "log)", Failed(f"{job.operation} failed: internal error in vfiod "
                                      "(details are in its log)"))
-            del exc
             return
-        if isinstance(value, str):
-            job.method = value
-            moved = job.devices[:1]
-        else:
-            moved = list(value)
-        with job._lock:
-            job.devices = moved
-        self._end(job, DONE, "", None, value)
+        if isinstance(value, str):  # a reset: the method that worked
+            self._end(job, DONE, "", None, value, devices=job.devices[:1], method=value)
+        else:  # a bind or unbind: the functions that moved
+            self._end(job, DONE, "", None, value, devices=list(value))
 
     def _end(self, job: Job, result: str, error: str, exc: BaseException | None,
-             value: Any = None) -> None:
+             value: Any = None, *, devices: list[str] | None = None, method: str = "") -> None:
         """Set the outcome, publish it, send JobFinished, remove the object later."""
-        with job._lock:
-            job.result = result
-            job.error = error
-            job.waiting_for = ""
-            job.in_kernel = False
-            job.phase = {DONE: "done", CANCELLED: "cancelled"}.get(result, "failed")
+        job.end(result, error, devices, method)
         self._publish(job.path)
         bus = self._bus()
         if bus is not None:
@@ -218,13 +224,11 @@ class Jobs:
                                   f"{self.linger:g} s after they end)")
         if job.finished:
             raise Failed(f"{path}: the job has finished already ({job.result})")
-        with job._lock:
-            in_kernel, waiting_for = job.in_kernel, job.waiting_for
-        if in_kernel:
+        write = job.kernel_write()
+        if write:
             raise Failed(f"{path}: cannot cancel now: it is blocked in a kernel write, which "
-                         f"cannot be interrupted ({waiting_for.removeprefix('the kernel: ')}); "
-                         "it goes on when the kernel returns, and Cancel can stop it at the "
-                         "next step")
+                         f"cannot be interrupted ({write}); it goes on when the kernel "
+                         "returns, and Cancel can stop it at the next step")
         job.cancel_requested = True
         log.info("job %d: cancel requested (%s)", job.number, job.phase)
         if not job.running and job.task is not None:
