@@ -279,3 +279,9 @@ def test_nobody_may_list_jobs_but_not_start_or_cancel_one_without_polkit(vfiod: 
         assert denied.returncode != 0
         assert "Access denied" in denied.stderr or "AccessDenied" in denied.stderr, denied.stderr
     assert sim_driver(vfiod.sim_root, GPU) == "nvidia"
+
+
+def test_a_wait_over_an_hour_is_an_invalid_argument(vfiod: Vfiod) -> None:
+    result = vfiod.call("BindJob", "sa{sv}", GPU, "1", "wait", "u", "3601")
+    assert result.returncode != 0
+    assert "option 'wait' is at most 3600 seconds, not 3601" in result.stderr
