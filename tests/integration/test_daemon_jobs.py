@@ -110,7 +110,7 @@ def test_a_reset_whose_kernel_write_takes_60_s_finishes_as_a_job_and_status_answ
     finished, latencies, changes = asyncio.run(scenario())
     job, result, devices, error = finished
     assert (result, devices, error) == ("done", [ONBOARD_AUDIO], "")
-    assert len(latencies) >= 55, latencies
+    assert len(latencies) >= 30, latencies  # about one a second for a minute
     # Each answer within a few seconds even on a loaded machine (idle: a few ms).
     assert max(latencies) < 5.0, latencies
     # Phase and WaitingFor changed as it went: the reset step, then the write in the kernel.
