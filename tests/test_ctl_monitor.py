@@ -174,3 +174,44 @@ def test_a_closed_pipe_marks_the_reader_gone_instead_of_raising() -> None:
     mon.handle(device_changed("vfio", "vfio-pci"))
     mon.handle(device_changed("host", "nvidia"))
     assert mon.reader_gone and called == [True]
+
+
+def job_added(operation: str, devices: list[str]) -> Message:
+    return signal("/org/vfiod1", "org.freedesktop.DBus.ObjectManager", "InterfacesAdded",
+                  "oa{sa{sv}}", ["/org/vfiod1/job/7", {"org.vfiod1.Job": {
+                      "Operation": Variant("s", operation),
+                      "Devices": Variant("as", devices), "Phase": Variant("s", "queued")}}])
+
+
+def job_finished(result: str, devices: list[str], error: str) -> Message:
+    return signal("/org/vfiod1", "org.vfiod1.Manager", "JobFinished", "osass",
+                  ["/org/vfiod1/job/7", result, devices, error])
+
+
+def test_a_job_start_and_end_are_a_line_each() -> None:
+    mon, lines = monitor(json_mode=False)
+    mon.handle(job_added("bind", ["0000:06:00.0", "0000:06:00.1"]))
+    mon.handle(job_finished("done", ["0000:06:00.0", "0000:06:00.1"], ""))
+    assert lines[0].endswith("  job 7  bind 0000:06:00.0, 0000:06:00.1  started")
+    assert lines[1].endswith("  job 7  done: 0000:06:00.0, 0000:06:00.1")
+
+
+def test_a_failed_job_shows_its_error_name_and_message() -> None:
+    mon, lines = monitor(json_mode=False)
+    mon.handle(job_finished("org.vfiod1.Error.InUse", ["0000:06:00.0"], "0000:06:00.0: "
+                            "refusing to bind it to vfio-pci: it is in use"))
+    assert lines[0].endswith("  job 7  org.vfiod1.Error.InUse: 0000:06:00.0: refusing to "
+                             "bind it to vfio-pci: it is in use")
+
+
+def test_json_mode_reports_job_started_and_job_finished() -> None:
+    mon, lines = monitor(json_mode=True)
+    mon.handle(job_added("reset", ["0000:06:00.0"]))
+    mon.handle(job_finished("cancelled", ["0000:06:00.0"], "cancelled while queued"))
+    started, finished = (json.loads(line) for line in lines)
+    assert {k: started[k] for k in ("event", "job", "operation", "devices")} == \
+        {"event": "JobStarted", "job": "/org/vfiod1/job/7", "operation": "reset",
+         "devices": ["0000:06:00.0"]}
+    assert {k: finished[k] for k in ("event", "job", "result", "devices", "error")} == \
+        {"event": "JobFinished", "job": "/org/vfiod1/job/7", "result": "cancelled",
+         "devices": ["0000:06:00.0"], "error": "cancelled while queued"}

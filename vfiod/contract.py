@@ -12,6 +12,13 @@ MANAGER_INTERFACE = "org.vfiod1.Manager"
 DEVICE_INTERFACE = "org.vfiod1.Device"
 DEVICE_PATH_PREFIX = MANAGER_PATH + "/device/"
 DEFAULT_CONFIG_PATH = "/etc/vfiod/vfiod.toml"
+JOB_INTERFACE = "org.vfiod1.Job"
+JOB_PATH_PREFIX = MANAGER_PATH + "/job/"
+
+
+def job_path(number: int) -> str:
+    """``7`` -> ``/org/vfiod1/job/7``."""
+    return f"{JOB_PATH_PREFIX}{number}"
 
 
 def device_path(address: str) -> str:

@@ -42,3 +42,14 @@ def test_messages_cross_the_bus_as_one_line() -> None:
 def test_messages_cross_the_bus_with_control_characters_escaped() -> None:
     assert one_line("/dev/sdb1 is mounted on /mnt/\x1b]0;x\x07") == (
         "/dev/sdb1 is mounted on /mnt/\\x1b]0;x\\x07")
+
+
+def test_every_operation_takes_wait_in_seconds() -> None:
+    for accepted, method in ((BIND_OPTIONS, "Bind"), (UNBIND_OPTIONS, "Unbind"),
+                             (RESET_OPTIONS, "Reset")):
+        assert parse_options({"wait": Variant("u", 30)}, accepted, method) == {"wait": 30}
+
+
+def test_wait_of_another_type_names_the_type_wanted() -> None:
+    with pytest.raises(InvalidArgument, match="'wait' must be an unsigned integer \\(u\\)"):
+        parse_options({"wait": Variant("i", 30)}, BIND_OPTIONS, "Bind")

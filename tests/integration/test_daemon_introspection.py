@@ -47,9 +47,14 @@ def introspect(daemon: Vfiod, path: str) -> ET.Element:
 
 
 def test_introspection_xml_file_matches_the_running_daemon(vfiod: Vfiod) -> None:
-    documented = shape(ET.parse(XML).getroot(), {"org.vfiod1.Manager", "org.vfiod1.Device"})
+    documented = shape(ET.parse(XML).getroot(),
+                       {"org.vfiod1.Manager", "org.vfiod1.Device", "org.vfiod1.Job"})
     live = shape(introspect(vfiod, MANAGER), {"org.vfiod1.Manager"})
     live |= shape(introspect(vfiod, device_path("0000:06:00.0")), {"org.vfiod1.Device"})
+    # A job's object stays a while after it ends: long enough to introspect it.
+    started = vfiod.call("BindJob", "sa{sv}", "0000:06:00.0", "0")
+    assert started.returncode == 0, started.stderr
+    live |= shape(introspect(vfiod, json.loads(started.stdout)["data"][0]), {"org.vfiod1.Job"})
     assert documented == live
 
 

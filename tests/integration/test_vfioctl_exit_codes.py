@@ -116,13 +116,14 @@ def test_no_bus_at_all_is_9(tmp_path: Path) -> None:
                                   "(is vfiod running?)")
 
 
-def test_no_answer_within_the_timeout_is_6(make_vfiod: Callable[..., Vfiod]) -> None:
+def test_a_job_not_done_within_the_timeout_is_6(make_vfiod: Callable[..., Vfiod]) -> None:
     daemon = make_vfiod(**knobs(delay=[{"path": "/sys/bus/pci/drivers/nvidia/unbind",
                                         "seconds": 3, "times": 1}])).start()
     result = vfioctl(daemon.address, "--timeout", "0.5", "bind", GPU)
     assert result.returncode == 6
-    assert error_line(result) == (f"vfioctl: {GPU}: vfiod did not answer Bind within "
-                                  "0.5 s (it may still finish; see vfioctl status)")
+    assert error_line(result) == (f"vfioctl: {GPU}: bind did not finish within 0.5 s "
+                                  "(--timeout); job /org/vfiod1/job/1 goes on in vfiod: "
+                                  "follow it with `vfioctl jobs` or `vfioctl monitor`")
 
 
 def test_a_timeout_too_short_to_connect_is_a_timeout_not_a_missing_vfiod(vfiod: Vfiod) -> None:

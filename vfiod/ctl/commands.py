@@ -10,7 +10,8 @@ import argparse
 import os
 import shutil
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from vfiod.address import check_device_argument, normalize_address
 from vfiod.ctl import exitcodes, output
@@ -71,12 +72,19 @@ async def run(client: VfiodClient, args: argparse.Namespace) -> int:
         "bind": cmd_bind,
         "unbind": cmd_unbind,
         "reset": cmd_reset,
+        "jobs": _cmd_jobs,
     }.get(args.command)
     if handler is None:
         from vfiod.ctl.monitor import cmd_monitor
 
         return await cmd_monitor(client, args)
     return await handler(client, args)
+
+
+async def _cmd_jobs(client: VfiodClient, args: argparse.Namespace) -> int:
+    from vfiod.ctl.jobs import cmd_jobs
+
+    return await cmd_jobs(client, args)
 
 
 async def all_devices(client: VfiodClient) -> dict[str, DeviceProperties]:
@@ -167,27 +175,47 @@ async def _drivers_now(client: VfiodClient) -> dict[str, DeviceProperties]:
     return {row[0]: DeviceProperties.from_status_row(row) for row in await client.status_rows()}
 
 
-async def cmd_bind(client: VfiodClient, args: argparse.Namespace) -> int:
-    """``bind DEVICE [--no-group] [--force]``: print each function that moved."""
-    device = args.device
-    before = await _drivers_now(client)
+async def _as_job(client: VfiodClient, args: argparse.Namespace,
+                  synchronous: Callable[[], Awaitable[Any]]) -> Any:
+    """Run the command's operation as a job, followed live (vfiod.ctl.jobs); what it
+    returned (the moved addresses, or the reset method), or None after ``--no-wait``
+    printed the job's path. A vfiod without jobs gets the *synchronous* call."""
+    from vfiod.ctl.jobs import JobState, run_job
+
     try:
-        moved = await client.bind(device, group=not args.no_group, force=args.force)
+        job = await run_job(client, args)
+        if job is None:
+            return await synchronous()
     except CtlError as err:
-        raise about(device, err) from None
+        raise about(args.device, err) from None
+    if isinstance(job, JobState):
+        return job.method if args.command == "reset" else job.devices
+    print(job)  # --no-wait: the path, for `vfioctl jobs` or busctl
+    return None
+
+
+async def cmd_bind(client: VfiodClient, args: argparse.Namespace) -> int:
+    """``bind DEVICE [--no-group] [--force] [--wait S] [--no-wait]``: print each
+    function that moved."""
+    device = args.device
+    before = {} if args.no_wait else await _drivers_now(client)
+    moved = await _as_job(client, args, lambda: client.bind(
+        device, group=not args.no_group, force=args.force))
+    if moved is None:
+        return exitcodes.OK
     after = await _drivers_now(client)
     _print_moved(device, moved, before, after, "already on vfio-pci: nothing to do")
     return exitcodes.OK
 
 
 async def cmd_unbind(client: VfiodClient, args: argparse.Namespace) -> int:
-    """``unbind DEVICE [--no-group]``: print each function that moved."""
+    """``unbind DEVICE [--no-group] [--wait S] [--no-wait]``: print each function that
+    moved."""
     device = args.device
-    before = await _drivers_now(client)
-    try:
-        moved = await client.unbind(device, group=not args.no_group)
-    except CtlError as err:
-        raise about(device, err) from None
+    before = {} if args.no_wait else await _drivers_now(client)
+    moved = await _as_job(client, args, lambda: client.unbind(device, group=not args.no_group))
+    if moved is None:
+        return exitcodes.OK
     after = await _drivers_now(client)
     _print_moved(device, moved, before, after, "not on vfio-pci: nothing to do")
     return exitcodes.OK
@@ -205,13 +233,13 @@ def _print_moved(device: str, moved: list[str], before: dict[str, DeviceProperti
 
 
 async def cmd_reset(client: VfiodClient, args: argparse.Namespace) -> int:
-    """``reset DEVICE``: print the method that worked."""
+    """``reset DEVICE [--force] [--clear] [--wait S] [--no-wait]``: print the method that
+    worked."""
     device = args.device
-    try:
-        method = await client.reset(device, force=args.force,
-                                    clear=getattr(args, "clear", False))
-    except CtlError as err:
-        raise about(device, err) from None
+    method = await _as_job(client, args, lambda: client.reset(
+        device, force=args.force, clear=args.clear))
+    if method is None:
+        return exitcodes.OK
     dev = await client.device(device) if normalize_address(device) else None
     name = f"  {dev.name}" if dev is not None and dev.name else ""
     print(f"{device}{name}  reset ({method}), healthy")

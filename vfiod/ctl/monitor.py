@@ -30,7 +30,7 @@ from vfiod.ctl import exitcodes, output
 from vfiod.ctl.client import (BUS_NAME, DBUS_NAME, DBUS_PATH, DEVICE_IFACE, MANAGER_IFACE,
                               MANAGER_PATH, OBJECT_MANAGER_IFACE, PROPERTIES_IFACE,
                               VfiodClient)
-from vfiod.contract import address_from_path
+from vfiod.contract import JOB_INTERFACE, address_from_path
 from vfiod.ctl.devices import PROPERTY_FIELDS, DeviceProperties, unwrap
 from vfiod.ctl.exitcodes import CtlError
 from vfiod.printable import printable
@@ -38,6 +38,8 @@ from vfiod.printable import printable
 MATCH_RULES = (
     f"type='signal',sender='{BUS_NAME}',interface='{MANAGER_IFACE}',"
     "member='DeviceChanged'",
+    f"type='signal',sender='{BUS_NAME}',interface='{MANAGER_IFACE}',"
+    "member='JobFinished'",
     f"type='signal',sender='{BUS_NAME}',interface='{PROPERTIES_IFACE}',"
     f"member='PropertiesChanged',path_namespace='{MANAGER_PATH}'",
     f"type='signal',sender='{BUS_NAME}',interface='{OBJECT_MANAGER_IFACE}',"
@@ -50,6 +52,7 @@ MATCH_RULES = (
 #: The signals monitor follows, with the only signature each may have.
 SIGNATURES: dict[tuple[str, str], str] = {
     (MANAGER_IFACE, "DeviceChanged"): "sss",
+    (MANAGER_IFACE, "JobFinished"): "osass",
     (PROPERTIES_IFACE, "PropertiesChanged"): "sa{sv}as",
     (OBJECT_MANAGER_IFACE, "InterfacesAdded"): "oa{sa{sv}}",
     (OBJECT_MANAGER_IFACE, "InterfacesRemoved"): "oas",
@@ -124,10 +127,15 @@ class Monitor:
         elif iface == PROPERTIES_IFACE and member == "PropertiesChanged":
             if msg.body and msg.body[0] == DEVICE_IFACE:
                 self._properties_changed(msg.path, unwrap(msg.body[1]), list(msg.body[2]))
+        elif iface == MANAGER_IFACE and member == "JobFinished":
+            self._job_finished(*msg.body[:4])
         elif iface == OBJECT_MANAGER_IFACE and member == "InterfacesAdded":
-            props = unwrap(msg.body[1]).get(DEVICE_IFACE)
+            interfaces = unwrap(msg.body[1])
+            props = interfaces.get(DEVICE_IFACE)
             if props is not None:
                 self._added(DeviceProperties.from_properties(props))
+            if JOB_INTERFACE in interfaces:
+                self._job_started(msg.body[0], interfaces[JOB_INTERFACE])
         elif iface == OBJECT_MANAGER_IFACE and member == "InterfacesRemoved":
             if DEVICE_IFACE in msg.body[1]:
                 self._removed(address_from_path(msg.body[0]) or msg.body[0])
@@ -164,6 +172,24 @@ class Monitor:
         name = f"  {dev.name}" if dev is not None and dev.name else ""
         self.emit({"event": "DeviceRemoved", "address": address},
                   f"{_clock()}  {address}{name}  removed")
+
+    def _job_started(self, path: str, props: dict[str, Any]) -> None:
+        """A job's object appeared: an operation started (by anyone)."""
+        operation = printable(str(props.get("Operation", "")))
+        devices = [printable(str(d)) for d in props.get("Devices", [])]
+        self.emit({"event": "JobStarted", "job": path, "operation": operation,
+                   "devices": devices},
+                  f"{_clock()}  job {path.rsplit('/', 1)[-1]}  {operation} "
+                  f"{', '.join(devices)}  started")
+
+    def _job_finished(self, path: str, result: str, devices: list[str], error: str) -> None:
+        result, error = printable(result), printable(error)
+        devices = [printable(str(d)) for d in devices]
+        self.emit({"event": "JobFinished", "job": path, "result": result, "devices": devices,
+                   "error": error},
+                  f"{_clock()}  job {path.rsplit('/', 1)[-1]}  {result}"
+                  + (f": {', '.join(devices)}" if devices and result == "done" else "")
+                  + (f": {error}" if error else ""))
 
     def _owner_changed(self, new_owner: str) -> None:
         self.owner = new_owner or None

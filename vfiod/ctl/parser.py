@@ -71,7 +71,8 @@ def build_parser() -> CtlArgumentParser:
                           "(unix:path=/run/...)")
     parser.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=None,
                         help="give up waiting for vfiod after this long (default: 25 s "
-                             "for queries, 120 s for bind, unbind and reset)")
+                             "for queries; bind, unbind and reset follow their job to its "
+                             "end however long it takes)")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 parser_class=CtlArgumentParser)
@@ -140,6 +141,22 @@ def build_parser() -> CtlArgumentParser:
     check_domain.add_argument("--json", action="store_true",
                               help="machine-readable output (a list of objects)")
 
+    for p in (bind, unbind, reset):
+        p.add_argument("--wait", metavar="SECONDS", type=_wait_seconds, default=0,
+                       help="while a process holds the device (a guest, or a program "
+                            "using its sound or display node), wait up to this long for "
+                            "it to let go instead of refusing at once (at most 3600)")
+        p.add_argument("--no-wait", action="store_true",
+                       help="start the operation as a job, print the job's object path "
+                            "and return (follow it with `vfioctl jobs` or `vfioctl "
+                            "monitor`)")
+
+    jobs = sub.add_parser("jobs", help="list the running bind, unbind and reset jobs",
+                          description="List the operations vfiod is running (oldest "
+                                      "first): what, on which devices, the step, what "
+                                      "it waits for, for how long.")
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+
     monitor = sub.add_parser("monitor", help="follow changes until Ctrl-C",
                              description="Print every change vfiod reports (driver, "
                                          "state, holder, ...) until Ctrl-C or SIGTERM.")
@@ -205,7 +222,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.error("a command is needed: status, bind, unbind, reset, check-domain, "
+        parser.error("a command is needed: status, bind, unbind, reset, jobs, check-domain, "
                      "monitor, doctor, initramfs or libvirt-hook")
     if args.command in ("initramfs", "libvirt-hook") and args.action is None:
         parser.error(f"{args.command}: an action is needed: render or install")
@@ -213,6 +230,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             and not args.dry_run:
         parser.error(f"{args.command}: --json goes with --dry-run")
     return args
+
+
+def _wait_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"not between 0 and 3600 seconds: {text!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:

@@ -27,6 +27,7 @@ from vfiod.daemon import gc_freeze
 from vfiod.daemon.auth import Authorizer
 from vfiod.contract import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
 from vfiod.daemon.bus import ObjectManagerBus
+from vfiod.daemon.jobs import Job, Jobs
 from vfiod.daemon.log import fields, log
 from vfiod.daemon.notify import Notifier, status_line
 from vfiod.daemon.service import RELEASING_SIGNATURE, DeviceInterface, ManagerInterface
@@ -36,12 +37,15 @@ from vfiod.daemon.watch import Changes, HolderWatcher, UeventWatcher
 from vfiod.engine import Engine
 from vfiod.engine.checks import DeviceCheck
 from vfiod.engine.plan import Plan
-from vfiod.errors import Failed, VfiodError
+from vfiod.engine.progress import Cancelled
+from vfiod.errors import Failed, InvalidArgument, VfiodError
 from vfiod.records import DeviceStatus
 
 #: How long running operations may go on after SIGTERM before they are abandoned
 #: (a restarted daemon's recover() then rolls them back).
 STOP_GRACE = 15.0
+#: The longest ``wait`` option (seconds a job waits for a holder to let go): an hour.
+MAX_WAIT = 3600
 
 
 class StartupError(Exception):
@@ -78,6 +82,8 @@ class Daemon:
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        #: Every Bind, Unbind and Reset runs as one of these (vfiod.daemon.jobs).
+        self.jobs = Jobs(lambda: self.bus)
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -221,24 +227,71 @@ class Daemon:
         await self.authorizer.check()
 
     async def operate(self, op: str, device: str, *, group: bool = True,
-                      force: bool = False) -> Any:
-        """Run bind, unbind or reset on a worker thread, serialised per IOMMU group.
+                      force: bool = False, wait: int = 0, clear: bool = False) -> Any:
+        """Run bind, unbind or reset as a job and answer when it is done.
 
-        Returns what the engine returns (the addresses that moved, or the reset method).
+        Returns what the engine returns (the addresses that moved, or the reset method),
+        or raises its error. The job is the daemon's: the caller going away (or its call
+        timing out) leaves it running.
+        """
+        job = await self.start_job(op, device, group=group, force=force, wait=wait,
+                                   clear=clear, as_job=False)
+        return await asyncio.shield(job.outcome)
+
+    async def start_job(self, op: str, device: str, *, group: bool = True,
+                        force: bool = False, wait: int = 0, clear: bool = False,
+                        dry_run: bool = False, as_job: bool = True) -> Any:
+        """Start bind, unbind or reset as a job (worker thread, serialised per IOMMU
+        group); its object path (the Job itself when *as_job* is False). *clear*: lift
+        the device's quarantine first (Reset); *dry_run*: the job builds the plan and
+        ends with the real call's answer, writing nothing.
+
+        The device is resolved first: InvalidArgument and NoSuchDevice answer the call.
         """
         if self._stopping:
             raise Failed("vfiod is stopping; try again when it is back")
-        task = asyncio.current_task()
-        assert task is not None
-        self._running.add(task)
-        try:
-            address = await asyncio.to_thread(self.engine.resolve, device)
-            async with self._hold_groups(op, address):
-                if self._stopping:  # asked to stop while waiting for the group
-                    raise Failed("vfiod is stopping; try again when it is back")
-                return await self._operate_locked(op, address, group, force)
-        finally:
-            self._running.discard(task)
+        if wait > MAX_WAIT:
+            raise InvalidArgument(f"option 'wait' is at most {MAX_WAIT} seconds, not {wait}")
+        address = await asyncio.to_thread(self.engine.resolve, device)
+        devices = await asyncio.to_thread(self.engine.affected, op, address, group)
+
+        async def run(job: Job) -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                keys = await asyncio.to_thread(self.engine.lock_keys, op, address)
+                if any(k in self._locks and self._locks[k].locked() for k in keys):
+                    self.jobs.set_phase(job, "queued", "other operations on the same IOMMU "
+                                        "group to finish")
+                async with self._hold_groups(op, address):
+                    if self._stopping:  # asked to stop while waiting for the group
+                        raise Failed("vfiod is stopping; try again when it is back")
+                    job.running = True
+                    self.jobs.set_phase(job, "starting")
+                    if job.cancel_requested:
+                        raise Cancelled(f"{op} cancelled before it started: nothing was "
+                                        "changed")
+                    if dry_run:
+                        self.jobs.set_phase(job, "checking (a dry run: nothing is changed)")
+                        plan = await asyncio.to_thread(functools.partial(
+                            self.engine.plan, op, address, group=group, force=force))
+                        return plan.answer()
+                    return await self._operate_locked(op, address, group, force, job, wait,
+                                                      clear)
+            finally:
+                self._running.discard(task)
+
+        job = self.jobs.start(op, devices, run)
+        return job.path if as_job else job
+
+    def running_jobs(self) -> list[str]:
+        """The object paths of the jobs still running."""
+        return self.jobs.running()
+
+    def cancel_job(self, path: str) -> None:
+        """Ask a running job to stop at its next safe step (vfiod.daemon.jobs)."""
+        self.jobs.cancel(path)
 
     async def plan(self, op: str, device: str, *, group: bool = True,
                    force: bool = False) -> Plan:
@@ -273,7 +326,8 @@ class Daemon:
                     yield
                     return
 
-    async def _operate_locked(self, op: str, address: str, group: bool, force: bool) -> Any:
+    async def _operate_locked(self, op: str, address: str, group: bool, force: bool,
+                              job: Job, wait: int = 0, clear: bool = False) -> Any:
         loop = asyncio.get_running_loop()
         affected = await asyncio.to_thread(self.engine.affected, op, address, group)
         await asyncio.to_thread(self.engine.mark_busy, affected)
@@ -284,10 +338,12 @@ class Daemon:
         began = time.monotonic()
         try:
             if op == "bind" and force:
-                await self._hand_over(address, group)
+                await self._hand_over(address, group, job)
             result = await loop.run_in_executor(
-                self.executor, functools.partial(self.engine.run, op, address, group=group,
-                                                 force=force))
+                self.executor, functools.partial(
+                    self.engine.run, op, address, group=group, force=force, clear=clear,
+                    progress=self.jobs.progress(job, loop), cancelled=job.cancelled,
+                    wait=float(wait)))
         except VfiodError as err:
             log.warning("%s %s failed: %s", op, address, err, extra=extra)
             raise
@@ -299,7 +355,7 @@ class Daemon:
         log.info("%s %s: done in %.2f s: %s", op, address, took, shown, extra=extra)
         return result
 
-    async def _hand_over(self, address: str, group: bool) -> None:
+    async def _hand_over(self, address: str, group: bool, job: Job | None = None) -> None:
         """Before a forced bind: when the host's desktop holds a GPU of it, say so on the
         bus (signal Releasing, property Releasing), ask the desktop to let go (a remove
         uevent of the card) and wait up to the config's timeout; InUse naming who
@@ -322,6 +378,10 @@ class Daemon:
                                  RELEASING_SIGNATURE,
                                  [release.address, release.holder_names,
                                   round(timeout * 1000)])
+        if job is not None:
+            self.jobs.set_phase(job, "asking the desktop to release the GPU",
+                                "; ".join(", ".join(r.holder_names) + f" to close {r.address}"
+                                          for r in releases))
         try:
             await loop.run_in_executor(
                 self.executor, functools.partial(self.engine.hand_over, releases, timeout))

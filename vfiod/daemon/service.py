@@ -19,7 +19,7 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import dbus_method, dbus_property, dbus_signal
 
 import vfiod
-from vfiod.contract import DEVICE_INTERFACE, MANAGER_INTERFACE, device_path
+from vfiod.contract import DEVICE_INTERFACE, JOB_INTERFACE, MANAGER_INTERFACE, device_path
 from vfiod.daemon.auth import reply_expected
 from vfiod.daemon.bus import PropertiesInterface
 from vfiod.daemon.log import fields, log
@@ -45,7 +45,7 @@ class Operations(Protocol):
         """Return when the current caller may manage devices; AccessDenied if not."""
 
     async def operate(self, op: str, device: str, *, group: bool = True,
-                      force: bool = False) -> Any:
+                      force: bool = False, wait: int = 0, clear: bool = False) -> Any:
         """Run bind, unbind or reset; return what the engine returns."""
 
     async def reload_config(self) -> Any:
@@ -61,6 +61,16 @@ class Operations(Protocol):
     async def check_devices(self, devices: list[str]) -> list[DeviceCheck]:
         """Every problem with handing these devices to a guest, with its fix."""
 
+    async def start_job(self, op: str, device: str, *, group: bool = True,
+                        force: bool = False, wait: int = 0, clear: bool = False,
+                        dry_run: bool = False) -> str:
+        """Start bind, unbind or reset as a job; its object path."""
+
+    def running_jobs(self) -> list[str]:
+        """The object paths of the jobs still running."""
+
+    def cancel_job(self, path: str) -> None:
+        """Ask a running job to stop at its next safe step."""
 
 FAILED = "org.vfiod1.Error.Failed"
 #: Manager signal Releasing(s device, as holders, u timeout_ms): before a forced Bind
@@ -82,11 +92,17 @@ PlanReply = Annotated[list[Any], DBusSignature(PLAN_SIGNATURE)]
 BIND_OPTIONS = {"group": "b", "force": "b", "dry_run": "b"}
 UNBIND_OPTIONS = {"group": "b", "dry_run": "b"}
 RESET_OPTIONS = {"force": "b", "clear": "b", "dry_run": "b"}
+# Every operation may wait (seconds) for a process to let go of the device.
+for _accepted in (BIND_OPTIONS, UNBIND_OPTIONS, RESET_OPTIONS):
+    _accepted["wait"] = "u"
 #: Plan's options by operation: the operation's own (dry_run is implied).
 PLAN_OPTIONS = {"bind": BIND_OPTIONS, "unbind": UNBIND_OPTIONS, "reset": RESET_OPTIONS}
-_TYPE_NAMES = {"b": "a boolean (b)"}
+_TYPE_NAMES = {"b": "a boolean (b)", "u": "an unsigned integer (u)"}
 #: CheckDevices checks one guest's list: more than any machine has slots is a mistake.
 MAX_CHECKED_DEVICES = 256
+JOB_FINISHED_SIGNATURE = "osass"
+ObjectPath = Annotated[str, DBusSignature("o")]
+ObjectPaths = Annotated[list[str], DBusSignature("ao")]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -121,6 +137,8 @@ async def dry_run_or_operate(daemon: Operations, op: str, device: str,
     would move, the method tried first, or the error the call would raise), else the
     operation itself."""
     if opts.pop("dry_run", False):
+        opts.pop("wait", None)  # a dry run waits for nothing
+        opts.pop("clear", None)  # nor lifts a quarantine
         return (await daemon.plan(op, device, **opts)).answer()
     return await daemon.operate(op, device, **opts)
 
@@ -211,11 +229,53 @@ class ManagerInterface(_DescribedInterface):
                  "Plan": ("address", "members", "guards", "rungs", "modules", "error",
                           "message"),
                  "CheckDevices": ("checks",)}
+    arg_names = {**arg_names, "BindJob": ("job",), "UnbindJob": ("job",),
+                 "ResetJob": ("job",), "Jobs": ("jobs",),
+                 "JobFinished": ("job", "result", "devices", "error")}
     const_properties = frozenset({"Version", "IommuEnabled", "Simulated"})
 
     def __init__(self, daemon: Operations) -> None:
         super().__init__(MANAGER_INTERFACE)
         self.daemon = daemon
+
+    # -- jobs: the same operations, answered at once with the job's path ---------------
+    @dbus_method(name="BindJob")
+    @dbus_errors("BindJob")
+    async def bind_job(self, device: Str, options: Options) -> ObjectPath:
+        opts = parse_options(options, BIND_OPTIONS, "BindJob")
+        await self.daemon.authorize()
+        return await self.daemon.start_job("bind", device, **opts)
+
+    @dbus_method(name="UnbindJob")
+    @dbus_errors("UnbindJob")
+    async def unbind_job(self, device: Str, options: Options) -> ObjectPath:
+        opts = parse_options(options, UNBIND_OPTIONS, "UnbindJob")
+        await self.daemon.authorize()
+        return await self.daemon.start_job("unbind", device, **opts)
+
+    @dbus_method(name="ResetJob")
+    @dbus_errors("ResetJob")
+    async def reset_job(self, device: Str, options: Options) -> ObjectPath:
+        opts = parse_options(options, RESET_OPTIONS, "ResetJob")
+        await self.daemon.authorize()
+        return await self.daemon.start_job("reset", device, **opts)
+
+    @dbus_method(name="Jobs")
+    @dbus_errors("Jobs")
+    async def jobs(self) -> ObjectPaths:
+        return self.daemon.running_jobs()
+
+    @dbus_method(name="Cancel")
+    @dbus_errors("Cancel")
+    async def cancel(self, job: ObjectPath) -> NoValue:
+        await self.daemon.authorize()
+        self.daemon.cancel_job(job)
+
+    @dbus_signal(name="JobFinished")
+    def job_finished(self, job: str, result: str, devices: list[str], error: str) -> Annotated[
+            list[Any], DBusSignature(JOB_FINISHED_SIGNATURE)]:
+        # Declares the signal; vfiod.daemon.jobs sends it with ObjectManagerBus.send_signal.
+        return [job, result, devices, error]
 
     @dbus_method(name="Bind")
     @dbus_errors("Bind")
@@ -236,8 +296,6 @@ class ManagerInterface(_DescribedInterface):
     async def reset(self, device: Str, options: Options) -> Str:
         opts = parse_options(options, RESET_OPTIONS, "Reset")
         await self.daemon.authorize()
-        if opts.pop("clear", False) and not opts.get("dry_run"):
-            await self.daemon.clear_quarantine(device)
         return await dry_run_or_operate(self.daemon, "reset", device, opts)
 
     @dbus_method(name="Status")
@@ -404,8 +462,6 @@ class DeviceInterface(_DescribedInterface):
     async def reset(self, options: Options) -> Str:
         opts = parse_options(options, RESET_OPTIONS, "Reset")
         await self.daemon.authorize()
-        if opts.pop("clear", False) and not opts.get("dry_run"):
-            await self.daemon.clear_quarantine(self.address)
         return await dry_run_or_operate(self.daemon, "reset", self.address, opts)
 
     @dbus_property(name="Address", access=PropertyAccess.READ)
@@ -520,3 +576,69 @@ class DeviceInterface(_DescribedInterface):
     @dbus_property(name="QuarantineReason", access=PropertyAccess.READ)
     def quarantine_reason(self) -> Str:
         return self._values["QuarantineReason"]
+
+
+class JobInterface(_DescribedInterface):
+    """org.vfiod1.Job: one Bind, Unbind or Reset as it runs (vfiod.daemon.jobs.Job).
+
+    The values come from the job (``values()``); ``update`` returns what changed for
+    PropertiesChanged. Read-only: a job is cancelled through Manager.Cancel.
+    """
+
+    const_properties = frozenset({"Operation", "StartedAt"})
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__(JOB_INTERFACE)
+        self._values = dict(values)
+        self._variants = super().property_variants()
+
+    def property_values(self) -> dict[str, Any]:
+        """Every property's current value, by D-Bus name."""
+        return self._values
+
+    def property_variants(self) -> dict[str, Variant]:
+        """Every property as a Variant (kept, not made anew)."""
+        return self._variants
+
+    def update(self, values: dict[str, Any]) -> dict[str, Variant]:
+        """Take the job's values now; the properties that changed, as Variants."""
+        old = self._values
+        self._values = dict(values)
+        changed = {name: Variant(signature, self._values[name])
+                   for name, signature in self.readable_properties()
+                   if old.get(name) != self._values[name]}
+        if changed:
+            self._variants = {**self._variants, **changed}
+        return changed
+
+    @dbus_property(name="Operation", access=PropertyAccess.READ)
+    def operation(self) -> Str:
+        return self._values["Operation"]
+
+    @dbus_property(name="Devices", access=PropertyAccess.READ)
+    def devices(self) -> AddressList:
+        return self._values["Devices"]
+
+    @dbus_property(name="Phase", access=PropertyAccess.READ)
+    def phase(self) -> Str:
+        return self._values["Phase"]
+
+    @dbus_property(name="StartedAt", access=PropertyAccess.READ)
+    def started_at(self) -> Annotated[int, DBusSignature("t")]:
+        return self._values["StartedAt"]
+
+    @dbus_property(name="WaitingFor", access=PropertyAccess.READ)
+    def waiting_for(self) -> Str:
+        return self._values["WaitingFor"]
+
+    @dbus_property(name="Result", access=PropertyAccess.READ)
+    def result(self) -> Str:
+        return self._values["Result"]
+
+    @dbus_property(name="Error", access=PropertyAccess.READ)
+    def error(self) -> Str:
+        return self._values["Error"]
+
+    @dbus_property(name="Method", access=PropertyAccess.READ)
+    def method(self) -> Str:
+        return self._values["Method"]

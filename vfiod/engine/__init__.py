@@ -36,14 +36,15 @@ from vfiod.config import (
     resolve_name,
 )
 from vfiod.device_records import DeviceRecords, Holding, ResetResult, outcome_of, summary
+from vfiod.engine import progress
 from vfiod.engine.checks import DeviceCheck, check_devices
 from vfiod.engine.handover import Release, hand_over, releases_for_bind
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.plan import Plan
-from vfiod.engine.reset import ResetOutcome, Resetter
+from vfiod.engine.progress import Progress, reporting
 from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
-from vfiod.errors import NoSuchDevice, Quarantined, ResetFailed
+from vfiod.errors import InUse, NoSuchDevice, Quarantined, ResetFailed
 from vfiod.host.base import DEFAULT_WRITE_TIMEOUT, Host
 from vfiod.journal import Journal
 from vfiod.model import PciDevice
@@ -170,16 +171,43 @@ class Engine:
         """The rungs a reset of *address* would try now, in order; no write."""
         return self.resetter.planned_rungs(address)
 
-    def run(self, op: str, address: str, *, group: bool = True,
-            force: bool = False, clear: bool = False) -> list[str] | str:
+    def run(self, op: str, address: str, *, group: bool = True, force: bool = False,
+            clear: bool = False, progress: Progress | None = None,
+            cancelled: Callable[[], bool] | None = None,
+            wait: float = 0.0) -> list[str] | str:
         """Run one operation on an address resolve() returned (no second resolution):
-        build its plan, then execute it. *clear* (reset): lift the quarantine first."""
-        if op == "reset" and clear:
-            self.clear_quarantine(address)
-        plan = self.build_plan(op, address, group=group, force=force)
-        if op == "reset":
-            return self._recorded_reset(plan)
-        return self.transactions.execute(plan)
+        build its plan, then execute it. *clear* (reset): lift the quarantine first.
+
+        *progress* is called at each step (vfiod.engine.progress: the phase, what it
+        waits for, whether a kernel write is under way); *cancelled* is asked at each
+        safe step, and True stops the operation there (Cancelled, after rolling back);
+        *wait*: seconds a Bind waits for a process to let go of the device before
+        refusing with InUse (0: refuse at once).
+        """
+        if op not in ("bind", "unbind", "reset"):
+            raise ValueError(f"unknown operation {op}")
+        with reporting(progress, cancelled, wait):
+            if op == "reset" and clear:
+                self.clear_quarantine(address)
+            plan = self._plan_waiting(op, address, group=group, force=force)
+            if op == "reset":
+                return self._recorded_reset(plan)
+            return self.transactions.execute(plan)
+
+    def _plan_waiting(self, op: str, address: str, *, group: bool, force: bool) -> Plan:
+        """build_plan(), waiting (within the run's ``wait``) while a process that may
+        let go holds a device a Bind would take."""
+        refused: list[Plan] = []
+
+        def attempt() -> Plan:
+            plan = self.build_plan(op, address, group=group, force=force)
+            if op == "bind" and isinstance(plan.refusal, InUse) and not plan.refusal.hard:
+                refused[:] = [plan]
+                raise plan.refusal
+            return plan
+
+        return progress.wait_for_holders(
+            attempt, lambda _err: self.transactions.holding(refused[0].targets))
 
     def plan(self, op: str, address: str, *, group: bool = True, force: bool = False) -> Plan:
         """What one operation on an address resolve() returned would do, or the error it

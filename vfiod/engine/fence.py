@@ -15,6 +15,7 @@ import errno
 import logging
 import threading
 
+from vfiod.engine import progress
 from vfiod.engine.inventory import Inventory
 from vfiod.errors import Failed, InUse
 from vfiod.host import paths
@@ -52,11 +53,31 @@ class Fence:
 
 
 def raise_fence(inventory: Inventory, dev: PciDevice, action: str) -> Fence | None:
-    """Open *dev*'s group node for vfiod; raise InUse, naming the holder, when held.
+    """Open *dev*'s group node for vfiod; raise InUse, naming the holder, when held
+    (after waiting for it to let go, when the operation has a ``wait``:
+    vfiod.engine.progress).
 
     Returns None when there is nothing to fence: the device has no group, or no member
     is on vfio-pci (the node exists only then), so no guest can hold it.
     """
+    return progress.wait_for_holders(lambda: _open_fence(inventory, dev, action),
+                                     lambda _err: _holding(inventory, dev))
+
+
+def _holding(inventory: Inventory, dev: PciDevice) -> str:
+    """What an operation waits for: ``qemu-system-x86 (pid 4242) to release 0000:06:00.0``."""
+    group = dev.iommu_group
+    if group is None:
+        return f"the guest to release {dev.address}"
+    members = inventory.scanner.group_members(group)
+    nodes = [paths.group_node(group)] + [n for a in members for n in inventory.cdev_nodes(a)]
+    found = inventory.scan_holders([*nodes, paths.VFIO_DEVICE_FD])
+    procs = {p.pid: p for node in [*nodes, paths.VFIO_DEVICE_FD] for p in found.get(node, [])}
+    who = ", ".join(map(str, procs.values())) or "a process vfiod cannot see"
+    return f"{who} to release {dev.address}"
+
+
+def _open_fence(inventory: Inventory, dev: PciDevice, action: str) -> Fence | None:
     group = dev.iommu_group
     if group is None or not inventory.host.exists(paths.group_node(group)):
         return None

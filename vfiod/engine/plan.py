@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from vfiod.engine import progress
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Holders, Inventory
 from vfiod.errors import GroupNotViable, InUse, InvalidArgument, ResetFailed, VfiodError
@@ -195,6 +196,8 @@ def plan_bind(inventory: Inventory, address: str, *, group: bool = True,
     plan.targets = targets
     if not targets:
         return plan
+    progress.step("checking that the host does not use "
+                  + ", ".join(m.address for m in targets))
     # The one /proc scan of a bind: the guards' nodes and the group's node.
     plan.holders = inventory.scan_holders(inventory.nodes_of(members))
     usages = find_usages(inventory.host, targets, plan.holders)
@@ -239,6 +242,7 @@ def plan_unbind(inventory: Inventory, journal: Journal, address: str, *,
         return plan
     # The kernel's answer, not /proc's: a guest holding only a device fd (group fd
     # closed, or received over a socket) or the cdev shows in no /dev path.
+    progress.step(f"making sure no guest holds IOMMU group {dev.iommu_group}")
     try:
         plan.fence = raise_fence(inventory, dev, "unbind it")
         if plan.fence is None:  # no group node: /proc is all there is to ask
@@ -267,6 +271,7 @@ def plan_reset(inventory: Inventory, address: str, *, force: bool,
     dev, members = inventory.fresh(address)
     plan = Plan("reset", address, device=dev)
     plan.members.append(_stays(dev, RESET_IN_PLACE))
+    progress.step(f"making sure no guest holds {address}")
     try:
         plan.fence = raise_fence(inventory, dev, "reset it")
         if plan.fence is None:  # no group node: /proc is all there is to ask

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from vfiod import vendor_reset_ids
 from vfiod.address import bus_of
 from vfiod.engine.health import Expected, Health
+from vfiod.engine import progress
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.plan import HOT_RESET, Plan, check_not_held, plan_reset
@@ -392,6 +393,7 @@ class Resetter:
             for method in plan:
                 tried.append(method)
                 try:
+                    progress.step(f"resetting {address} by {method}")
                     if selectable:
                         write(paths.device_file(address, "reset_method"), method, address)
                         selected = True
@@ -595,6 +597,7 @@ class Resetter:
         fences = self._fence_bus(dev, on_bus, fence)
         tried.append(HOT_RESET)
         try:
+            progress.step(f"resetting bus {bus} by VFIO's hot reset")
             reset = self.host.vfio_hot_reset(address, {f.group: f.fd for f in fences})
         except HostWriteError as exc:
             failures.append(f"bus through VFIO hot reset: "

@@ -34,6 +34,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from vfiod.engine import progress
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Holders, Inventory
 # check_not_held and refuse_bridge live with the plans now; still importable from here.
@@ -101,6 +102,19 @@ class Transactions:
         step fails.
         """
         return self.execute(self.plan_bind(address, group=group, force=force))
+
+    def holding(self, targets: list[PciDevice]) -> str:
+        """What a bind waits for: ``pulseaudio (pid 812) to release 0000:06:00.1``."""
+        holders = self.inventory.scan_holders(self.inventory.nodes_of(targets))
+        held = []
+        for dev in targets:
+            nodes = set(self.inventory.nodes_of([dev]))
+            procs = {p.pid: p for node, found in holders.items() if node in nodes
+                     for p in found}
+            if procs:
+                held.append(f"{', '.join(map(str, procs.values()))} to release {dev.address}")
+        return "; ".join(held) or "the host to stop using " + ", ".join(
+            d.address for d in targets)
 
     def unbind(self, address: str, *, group: bool = True) -> list[str]:
         """Return a function (and by default its group) from vfio-pci to its host driver.
@@ -207,16 +221,17 @@ class Transactions:
         (an unbind holds its own already): a guest that opened the group half-way keeps
         it, and the journal stays for the next start to roll back once it is free.
         """
-        fence = self._recovery_fence(txn) if txn.operation == "bind" else None
-        if fence is False:  # logged and recorded by _recovery_fence
-            return Failed(f"{exc}; not rolled back: a process opened the IOMMU group of "
-                          f"{txn.members[0].address} meanwhile and holds it; the next start "
-                          "of vfiod rolls it back once it is free")
-        try:
-            problems = self.roll_back(txn)
-        finally:
-            if isinstance(fence, Fence):
-                fence.close()
+        with progress.rolling_back():
+            fence = self._recovery_fence(txn) if txn.operation == "bind" else None
+            if fence is False:  # logged and recorded by _recovery_fence
+                return Failed(f"{exc}; not rolled back: a process opened the IOMMU group "
+                              f"of {txn.members[0].address} meanwhile and holds it; the next "
+                              "start of vfiod rolls it back once it is free")
+            try:
+                problems = self.roll_back(txn)
+            finally:
+                if isinstance(fence, Fence):
+                    fence.close()
         if not problems:
             self.journal.end(txn)
         self.inventory.record_error(touched, str(exc))
@@ -317,12 +332,15 @@ class Transactions:
     # Each step can be run again after a stalled write returned: it looks first.
     def _move_to_vfio(self, dev: PciDevice) -> str:
         a, write = dev.address, self.writer.write
+        progress.step(f"writing driver_override of {a}")
         write(paths.device_file(a, "driver_override"), VFIO_DRIVER, a)
         current = self.writer.driver(a)
         if current == VFIO_DRIVER:
             return current
         if current:
+            progress.step(f"unbinding {a} from {current}")
             write(paths.device_file(a, "driver/unbind"), a, a)
+        progress.step(f"probing vfio-pci for {a}")
         write(paths.drivers_probe(), a, a)
         now = self.writer.driver(a)
         if now != VFIO_DRIVER:
@@ -333,9 +351,12 @@ class Transactions:
     def _move_to_host(self, dev: PciDevice) -> str | None:
         a, write = dev.address, self.writer.write
         want = self.journal.host_driver(a)
+        progress.step(f"writing driver_override of {a}")
         write(paths.device_file(a, "driver_override"), "\n", a)
         if is_vfio_driver(self.writer.driver(a) or ""):
+            progress.step(f"unbinding {a} from vfio-pci")
             write(paths.device_file(a, "driver/unbind"), a, a)
+        progress.step(f"probing {want or 'the host driver'} for {a}")
         got = self._probe_host_driver(a, want, dev.modalias)
         if want and got is None:
             raise Failed(f"{a}: neither its host driver {want} nor any other driver bound it")
@@ -373,6 +394,7 @@ class Transactions:
 
     def _ensure_vfio_module(self) -> None:
         if not self.host.exists(paths.driver_dir(VFIO_DRIVER)):
+            progress.step("loading the vfio-pci module")
             self.host.load_module(VFIO_DRIVER)
             if not self.host.exists(paths.driver_dir(VFIO_DRIVER)):
                 raise Failed("vfio-pci is not available: modprobe vfio-pci loaded no driver")

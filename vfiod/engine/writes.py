@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vfiod.engine import progress
 from vfiod.host import paths
 from vfiod.host.base import Host
 
@@ -14,8 +15,10 @@ class Writer:
         self.timeout = timeout
 
     def write(self, path: str, value: str, device: str) -> None:
-        """One write of *value* to a control file, on behalf of *device*."""
-        self.host.write_attr(path, value, timeout=self.timeout, device=device)
+        """One write of *value* to a control file, on behalf of *device* (reported as
+        what the operation waits for while it is in the kernel)."""
+        with progress.kernel_write(f"writing {value.strip() or repr(value)} to {path}"):
+            self.host.write_attr(path, value, timeout=self.timeout, device=device)
 
     def driver(self, address: str) -> str | None:
         """The driver a function is bound to now (its ``driver`` link), or None."""
