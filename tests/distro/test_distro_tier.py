@@ -164,3 +164,9 @@ def test_the_guest_check_lines_are_streamed_from_the_serial_log(
     offset = run._follow(serial, 0)
     assert capsys.readouterr().out == "distro: PASS x (1.0 s): y\n"
     assert offset == serial.read_bytes().rfind(b"\n") + 1
+
+
+def test_the_check_unit_powers_the_guest_off_however_the_checks_end() -> None:
+    unit = image.CHECK_UNIT
+    assert "SuccessAction=poweroff" in unit and "FailureAction=poweroff" in unit
+    assert "RuntimeMaxSec=" in unit
