@@ -96,8 +96,12 @@ class Base:
         return versions[0]
 
 
-def pip_cert_options(target: str = "/etc/vfiod-distro-ca.crt") -> list[str]:
-    """nspawn options lending this machine's PIP_CERT (a TLS-intercepting proxy's CA)."""
+def pip_cert_options(target: str = "/run/vfiod-distro-ca.crt") -> list[str]:
+    """nspawn options lending this machine's PIP_CERT (a TLS-intercepting proxy's CA).
+
+    Under /run, the container's tmpfs: a bind mount's mount point elsewhere would stay
+    in the image as an empty file.
+    """
     cert = os.environ.get("PIP_CERT")
     if cert and os.path.isfile(cert):
         return [f"--bind-ro={cert}:{target}", f"--setenv=PIP_CERT={target}"]
@@ -141,7 +145,8 @@ def ensure_base(cache: Path, say: Say = print) -> Base:
     """The cached base for the current key, built (debootstrap, setup) when missing."""
     key = base_key()
     base = cache / f"base-{key}"
-    if (base / ".vfiod-base-done").exists():
+    done = cache / f"base-{key}.done"  # beside the root: nothing of the tier's in the image
+    if done.exists() and base.is_dir():
         return Base(base)
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
@@ -166,11 +171,14 @@ def ensure_base(cache: Path, say: Say = print) -> Base:
     # apt's own copies of the .debs: debs/ keeps them for the next build.
     for deb in (staging / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
-    (staging / ".vfiod-base-done").write_text(f"{key}\n")
     for old in cache.glob("base-*"):
-        if old.is_dir() and old.name not in (staging.name,):
-            shutil.rmtree(old, ignore_errors=True)
+        if old.name != staging.name:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            elif old.suffix == ".done":
+                old.unlink()
     os.replace(staging, base)
+    done.write_text(f"{key}\n")
     return Base(base)
 
 
@@ -284,9 +292,13 @@ def build_image(base: Base, work: Path, cache: Path, say: Say = print) -> Image:
     return Image(disk, Path(kernel), Path(initrd), seconds)
 
 
-def read_results(disk: Path, dest: Path, guest_dir: str = "/var/log/vfiod-distro") -> bool:
-    """Copy the guest's results folder out of the (unmounted) disk image with debugfs."""
+def read_results(disk: Path, dest: Path, guest_dir: str) -> bool:
+    """Copy a folder out of the (unmounted) disk image with debugfs, into *dest*.
+
+    Afresh: rdump stops at a folder that exists already.
+    """
     dest.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dest / Path(guest_dir).name, ignore_errors=True)
     proc = subprocess.run(["debugfs", "-R", f"rdump {guest_dir} {dest}", str(disk)],
                           capture_output=True, text=True, check=False)
     return proc.returncode == 0 and (dest / Path(guest_dir).name).is_dir()

@@ -120,8 +120,8 @@ def _follow(serial: Path, offset: int) -> int:
 def collect(image: Image, run_dir: Path, result: Boot) -> None:
     """The boot's outcomes from the disk image; a check that left none failed."""
     results = run_dir / "results"
-    read_results(image.disk, results)
-    path = results / "vfiod-distro" / f"boot{result.number}" / "results.json"
+    read_results(image.disk, results, f"{checks.RESULTS}/boot{result.number}")
+    path = results / f"boot{result.number}" / "results.json"
     try:
         got = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -137,7 +137,7 @@ def collect(image: Image, run_dir: Path, result: Boot) -> None:
 
 def report(boots: list[Boot], build_seconds: float, base_seconds: float) -> tuple[int, str]:
     """The exit code and the closing lines: every check by name, then the totals."""
-    lines = ["distro: ---- checks (evidence: results/vfiod-distro/bootN/<check>.log) ----"]
+    lines = ["distro: ---- checks (evidence: results/bootN/<check>.log) ----"]
     passed = failed = 0
     for b in boots:
         for o in b.outcomes:

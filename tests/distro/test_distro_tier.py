@@ -114,8 +114,9 @@ def test_a_failing_check_is_reported_and_the_next_one_still_runs(
 
 def test_a_check_the_guest_never_reported_fails(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_read(disk: Path, dest: Path, guest_dir: str = "") -> bool:
-        folder = dest / "vfiod-distro" / "boot2"
+    def fake_read(disk: Path, dest: Path, guest_dir: str) -> bool:
+        assert guest_dir == "/var/log/vfiod-distro/boot2"
+        folder = dest / "boot2"
         folder.mkdir(parents=True)
         first = checks.check_name(checks.BOOTS[2][0])
         (folder / "results.json").write_text(json.dumps(
