@@ -4,12 +4,15 @@ Builds (or takes from the cache) a Debian 12 base image, installs this checkout 
 copy of it the README's way, boots it twice under QEMU with systemd as PID 1, and
 reports each check the guest ran (tests/distro/guest/checks.py) as one line. Needs root
 (debootstrap, systemd-nspawn). When it cannot run it says so in one line and fails,
-unless VFIOD_VM_OPTIONAL=1 (then it exits 0: the tier was NOT run).
+unless VFIOD_VM_OPTIONAL=1 (then it exits 0: the tier was NOT run). VFIOD_VM_LOCK names
+a file to lock around each boot (for machines shared with other QEMU tiers).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -18,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +75,26 @@ class Boot:
     timed_out: bool = False
     qemu_status: int | None = None
     outcomes: list[dict[str, object]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """Hold VFIOD_VM_LOCK (a file other QEMU tiers lock too), when set, around a boot.
+
+    On a shared machine the TCG guests of several runs would each take twice as long;
+    the image is built outside the lock, while another tier's guest runs.
+    """
+    path = os.environ.get("VFIOD_VM_LOCK")
+    if not path:
+        yield
+        return
+    with open(path, "a") as lock:
+        print(f"distro: waiting for {path}", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def boot(image: Image, run_dir: Path, number: int, timeout: float) -> Boot:
@@ -197,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for number in sorted(checks.BOOTS):
             print(f"distro: boot {number} of {len(checks.BOOTS)}", flush=True)
-            result = boot(image, run_dir, number, opts.boot_timeout)
+            with machine_lock():
+                result = boot(image, run_dir, number, opts.boot_timeout)
             collect(image, run_dir, result)
             boots.append(result)
             if result.timed_out:

@@ -5,9 +5,11 @@ They need neither root nor QEMU; the tier itself runs from tests/distro/run.py.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,29 @@ def test_the_check_unit_powers_the_guest_off_however_the_checks_end() -> None:
     unit = image.CHECK_UNIT
     assert "SuccessAction=poweroff" in unit and "FailureAction=poweroff" in unit
     assert "RuntimeMaxSec=" in unit
+
+
+def test_a_boot_waits_for_the_machine_lock_another_tier_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock_path = tmp_path / "vm.lock"
+    monkeypatch.setenv("VFIOD_VM_LOCK", str(lock_path))
+    holder = subprocess.Popen(
+        ["flock", str(lock_path), "sleep", "1.5"], stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # until the other tier holds it
+            with open(lock_path, "a") as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(probe, fcntl.LOCK_UN)
+                except BlockingIOError:
+                    break
+            time.sleep(0.02)
+        started = time.monotonic()
+        with run.machine_lock():
+            waited = time.monotonic() - started
+        assert holder.poll() == 0
+        assert waited > 0.5
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
