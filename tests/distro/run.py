@@ -5,7 +5,7 @@ copy of it the README's way, boots it twice under QEMU with systemd as PID 1, an
 reports each check the guest ran (tests/distro/guest/checks.py) as one line. Needs root
 (debootstrap, systemd-nspawn). When it cannot run it says so in one line and fails,
 unless VFIOD_VM_OPTIONAL=1 (then it exits 0: the tier was NOT run). VFIOD_VM_LOCK names
-a file to lock around each boot (for machines shared with other QEMU tiers).
+a file to lock around the boots (for machines shared with other QEMU tiers).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Boot:
 
 @contextlib.contextmanager
 def machine_lock() -> Iterator[None]:
-    """Hold VFIOD_VM_LOCK (a file other QEMU tiers lock too), when set, around a boot.
+    """Hold VFIOD_VM_LOCK (a file other QEMU tiers lock too), when set, around the boots.
 
     On a shared machine the TCG guests of several runs would each take twice as long;
     the image is built outside the lock, while another tier's guest runs.
@@ -219,15 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     build_seconds = time.monotonic() - started - base_seconds
     boots: list[Boot] = []
     try:
-        for number in sorted(checks.BOOTS):
-            print(f"distro: boot {number} of {len(checks.BOOTS)}", flush=True)
-            with machine_lock():
+        with machine_lock():  # both boots: the reboot follows at once
+            for number in sorted(checks.BOOTS):
+                print(f"distro: boot {number} of {len(checks.BOOTS)}", flush=True)
                 result = boot(image, run_dir, number, opts.boot_timeout)
-            collect(image, run_dir, result)
-            boots.append(result)
-            if result.timed_out:
-                print(f"distro: boot {number} did not finish within "
-                      f"{opts.boot_timeout:g} s; QEMU killed", flush=True)
+                collect(image, run_dir, result)
+                boots.append(result)
+                if result.timed_out:
+                    print(f"distro: boot {number} did not finish within "
+                          f"{opts.boot_timeout:g} s; QEMU killed", flush=True)
     except KeyboardInterrupt:
         print("distro: interrupted; QEMU stopped")
         return EXIT_INTERRUPTED
