@@ -51,6 +51,10 @@ def test_the_guest_kernel_line_carries_the_marker_and_the_boot_number() -> None:
     assert "root=/dev/vda" in words
 
 
+def test_the_guest_kernel_skips_the_timer_check_a_slow_tcg_host_fails() -> None:
+    assert "no_timer_check" in machine.kernel_cmdline(1).split()
+
+
 def test_the_machine_has_an_iommu_with_interrupt_remapping() -> None:
     command = machine.qemu_command(Path("k"), Path("i"), Path("d"), Path("s"), 1)
     assert "intel-iommu,intremap=on,caching-mode=on" in command
