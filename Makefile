@@ -11,7 +11,7 @@ DESTDIR  ?=
 APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 	libdbus-1-dev libglib2.0-dev dbus dbus-daemon dbus-bin systemd udev pci.ids \
 	procps iproute2 qemu-system-x86 busybox-static kmod cpio dmsetup e2fsprogs pciutils \
-	shellcheck python3-pip python3-wheel zstd lz4 \
+	shellcheck python3-pip python3-wheel zstd lz4 debootstrap systemd-container \
 	xvfb xfce4-panel dunst xdotool imagemagick
 # Why the less obvious ones: dbus (dbus.socket, for `systemd-analyze verify` of the unit),
 # procps (`kill`, `ps`), zstd and lz4 (the doctor reads initramfs images compressed
@@ -19,9 +19,10 @@ APT_PACKAGES := python3-venv python3-dev gcc pkg-config libsystemd-dev \
 # xfce4-panel (its tray hosts StatusNotifierItems), dunst, xdotool and imagemagick
 # (screenshots) for the applet's desktop test; dmsetup and e2fsprogs (mkfs.ext4) for the
 # real-kernel tier's block-device guards (the guest runs this machine's tools); pciutils
-# (lspci) for the benchmark's side-by-side figure.
+# (lspci) for the benchmark's side-by-side figure; debootstrap and systemd-container
+# (systemd-nspawn) build the distribution tier's image.
 
-.PHONY: all setup apt venv demo test test-host test-vm test-minbase torture bench bench-readme install uninstall clean
+.PHONY: all setup apt venv demo test test-host test-vm test-distro test-minbase torture bench bench-readme install uninstall clean
 
 all: venv
 
@@ -57,7 +58,9 @@ $(VENV)/.stamp: pyproject.toml | apt
 demo: setup
 	$(PY) -m vfiod.demo
 
-# Both tiers run whatever the first gives, then one summary of both (tests/tiers.py).
+# Every tier runs whatever the others give, then one summary (tests/tiers.py): the host
+# tier, the real-kernel tier (busybox guest), the distribution tier (Debian booted by
+# systemd with vfiod installed; root; tests/distro/README.md).
 test: setup
 	$(PY) -m tests.tiers
 
@@ -66,6 +69,9 @@ test-host: setup
 
 test-vm: setup
 	$(PY) -m tests.tiers --vm-only
+
+test-distro: setup
+	$(PY) -m tests.tiers --distro-only
 
 # The bare-Debian proof (root, needs debootstrap and systemd-nspawn; never part of
 # `make test`): a fresh debootstrap minbase bookworm with git and make, a clone of this

@@ -1,4 +1,4 @@
-"""``make test``'s runner (tests/tiers.py): both tiers, one summary, failing if either did."""
+"""``make test``'s runner (tests/tiers.py): every tier, one summary, failing if any did."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_a_tier_streams_its_output_and_keeps_its_exit_code(
     assert "working" in capsys.readouterr().out
 
 
-def test_both_tiers_run_when_the_first_fails(monkeypatch: pytest.MonkeyPatch,
+def test_every_tier_runs_when_the_first_fails(monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     ran: list[str] = []
 
@@ -81,9 +81,9 @@ def test_both_tiers_run_when_the_first_fails(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(tiers, "run_tier", fake_run)
     assert tiers.main([]) == 1
-    assert ran == ["host tier", "real-kernel tier"]
+    assert ran == ["host tier", "real-kernel tier", "distribution tier"]
     out = capsys.readouterr().out
-    assert out.count("summary of both tiers") == 1
+    assert out.count("summary of the tiers") == 1
     assert "make test: FAILED (host tier)" in out
 
 
@@ -103,3 +103,28 @@ def test_folders_open_to_others_give_no_warning(tmp_path: Path) -> None:
         folder.chmod(0o755)
     assert tiers.first_closed([tmp_path / "srv", repo]) is None
 
+
+
+def test_the_distribution_tier_reports_its_own_closing_line() -> None:
+    line = ("distro: distribution tier passed: 18 checks passed, 0 failed; base 0 s, "
+            "image 80 s, boot1 300 s, boot2 200 s; total 580 s")
+    assert tiers.totals(["distro: PASS boot1::reset_flr (2.0 s): ok\n", line + "\n"]) == \
+        line.removeprefix("distro: distribution tier ")
+
+
+def test_the_distribution_tier_not_run_is_reported_as_such() -> None:
+    line = "distro: the distribution tier was NOT run: it needs root; set VFIOD_VM_OPTIONAL=1"
+    assert tiers.totals([line]) == line.removeprefix("distro: ")
+
+
+def test_distro_only_runs_the_distribution_tier_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[tuple[str, list[str]]] = []
+
+    def fake_run(name: str, argv: list[str]) -> tiers.TierResult:
+        ran.append((name, argv))
+        return tiers.TierResult(name, 0, 1.0, "")
+
+    monkeypatch.setattr(tiers, "run_tier", fake_run)
+    assert tiers.main(["--distro-only"]) == 0
+    assert [(name, argv[1:]) for name, argv in ran] == [
+        ("distribution tier", ["-m", "tests.distro.run"])]

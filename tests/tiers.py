@@ -1,8 +1,8 @@
-"""``make test``: run the host tier and the real-kernel tier, then one summary of both.
+"""``make test``: the host tier, the real-kernel tier, the distribution tier, one summary.
 
-``python -m tests.tiers [--host-only | --vm-only]``. Both tiers always run (a host-tier
-failure does not hide the real-kernel tier), each one's output streams through as it
-comes, and the last lines say how each tier ended. The exit code is 0 only when every
+``python -m tests.tiers [--host-only | --vm-only | --distro-only]``. Every tier always
+runs (a host-tier failure does not hide the others), each one's output streams through
+as it comes, and the last lines say how each tier ended. The exit code is 0 only when every
 tier that was asked for passed; pytest's "no tests collected" (5) is a failure.
 """
 
@@ -27,6 +27,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PYTEST_TOTALS = re.compile(
     r"^=*\s*((?:\d+ [a-z]+, )*\d+ [a-z]+ in [0-9.]+s\b.*?|no tests ran\b.*?)\s*=*$")
 _VM_SUMMARY = ("vm: real-kernel tier", "vm: the real-kernel tier was NOT run")
+#: The distribution tier's closing line (tests/distro/run.py), or why it did not run.
+_DISTRO_SUMMARY = ("distro: distribution tier ", "distro: the distribution tier was NOT run")
 
 
 @dataclass
@@ -55,6 +57,8 @@ def totals(lines: Sequence[str]) -> str:
             found.append(match.group(1))
         elif line.startswith(_VM_SUMMARY):
             found.append(line.removeprefix("vm: ").removeprefix("real-kernel tier "))
+        elif line.startswith(_DISTRO_SUMMARY):
+            found.append(line.removeprefix("distro: ").removeprefix("distribution tier "))
     return "; ".join(found)
 
 
@@ -100,7 +104,7 @@ def run_tier(name: str, argv: list[str]) -> TierResult:
 
 def summary(results: Sequence[TierResult]) -> list[str]:
     """The closing lines: one per tier, then the verdict."""
-    lines = ["", "==== summary of both tiers " + "=" * 40]
+    lines = ["", "==== summary of the tiers " + "=" * 40]
     for r in results:
         outcome = "passed" if r.passed else f"FAILED (exit {r.code}" + (
             ", no tests ran)" if r.code == PYTEST_NO_TESTS else ")")
@@ -118,12 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--host-only", action="store_true", help="run the host tier only")
     only.add_argument("--vm-only", action="store_true", help="run the real-kernel tier only")
+    only.add_argument("--distro-only", action="store_true",
+                      help="run the distribution tier only (Debian booted by systemd)")
     opts = parser.parse_args(argv)
     tiers = []
-    if not opts.vm_only:
+    if not (opts.vm_only or opts.distro_only):
         tiers.append(("host tier", [sys.executable, "-m", "pytest", "tests"]))
-    if not opts.host_only:
+    if not (opts.host_only or opts.distro_only):
         tiers.append(("real-kernel tier", [sys.executable, "-m", "tests.vm.run"]))
+    if not (opts.host_only or opts.vm_only):
+        # After the busybox tier: the slowest, and a failure there is easier to read
+        # once the real-kernel tier has said how the kernel itself behaves.
+        tiers.append(("distribution tier", [sys.executable, "-m", "tests.distro.run"]))
     closed = unreadable_by_others(REPO)
     warning = (f"tiers: WARNING: other users cannot enter {closed}, so the tests that call "
                f"vfiod as the user nobody will fail; clone where others can read (such as "
