@@ -42,6 +42,7 @@ from vfiod.engine.handover import Release, hand_over, releases_for_bind
 from vfiod.engine.inventory import Inventory
 from vfiod.engine.plan import Plan
 from vfiod.engine.progress import Progress, reporting
+from vfiod.engine.reset import ResetOutcome, Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
 from vfiod.engine.writes import Writer
 from vfiod.errors import InUse, NoSuchDevice, Quarantined, ResetFailed
