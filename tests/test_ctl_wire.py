@@ -112,3 +112,56 @@ def test_vfioctl_status_imports_neither_dbus_fast_nor_asyncio() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def _fake_bus(path: str, big: list[list[object]]) -> None:
+    """A one-connection bus: SASL, Hello, a NameAcquired signal, then Status answered
+    with *big* rows (megabytes, so the reply arrives in many reads)."""
+    import socket as socketlib
+
+    server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            data = b""
+            while b"BEGIN\r\n" not in data:
+                data += conn.recv(4096)
+                if data.startswith(b"\0AUTH") and b"OK" not in data and b"\r\n" in data:
+                    conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+                    data += b"OK"
+            rest = data.split(b"BEGIN\r\n", 1)[1]
+            for reply_body in (("s", [":1.7"]), ("a(sssssis)", [big])):
+                while True:
+                    msg = Unmarshaller(io.BytesIO(rest)).unmarshall() if rest else None
+                    if msg is not None:
+                        break
+                    rest += conn.recv(65536)
+                rest = rest[len(msg._marshall(False)):]
+                conn.sendall(bytes(Message.new_signal("/org/freedesktop/DBus",
+                                                      "org.freedesktop.DBus", "NameAcquired",
+                                                      "s", [":1.7"])._marshall(False)))
+                reply = Message(message_type=MessageType.METHOD_RETURN, serial=100,
+                                reply_serial=msg.serial, signature=reply_body[0],
+                                body=reply_body[1])
+                conn.sendall(bytes(reply._marshall(False)))
+
+    import threading
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def test_a_reply_of_megabytes_read_in_many_pieces_after_a_signal(tmp_path) -> None:
+    from vfiod.ctl.wire import WireClient, run_now
+
+    rows = [[f"0000:{i // 256:02x}:{i % 256 // 8:02x}.{i % 8}", "15b3:1018", "x" * 400,
+             "mlx5_core", "host", i, ""] for i in range(8000)]
+    _fake_bus(str(tmp_path / "bus"), rows)
+    client = WireClient.connect(address=f"unix:path={tmp_path}/bus", timeout=30)
+    try:
+        got = run_now(client.status_rows())
+    finally:
+        client.close()
+    assert [list(r) for r in got] == rows

@@ -233,7 +233,7 @@ class Connection:
     def __init__(self, address: str, timeout: float) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._serial = 0
-        self._buf = b""
+        self._buf = bytearray()  # appended to in place: a reply may be megabytes
         self.set_deadline(timeout)
         try:
             self._remaining()
@@ -273,7 +273,9 @@ class Connection:
     def _line(self) -> bytes:
         while b"\r\n" not in self._buf:
             self._fill()
-        line, _, self._buf = self._buf.partition(b"\r\n")
+        end = self._buf.index(b"\r\n")
+        line = bytes(self._buf[:end])
+        del self._buf[:end + 2]
         return line
 
     def _fill(self) -> None:
@@ -286,7 +288,8 @@ class Connection:
     def _exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
             self._fill()
-        data, self._buf = self._buf[:n], self._buf[n:]
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
         return data
 
     def call(self, destination: str, path: str, interface: str, member: str,
