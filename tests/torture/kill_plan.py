@@ -40,6 +40,8 @@ class Machine:
     state: Path
     device: str
     operation: str
+    #: Every function of the machine (read once: reading them is an engine's scan).
+    addresses: list[str]
 
     @property
     def engine(self) -> Engine:
@@ -48,7 +50,7 @@ class Machine:
 
     def everything(self) -> Placement:
         """(driver, driver_override) of every function of the machine."""
-        return placement(self.sim, sorted(self.engine.devices()))
+        return placement(self.sim, self.addresses)
 
     def run(self, engine: Engine | None = None) -> None:
         """The operation (force where the group needs it); VfiodError propagates."""
@@ -65,7 +67,8 @@ class Machine:
 def prepare(tmp: Path, device: str, operation: str) -> Machine:
     """A fresh machine where *operation* makes sense: unbind and reset start on vfio-pci."""
     sim = SimHost(profile="seed-x99", desktop=False)
-    machine = Machine(sim, tmp, device, operation)
+    machine = Machine(sim, tmp, device, operation,
+                      sorted(sim.listdir("/sys/bus/pci/devices")))
     if operation in ("unbind", "reset"):
         try:
             machine.engine.bind(device, force=GROUPS[device])

@@ -73,9 +73,11 @@ class Summary:
 
     def add(self, scenario: str, count: str, value: float | int | str,
             must_be_zero: bool = False) -> None:
-        """Record one figure (and whether it must be zero)."""
+        """Record one figure (and whether it must be zero); the files are rewritten at
+        once, so an interrupted run keeps what it counted."""
         with self._lock:
             self.rows.append(Row(scenario, count, value, "0" if must_be_zero else ""))
+        self.write()
 
     def markdown(self) -> str:
         """The table as Markdown."""
