@@ -287,7 +287,7 @@ class Resetter:
         return plan
 
     def _stall(self, dev: PciDevice, fence: Fence | None, exc: HostWriteTimeout,
-               climb: "_Climb | None" = None) -> None:
+               climb: "_Climb") -> None:
         """Show the device busy until the stalled reset write returns; then check it
         (on a thread of its own), climb on from the next rung when it is not healthy,
         and tell the listener."""
@@ -302,9 +302,6 @@ class Resetter:
                 self.inventory.stall([address], "checking the device after the kernel "
                                      "returned from its reset", readable=True)
                 self.inventory.reread([address])
-                if climb is None:
-                    self._finish_late(address)
-                    return
                 try:
                     self._climb_on(address, fence, climb, exc)
                 except HostWriteTimeout as again:
@@ -319,15 +316,6 @@ class Resetter:
                 self.inventory.notify([address])
 
         threading.Thread(target=finish, name=f"finish reset {address}", daemon=True).start()
-
-    def _finish_late(self, address: str) -> None:
-        """A late reset with no ladder behind it: alive or not."""
-        if self.config_alive(address):
-            self.inventory.clear_errors([address])
-            log.info("%s: the stalled reset returned; the device is alive", address)
-        else:
-            self.inventory.record_error([address], f"{address}: the reset returned "
-                                        "late and the device did not come back")
 
     def _climb_on(self, address: str, fence: Fence | None, climb: "_Climb",
                   exc: HostWriteTimeout) -> ResetOutcome:
@@ -620,8 +608,3 @@ class Resetter:
                     f.close()
             raise
         return fences
-
-    def config_alive(self, address: str) -> bool:
-        """False when the function's config space reads all ones (it did not come back)."""
-        data = self.host.read_bytes(paths.device_file(address, "config"), 2)
-        return not (data is not None and data == b"\xff\xff")
