@@ -3,8 +3,8 @@
 - ``host-drivers.json``: the host driver each device had before vfiod bound it to
   vfio-pci: a preference for Unbind, kept up to date with what the host actually binds.
 - ``rescan-<address>.json``: a reset's remove and rescan of a slot in progress (its
-  functions, their bus, what drivers_autoprobe read before): a killed process may
-  leave autoprobe off and the slot removed, which the next start puts right.
+  functions): a killed process may leave the slot removed, or rescanned onto its host
+  driver, which the next start puts right (rescanned, back on vfio-pci).
 - ``txn-<address>.json``: the transaction in progress on a set of functions, named by
   its lowest member address (transactions that run at once never share a member, and
   an address survives the group renumbering a reboot or a rescan may bring). It holds
@@ -93,8 +93,6 @@ class RescanRecord(BaseModel):
     boot_id: BootId
     #: The functions of the slot, every one on vfio-pci before.
     members: list[PciAddress] = Field(min_length=1)
-    #: drivers_autoprobe before the rung turned it off.
-    autoprobe: Literal["0", "1"]
 
     @property
     def key(self) -> str:
@@ -259,14 +257,13 @@ class Journal:
     def _rescan_path(self, key: str) -> Path:
         return self.dir / f"{RESCAN_PREFIX}{key}{TXN_SUFFIX}"
 
-    def begin_rescan(self, members: list[str], autoprobe: str) -> RescanRecord:
+    def begin_rescan(self, members: list[str]) -> RescanRecord:
         """Persist a remove and rescan before its first write; Failed when the boot id
         is unknown."""
         if self.boot_id is None:
             raise Failed("the kernel's boot id could not be read: refusing to remove "
                          "devices without a journal bound to this boot")
-        record = RescanRecord(boot_id=self.boot_id, members=members,
-                              autoprobe="0" if autoprobe == "0" else "1")
+        record = RescanRecord(boot_id=self.boot_id, members=members)
         atomic_write(self._rescan_path(record.key), record.model_dump_json(indent=1))
         return record
 

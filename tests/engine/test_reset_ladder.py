@@ -114,8 +114,8 @@ def test_amd_card_after_a_guest_climbs_to_remove_and_rescan(engine: Engine,
     assert status.healthy and status.state is State.VFIO
 
 
-def test_amd_card_rescan_never_lets_its_host_driver_probe_it(engine: Engine,
-                                                            dying: SimHost) -> None:
+def test_amd_card_taken_by_its_host_driver_in_the_rescan_ends_on_vfio_pci(
+        engine: Engine, dying: SimHost) -> None:
     engine.bind(AMD)
     guest_run(engine, dying, AMD)
     engine.holders_changed()
@@ -126,12 +126,15 @@ def test_amd_card_rescan_never_lets_its_host_driver_probe_it(engine: Engine,
         seen = events.receive()
     finally:
         events.close()
-    binds = [e.driver for e in seen if e.action == "bind" and e.subsystem == "pci"]
-    assert binds and set(binds) == {"vfio-pci"}
-    assert dying.read_text("/sys/bus/pci/drivers_autoprobe") == "1"
+    # The kernel's rescan probes what it adds, before any write can set the override.
+    binds = [(e.pci_address, e.driver) for e in seen if e.action == "bind"
+             and e.subsystem == "pci"]
+    assert binds[:2] == [(AMD, "amdgpu"), (AMD_AUDIO, "snd_hda_intel")]
+    assert sorted(binds[2:]) == [(AMD, "vfio-pci"), (AMD_AUDIO, "vfio-pci")]
+    assert driver_of(dying, AMD) == driver_of(dying, AMD_AUDIO) == "vfio-pci"
 
 
-def test_amd_card_remove_and_rescan_sets_the_override_before_autoprobe_is_back(
+def test_amd_card_rescan_is_followed_by_override_unbind_and_probe(
         engine: Engine, dying: SimHost) -> None:
     engine.bind(AMD)
     guest_run(engine, dying, AMD)
@@ -139,11 +142,11 @@ def test_amd_card_remove_and_rescan_sets_the_override_before_autoprobe_is_back(
     mark = len(dying.write_log)
     engine.reset_outcome(AMD)
     writes = [(p.rsplit("/", 2)[-2:], v) for p, v, _ in writes_since(dying, mark)]
-    autoprobe_off = writes.index((["pci", "drivers_autoprobe"], "0"))
     rescan = writes.index((["0000:01", "rescan"], "1"))
     override = writes.index(([AMD, "driver_override"], "vfio-pci"))
-    autoprobe_on = writes.index((["pci", "drivers_autoprobe"], "1"))
-    assert autoprobe_off < rescan < override < autoprobe_on
+    unbind = writes.index((["driver", "unbind"], AMD))
+    probe = writes.index((["pci", "drivers_probe"], AMD))
+    assert rescan < override < unbind < probe
 
 
 def test_amd_card_after_a_guest_with_vendor_reset_takes_device_specific(
@@ -219,8 +222,8 @@ def test_every_rung_writes_only_the_slot_and_the_bus_files(engine: Engine,
     engine.reset_outcome(AMD)
     for path, value, _ in writes_since(dying, mark):
         named = path if "/devices/" in path else value
-        assert (AMD in named or AMD_AUDIO in named or path.endswith("drivers_autoprobe")
-                or path.endswith("/0000:01/rescan") or value == "hot reset"), (path, value)
+        assert (AMD in named or AMD_AUDIO in named or path.endswith("/0000:01/rescan")
+                or value == "hot reset"), (path, value)
 
 
 # -- a guest that reboots twenty times ----------------------------------------------
@@ -253,15 +256,27 @@ def test_a_remove_and_rescan_a_killed_vfiod_left_is_finished_at_the_next_start(
         engine: Engine, dying: SimHost, tmp_path: Path) -> None:
     engine.bind(AMD)
     # What the rung leaves when vfiod is killed between the remove and the rescan.
-    engine.journal.begin_rescan([AMD, AMD_AUDIO], "1")
-    dying.write_attr("/sys/bus/pci/drivers_autoprobe", "0")
+    engine.journal.begin_rescan([AMD, AMD_AUDIO])
     for address in (AMD_AUDIO, AMD):
         dying.write_attr(f"/sys/bus/pci/devices/{address}/remove", "1")
     restarted = Engine(dying, tmp_path / "state", engine.config)
     assert sorted(restarted.recover()) == [AMD, AMD_AUDIO]
     assert driver_of(dying, AMD) == driver_of(dying, AMD_AUDIO) == "vfio-pci"
-    assert dying.read_text("/sys/bus/pci/drivers_autoprobe") == "1"
     assert restarted.journal.unfinished_rescans() == []
+
+
+def test_a_rescan_a_killed_vfiod_left_on_the_host_driver_goes_back_to_vfio_pci(
+        engine: Engine, dying: SimHost, tmp_path: Path) -> None:
+    engine.bind(AMD)
+    # Killed after the rescan, which gave the card to amdgpu.
+    engine.journal.begin_rescan([AMD, AMD_AUDIO])
+    for address in (AMD_AUDIO, AMD):
+        dying.write_attr(f"/sys/bus/pci/devices/{address}/remove", "1")
+    dying.write_attr("/sys/class/pci_bus/0000:01/rescan", "1")
+    assert driver_of(dying, AMD) == "amdgpu"
+    restarted = Engine(dying, tmp_path / "state", engine.config)
+    restarted.recover()
+    assert driver_of(dying, AMD) == driver_of(dying, AMD_AUDIO) == "vfio-pci"
 
 
 def test_a_finished_remove_and_rescan_leaves_no_record(engine: Engine,

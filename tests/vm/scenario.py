@@ -132,6 +132,15 @@ STEPS: tuple[Step, ...] = (
     Step("NIC: driver_override vfio-pci again", dev(NIC, "driver_override"), "vfio-pci"),
     Step("NIC: remove", dev(NIC, "remove"), "1"),
     Step("rescan brings the NIC back on e1000e", f"{PCI}/rescan", "1"),
+    # drivers_autoprobe does not stop a PCI rescan from probing what it adds
+    # (pci_bus_add_device attaches it itself): the bus's own rescan binds e1000e.
+    Step("drivers_autoprobe off", f"{PCI}/drivers_autoprobe", "0"),
+    Step("NIC: driver_override vfio-pci before its remove", dev(NIC, "driver_override"),
+         "vfio-pci"),
+    Step("NIC: remove with autoprobe off", dev(NIC, "remove"), "1"),
+    Step("the NIC bus's own rescan binds e1000e all the same",
+         "/sys/class/pci_bus/0000:02/rescan", "1"),
+    Step("drivers_autoprobe on", f"{PCI}/drivers_autoprobe", "1"),
     # reset_method and reset.
     Step("NIC: select bus", dev(NIC, "reset_method"), "bus"),
     Step("NIC: select bus then pm", dev(NIC, "reset_method"), "bus pm"),

@@ -36,10 +36,6 @@ _EXT_CAP_START = 0x100
 #: PCIe device/port types whose Link Status describes a link above them: endpoints,
 #: legacy endpoints, switch upstream ports, PCIe-to-PCI bridges.
 _TYPES_WITH_UPSTREAM_LINK = (0x0, 0x1, 0x5, 0x7)
-#: Root ports and switch downstream ports: their link goes to the function below.
-_TYPES_WITH_DOWNSTREAM_LINK = (0x4, 0x6)
-_LINK_CAP_DLLLA_REPORTING = 1 << 20
-_LINK_STATUS_DLLLA = 1 << 13
 #: resource file flags (include/linux/ioport.h).
 IORESOURCE_IO = 0x100
 IORESOURCE_MEM = 0x200
@@ -125,13 +121,11 @@ def _aer_names(bits: int) -> str:
     return ", ".join(names) if names else "reserved bits"
 
 
-def problems(cfg: bytes | None, expected: Expected, resources: list[tuple[int, int, int]],
-             parent_cfg: bytes | None = None) -> list[str]:
+def problems(cfg: bytes | None, expected: Expected,
+             resources: list[tuple[int, int, int]]) -> list[str]:
     """What is wrong with a function whose config space reads *cfg*: empty when healthy.
 
-    *resources* is what the kernel assigned (its ``resource`` file); *parent_cfg* the
-    config space of the bridge above it, whose Link Status says whether the link to
-    the function is up.
+    *resources* is what the kernel assigned (its ``resource`` file).
     """
     if cfg is None or len(cfg) < 0x40:
         return ["its config space cannot be read"]
@@ -150,7 +144,7 @@ def problems(cfg: bytes | None, expected: Expected, resources: list[tuple[int, i
                      f"was 0x{expected.command:04x}")
     if cfg[_HEADER_TYPE] & 0x7F == 0:
         found += _bar_problems(cfg, resources)
-    found += _link_problems(cfg, parent_cfg)
+    found += _link_problems(cfg)
     status = aer_uncorrectable_status(cfg)
     if status is not None and status & ~expected.aer_before:
         new = status & ~expected.aer_before
@@ -182,27 +176,22 @@ def _bar_problems(cfg: bytes, resources: list[tuple[int, int, int]]) -> list[str
     return found
 
 
-def _link_problems(cfg: bytes, parent_cfg: bytes | None) -> list[str]:
-    """The link up: the function's own Link Status shows a width, and the port above
-    reports its Data Link Layer active (where it can report it)."""
-    found: list[str] = []
+def _link_problems(cfg: bytes) -> list[str]:
+    """The link up: the function's own Link Status shows a negotiated width.
+
+    The Data Link Layer Link Active bit of the port above is not used: QEMU 7.2's root
+    ports advertise reporting it and never set it, with the link working (seen in the
+    real-kernel tier), and the kernel itself relies on it only for links above 5 GT/s.
+    A function behind a link that is down reads all ones anyway.
+    """
     cap = pcie_capability(cfg)
-    if cap is not None:
-        port_type = (_u16(cfg, cap + 2) >> 4) & 0xF
-        width = (_u16(cfg, cap + 0x12) >> 4) & 0x3F
-        if port_type in _TYPES_WITH_UPSTREAM_LINK and width == 0:
-            found.append("PCIe link down (Link Status: negotiated width 0)")
-    if parent_cfg is not None and not all_ones(parent_cfg):
-        pcap = pcie_capability(parent_cfg)
-        if pcap is not None:
-            ptype = (_u16(parent_cfg, pcap + 2) >> 4) & 0xF
-            link_cap = _u32(parent_cfg, pcap + 0x0C)
-            link_status = _u16(parent_cfg, pcap + 0x12)
-            if (ptype in _TYPES_WITH_DOWNSTREAM_LINK and link_cap & _LINK_CAP_DLLLA_REPORTING
-                    and not link_status & _LINK_STATUS_DLLLA):
-                found.append("PCIe link down (the port above reports its Data Link "
-                             "Layer inactive)")
-    return found
+    if cap is None:
+        return []
+    port_type = (_u16(cfg, cap + 2) >> 4) & 0xF
+    width = (_u16(cfg, cap + 0x12) >> 4) & 0x3F
+    if port_type in _TYPES_WITH_UPSTREAM_LINK and width == 0:
+        return ["PCIe link down (Link Status: negotiated width 0)"]
+    return []
 
 
 class Health:
@@ -226,9 +215,8 @@ class Health:
         aer = (aer_uncorrectable_status(cfg) or 0) if alive and cfg else 0
         return Expected(vendor, device, command, aer)
 
-    def check(self, address: str, expected: Expected, parent: str | None) -> list[str]:
+    def check(self, address: str, expected: Expected) -> list[str]:
         """What is wrong with the function now; empty when it is healthy."""
         resources = parse_resources(self.host.read_text(paths.device_file(address,
                                                                            "resource")))
-        parent_cfg = self.config(parent) if parent else None
-        return problems(self.config(address), expected, resources, parent_cfg)
+        return problems(self.config(address), expected, resources)

@@ -5,9 +5,9 @@
    parent bridge when the function is alone below it.
 2. VFIO's hot reset of the whole bus, when other functions share it and every one of
    them is on vfio-pci and free (the bus reset the kernel refuses per function).
-3. Remove and rescan of the slot, when every function of it is on vfio-pci and free:
-   with the bus's drivers_autoprobe off, so that the rescan's probe cannot hand them to
-   their host driver, ``driver_override`` set again, then probed onto vfio-pci.
+3. Remove and rescan of the slot, when every function of it is on vfio-pci and free and
+   it sits below a bridge: ``driver_override`` set again and the functions probed onto
+   vfio-pci (moved back from the host driver the rescan's own probe gave them).
 4. Still not healthy: the device is in error, unhealthy, and the message says what the
    user can still do.
 
@@ -42,7 +42,7 @@ from vfiod.engine.transactions import stall_reason
 from vfiod.engine.writes import Writer
 from vfiod.errors import HostWriteError, HostWriteTimeout, ResetFailed, Timeout, VfiodError
 from vfiod.host.base import PendingWrite
-from vfiod.journal import Journal, RescanRecord
+from vfiod.journal import Journal
 from vfiod.host import paths
 from vfiod.model import PciDevice
 
@@ -285,8 +285,7 @@ class Resetter:
     def _check(self, address: str, rung: str, expected: Expected,
                failures: list[str]) -> bool:
         """The health check after *rung*: True when healthy, else why added to *failures*."""
-        dev = self.inventory.device(address)
-        found = self.health.check(address, expected, dev.parent if dev else None)
+        found = self.health.check(address, expected)
         if found:
             failures.append(f"{rung}: reported success but " + "; ".join(found))
         return not found
@@ -304,7 +303,7 @@ class Resetter:
         return plan
 
     def _stall(self, dev: PciDevice, fence: Fence | None, exc: HostWriteTimeout,
-               climb: "_Climb | None" = None) -> None:
+               climb: "_Climb") -> None:
         """Show the device busy until the stalled reset write returns; then check it
         (on a thread of its own), climb on from the next rung when it is not healthy,
         and tell the listener."""
@@ -319,9 +318,6 @@ class Resetter:
                 self.inventory.stall([address], "checking the device after the kernel "
                                      "returned from its reset", readable=True)
                 self.inventory.reread([address])
-                if climb is None:
-                    self._finish_late(address)
-                    return
                 try:
                     self._climb_on(address, fence, climb, exc)
                 except HostWriteTimeout as again:
@@ -336,15 +332,6 @@ class Resetter:
                 self.inventory.notify([address])
 
         threading.Thread(target=finish, name=f"finish reset {address}", daemon=True).start()
-
-    def _finish_late(self, address: str) -> None:
-        """A late reset with no ladder behind it: alive or not."""
-        if self.config_alive(address):
-            self.inventory.clear_errors([address])
-            log.info("%s: the stalled reset returned; the device is alive", address)
-        else:
-            self.inventory.record_error([address], f"{address}: the reset returned "
-                                        "late and the device did not come back")
 
     def _climb_on(self, address: str, fence: Fence | None, climb: "_Climb",
                   exc: HostWriteTimeout) -> ResetOutcome:
@@ -443,15 +430,16 @@ class Resetter:
 
     def _remove_rescan(self, dev: PciDevice, failures: list[str], fence: Fence | None,
                        expected: Expected, tried: list[str]) -> str | None:
-        """Remove every function of the slot and rescan its bus, keeping the rescan's
-        probe from handing them to their host driver; the rung's name when the device
-        came back healthy on vfio-pci, else None with why added to *failures*.
+        """Remove every function of the slot and rescan its bus, then put the functions
+        back on vfio-pci; the rung's name when the device came back healthy there, else
+        None with why added to *failures*.
 
-        The kernel forgets driver_override on remove, and the rescan would probe the
-        functions at once: drivers_autoprobe is off from before the remove until the
-        override is set again, then each function is probed onto vfio-pci. Its IOMMU
-        group may get a new number. The identity (vendor and device id) must be the one
-        it had.
+        The kernel forgets driver_override on remove, and its rescan binds a re-added
+        function to the first driver that matches, whatever drivers_autoprobe says
+        (pci_bus_add_device attaches it itself: seen on 6.1 in the real-kernel tier).
+        No write can come between the rescan and that probe, so a function the host
+        driver took is moved back at once: driver_override, unbind, drivers_probe. Its
+        IOMMU group may get a new number. The identity must be the one it had.
         """
         address = dev.address
         slot = self._slot(dev, self.inventory.reread(
@@ -463,45 +451,38 @@ class Resetter:
             return None
         fences = self._fence_bus(dev, slot, fence)  # InUse if a sibling's group is held
         tried.append(REMOVE_RESCAN)
+        progress.step(f"removing and rescanning slot {address.rsplit('.', 1)[0]}")
         write = self.writer.write
-        autoprobe = (self.host.read_text(paths.drivers_autoprobe()) or "1").strip() or "1"
-        back: list[str] = []
-        record = (self.journal.begin_rescan(sorted(slot), autoprobe)
+        record = (self.journal.begin_rescan(sorted(slot))
                   if self.journal is not None else None)
+        taken: list[str] = []
         try:
             try:
-                write(paths.drivers_autoprobe(), "0", address)
-                try:
-                    # Functions above 0 first: removing function 0 first would leave
-                    # the others briefly without the function that makes the slot.
-                    for a in sorted(slot, reverse=True):
-                        write(paths.device_file(a, "remove"), "1", a)
-                    write(paths.pci_bus_file(bus_of(address), "rescan"), "1", address)
-                    back = [a for a in sorted(slot) if self.inventory.exists(a)]
-                    for a in back:
-                        write(paths.device_file(a, "driver_override"), "vfio-pci", a)
-                finally:
-                    write(paths.drivers_autoprobe(), autoprobe, address)
-                for a in back:
-                    write(paths.drivers_probe(), a, a)
+                # Functions above 0 first: function 0 is what makes the slot.
+                for a in sorted(slot, reverse=True):
+                    write(paths.device_file(a, "remove"), "1", a)
+                write(paths.pci_bus_file(bus_of(address), "rescan"), "1", address)
+                taken = self._back_to_vfio([a for a in sorted(slot)
+                                            if self.inventory.exists(a)], address)
             except HostWriteError as exc:
                 failures.append(f"remove and rescan: {exc}")
                 return None
-            finally:
-                if record is not None and self.journal is not None and \
-                        self.host.read_text(paths.drivers_autoprobe()) == autoprobe:
-                    self.journal.end_rescan(record)
+            if record is not None and self.journal is not None:
+                self.journal.end_rescan(record)
         finally:
             for f in fences:
                 if f is not fence:
                     f.close()
             self.inventory.reread(list(slot))
-        missing = [a for a in sorted(slot) if a not in back]
+        if taken:
+            log.warning("%s: the rescan handed %s to the host driver for a moment; back "
+                        "on vfio-pci", address, ", ".join(taken))
+        missing = [a for a in sorted(slot) if not self.inventory.exists(a)]
         if missing:
             failures.append("remove and rescan: the rescan did not find "
                             + _and(missing) + " again")
             return None
-        off = [a for a in back if self.writer.driver(a) != "vfio-pci"]
+        off = [a for a in sorted(slot) if self.writer.driver(a) != "vfio-pci"]
         if off:
             failures.append("remove and rescan: " + _and(off) + " did not bind to vfio-pci "
                             "again")
@@ -510,14 +491,29 @@ class Resetter:
         if not self._check(address, "remove and rescan", rescanned, failures):
             return None
         log.info("%s: came back by a remove and rescan of its slot (%s), on vfio-pci",
-                 address, ", ".join(back))
+                 address, ", ".join(sorted(slot)))
         return REMOVE_RESCAN
+
+    def _back_to_vfio(self, addresses: list[str], key: str) -> list[str]:
+        """Put rescanned functions on vfio-pci: the override, an unbind from whatever
+        driver the rescan gave them, a probe. Returns those a host driver had taken."""
+        write = self.writer.write
+        taken = []
+        for a in addresses:
+            write(paths.device_file(a, "driver_override"), "vfio-pci", a)
+            driver = self.writer.driver(a)
+            if driver is not None and driver != "vfio-pci":
+                taken.append(f"{a} ({driver})")
+                write(paths.device_file(a, "driver/unbind"), a, a)
+        for a in addresses:
+            if self.writer.driver(a) is None:
+                write(paths.drivers_probe(), a, a)
+        return taken
 
     def recover_rescans(self) -> list[str]:
         """Put right what a killed process left in a remove and rescan of this boot:
-        the slot rescanned if it is still gone (autoprobe off meanwhile), every function
-        of it without a driver set to vfio-pci and probed, drivers_autoprobe as it was.
-        Returns the addresses covered."""
+        the slot rescanned if it is still gone, and every function of it back on
+        vfio-pci. Returns the addresses covered."""
         if self.journal is None:
             return []
         covered: list[str] = []
@@ -525,32 +521,22 @@ class Resetter:
             log.warning("finishing a remove and rescan of %s that a killed vfiod left",
                         ", ".join(record.members))
             try:
-                self._finish_rescan(record)
+                if not all(self.inventory.exists(a) for a in record.members):
+                    self.writer.write(paths.pci_bus_file(record.bus, "rescan"), "1",
+                                      record.key)
+                self._back_to_vfio([a for a in record.members if self.inventory.exists(a)],
+                                   record.key)
             except HostWriteError as exc:
                 log.error("could not finish the remove and rescan of %s: %s",
                           ", ".join(record.members), exc)
                 self.inventory.record_error(record.members, f"a remove and rescan a killed "
                                             f"vfiod left could not be finished: {exc}")
                 continue
+            finally:
+                self.inventory.reread(record.members)
             self.journal.end_rescan(record)
             covered += record.members
         return covered
-
-    def _finish_rescan(self, record: RescanRecord) -> None:
-        write, key = self.writer.write, record.key
-        try:
-            if not all(self.inventory.exists(a) for a in record.members):
-                write(paths.drivers_autoprobe(), "0", key)
-                write(paths.pci_bus_file(record.bus, "rescan"), "1", key)
-            loose = [a for a in record.members
-                     if self.inventory.exists(a) and self.writer.driver(a) is None]
-            for a in loose:
-                write(paths.device_file(a, "driver_override"), "vfio-pci", a)
-        finally:
-            write(paths.drivers_autoprobe(), record.autoprobe, key)
-        for a in loose:
-            write(paths.drivers_probe(), a, a)
-        self.inventory.reread(record.members)
 
     def bus_mates(self, address: str) -> list[str]:
         """The functions a hot reset through *address* would reset (itself included), as
@@ -641,8 +627,3 @@ class Resetter:
                     f.close()
             raise
         return fences
-
-    def config_alive(self, address: str) -> bool:
-        """False when the function's config space reads all ones (it did not come back)."""
-        data = self.host.read_bytes(paths.device_file(address, "config"), 2)
-        return not (data is not None and data == b"\xff\xff")

@@ -67,12 +67,6 @@ def drivers_probe() -> str:
     return f"{PCI_BUS}/drivers_probe"
 
 
-def drivers_autoprobe() -> str:
-    """The bus's ``drivers_autoprobe``: 0 stops new devices and drivers from binding by
-    themselves (a rescan then adds devices without probing them)."""
-    return f"{PCI_BUS}/drivers_autoprobe"
-
-
 def pci_bus_file(bus: str, name: str) -> str:
     """A PCI bus's file (``/sys/class/pci_bus/0000:06/rescan``: rescans that bus only);
     *bus* as ``0000:06``."""

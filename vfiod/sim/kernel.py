@@ -103,8 +103,9 @@ class Kernel:
         #: Multiplies every modelled reset time (DeviceSpec.reset_seconds): tests run a
         #: 60 s FLR in a fraction of a second.
         self.time_scale = 1.0
-        #: /sys/bus/pci/drivers_autoprobe: while 0, neither a rescan nor a driver that
-        #: registers binds anything by itself (drivers_probe and bind still do).
+        #: /sys/bus/pci/drivers_autoprobe: while 0, a driver that registers binds nothing
+        #: by itself. A PCI rescan still probes what it adds (pci_bus_add_device calls
+        #: device_attach itself), and drivers_probe and bind work as ever.
         self.autoprobe = 1
         #: Called (under the lock) after the tree changed: the watcher re-syncs its watches.
         self.on_change: Callable[[], None] | None = None
@@ -784,9 +785,10 @@ class Kernel:
             self._pci_event("add", address)
             self._sleep(self._seconds(address, "rescan"))
             added.append(address)
-        if self.autoprobe:
-            for address in added:
-                self._device_attach(address)
+        # pci_bus_add_device attaches each device itself: drivers_autoprobe does not
+        # stop a PCI rescan (seen on 6.1).
+        for address in added:
+            self._device_attach(address)
 
     def unplug(self, address: str) -> None:
         """Pull the device (and what is behind it) out of the machine: a surprise removal."""
