@@ -37,3 +37,18 @@ def noiommu() -> Iterator[SimHost]:
         yield host
     finally:
         host.close()
+
+
+#: The dying-cards machine's modelled kernel times, scaled: 60 s become 0.3 s.
+DYING_TIME_SCALE = 0.005
+
+
+@pytest.fixture
+def dying() -> Iterator[SimHost]:
+    """The dying-cards machine (cards that die like real ones), its modelled reset times
+    scaled by DYING_TIME_SCALE."""
+    sim = SimHost("dying-cards", time_scale=DYING_TIME_SCALE)
+    try:
+        yield sim
+    finally:
+        sim.close()

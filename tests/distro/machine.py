@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.vm import layout
 from tests.vm.layout import Function, Port
 from tests.vm.marker import GUEST_MARKER
 
@@ -34,11 +35,7 @@ PORTS: tuple[Port, ...] = (
 
 def address(role: str) -> str:
     """The guest address of the function with this role."""
-    for port in PORTS:
-        for function in port.functions:
-            if function.role == role:
-                return port.address_of(function)
-    raise KeyError(role)
+    return layout.address(role, PORTS)
 
 
 def kernel_cmdline(boot: int) -> str:

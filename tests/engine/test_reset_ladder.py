@@ -8,7 +8,6 @@ with what the user can still do.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,18 +24,6 @@ AMD, AMD_AUDIO = "0000:01:00.0", "0000:01:00.1"  # RX 580 with the AMD reset bug
 NVIDIA, NVIDIA_AUDIO = "0000:02:00.0", "0000:02:00.1"  # GTX 1070: no FLR, shared bus
 NVME = "0000:03:00.0"  # FLR takes the kernel's whole 60 s, then ENOTTY; pm works
 USB = "0000:04:00.0"  # never comes back once a guest used it
-#: 60 s of kernel time become 0.3 s.
-SCALE = 0.005
-
-
-@pytest.fixture
-def dying() -> Iterator[SimHost]:
-    """The dying-cards machine, its modelled reset times scaled down."""
-    sim = SimHost("dying-cards", time_scale=SCALE)
-    try:
-        yield sim
-    finally:
-        sim.close()
 
 
 @pytest.fixture
@@ -169,11 +156,12 @@ def test_nvidia_card_without_flr_is_reset_with_its_audio_through_vfio(
     assert "ENOTTY" in engine.device_status(NVIDIA).error or outcome.healthy
 
 
-def test_nvme_flr_takes_the_kernels_60_seconds_then_pm_resets_it(engine: Engine) -> None:
+def test_nvme_flr_takes_the_kernels_60_seconds_then_pm_resets_it(
+        engine: Engine, dying: SimHost) -> None:
     engine.bind(NVME)
     outcome = engine.reset_outcome(NVME)
     assert (outcome.method, outcome.rungs_tried) == ("pm", ("flr", "pm"))
-    assert outcome.seconds >= 60 * SCALE
+    assert outcome.seconds >= 60 * dying.kernel.time_scale
 
 
 def test_usb_controller_that_never_comes_back_ends_in_error_with_what_is_left(
@@ -243,7 +231,7 @@ def test_guest_reboots_twenty_times(engine: Engine, dying: SimHost, address: str
         actions = dict(engine.release_actions())
         assert actions[address] == "reset"
         outcomes.append(outcome_of_reset(engine, address))
-    print(f"\n{address}: twenty guest runs, on_release reset (kernel times x {SCALE})")
+    print(f"\n{address}: twenty guest runs, on_release reset (kernel times x {dying.kernel.time_scale})")
     for run, o in enumerate(outcomes, 1):
         print(f"  run {run:2}: {o.method or 'FAILED':14} healthy={o.healthy!s:5} "
               f"rungs={','.join(o.rungs_tried)} {o.seconds * 1000:.0f} ms")

@@ -66,9 +66,10 @@ PORTS: tuple[Port, ...] = (
 )
 
 
-def address(role: str) -> str:
-    """The guest address of the function with this role (``"nic"`` -> 0000:02:00.0)."""
-    for port in PORTS:
+def address(role: str, ports: tuple[Port, ...] = PORTS) -> str:
+    """The guest address of the function with this role (``"nic"`` -> 0000:02:00.0),
+    in this tier's machine or in another tier's *ports*."""
+    for port in ports:
         for function in port.functions:
             if function.role == role:
                 return port.address_of(function)

@@ -246,9 +246,7 @@ class Resetter:
         # Unhealthy only when config space says so now: rungs the kernel refused before
         # touching the device (ENOTTY: another function shares the bus; an errno) leave
         # it as healthy as it was, and a later successful call clears the error mark.
-        current = self.inventory.device(address)
-        found = self.health.check(address, climb.expected,
-                                  current.parent if current else None) if tried else []
+        found = self.health.check(address, climb.expected) if tried else []
         left = what_is_left(dev, self.host.module_loaded(vendor_reset_ids.MODULE))
         if not tried and not dev.reset_methods:
             message = "; ".join([f"{address}: the kernel offers no reset method of its "
