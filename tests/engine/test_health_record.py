@@ -157,3 +157,18 @@ def test_a_guest_killed_with_sigkill_leaves_a_killed_run(engine: Engine,
     assert how == "killed" and end >= start > 0
     run = engine.records.get(AUDIO, "8086:8d20").guest_runs[-1]  # type: ignore[union-attr]
     assert run.detail == "SIGKILL"
+
+
+def test_resets_the_kernel_refuses_leave_no_record_and_never_quarantine(engine: Engine) -> None:
+    # The GPU on its host driver: its only method is a bus reset the kernel refuses
+    # (ENOTTY: its audio shares the bus), and no other rung may run. Nothing happened
+    # to the card, so nothing counts towards a quarantine (found by the torture suite's
+    # racing clients: the GPU ended quarantined).
+    engine.set_config(parse_config("[daemon]\nquarantine_after = 1\n"))
+    for _ in range(3):
+        with pytest.raises(ResetFailed, match="ENOTTY"):
+            engine.reset(GPU)
+    status = engine.device_status(GPU)
+    assert (status.reset_count, status.consecutive_reset_failures) == (0, 0)
+    assert engine.quarantine_reason(GPU) is None
+    assert engine.bind(GPU) == [GPU, GPU_AUDIO]

@@ -245,12 +245,15 @@ class Engine:
     def _recorded_reset(self, plan: Plan) -> str:
         """Execute a reset plan and add the outcome to the device's record: a healthy
         device, or a reset that failed (ResetFailed). A reset refused before it began
-        (held, in use) or still in the kernel (Timeout) is no outcome."""
+        (held, in use, every rung refused by the kernel) or still in the kernel (Timeout)
+        is no outcome."""
         address = plan.address
         try:
             result = self.resetter.execute(plan)
         except ResetFailed as err:
             climbed = self.resetter.last_outcome(address)
+            if climbed is not None and not climbed.touched:
+                raise  # the kernel refused every rung: nothing happened to the device
             failed = outcome_of(err)
             if climbed is not None:  # the rungs it tried, with the failure's words
                 failed = dataclasses.replace(failed, rungs=outcome_of(climbed).rungs)

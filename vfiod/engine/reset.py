@@ -120,6 +120,9 @@ class ResetOutcome:
     seconds: float
     #: When it ended, seconds since the epoch.
     at: float
+    #: False when the kernel refused every rung before resetting anything (ENOTTY or
+    #: EINVAL: another function shares the bus): a refusal, not a device that failed.
+    touched: bool = True
 
 
 @dataclass
@@ -132,6 +135,8 @@ class _Climb:
     expected: Expected
     tried: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: Rungs the kernel refused before resetting anything (ENOTTY, EINVAL).
+    refused: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -235,7 +240,7 @@ class Resetter:
         worked = None
         plan = [r for r in climb.rungs if r not in (HOT_RESET, REMOVE_RESCAN)]
         if plan:
-            worked = self._own_methods(dev, failures, plan, expected, tried)
+            worked = self._own_methods(dev, failures, plan, expected, tried, climb.refused)
         if worked is None and HOT_RESET in climb.rungs:
             worked = self._hot_reset(dev, failures, fence, expected, tried)
         if worked is None and REMOVE_RESCAN in climb.rungs:
@@ -258,7 +263,8 @@ class Resetter:
             message = (f"{address}: still not healthy after every reset vfiod could try "
                        f"({', '.join(tried)}): " + "; ".join(failures) + "; " + left)
         outcome = ResetOutcome(address, "", tuple(tried), False, message,
-                               time.monotonic() - climb.started, time.time())
+                               time.monotonic() - climb.started, time.time(),
+                               touched=any(r not in climb.refused for r in tried))
         self._outcomes[address] = outcome
         self.inventory.record_error([address], message)
         if found:
@@ -364,9 +370,11 @@ class Resetter:
         return self._climb(climb.dev, fence, climb)
 
     def _own_methods(self, dev: PciDevice, failures: list[str], plan: list[str],
-                     expected: Expected, tried: list[str]) -> str | None:
+                     expected: Expected, tried: list[str],
+                     refused: list[str] | None = None) -> str | None:
         """Try the function's own methods in *plan*, best first; the one that left it
-        healthy, or None with why each failed added to *failures*."""
+        healthy, or None with why each failed added to *failures* (and the methods the
+        kernel refused before resetting anything to *refused*)."""
         address, write = dev.address, self.writer.write
         # One listed method is already the selection: writing reset_method would make
         # the kernel probe it again (and refuse bus with EINVAL while a sibling function
@@ -388,6 +396,8 @@ class Resetter:
                     raise
                 except HostWriteError as exc:
                     failures.append(_reset_failure(method, exc.errno))
+                    if refused is not None and exc.errno in (errno_mod.ENOTTY, errno_mod.EINVAL):
+                        refused.append(method)
                     continue
                 if self._check(address, method, expected, failures):
                     return method
