@@ -77,7 +77,12 @@ def test_vfioctl_bind_force_refuses_after_the_timeout_naming_the_holder_that_ign
     result = vfioctl(daemon.address, "bind", "05:00.0", "--force")
     assert time.monotonic() - began >= 1.0
     assert result.returncode == 4, (result.stdout, result.stderr)  # in use
-    line = error_line(result)
+    # The job's lasting step (not a terminal: one plain line), then the error alone.
+    waited, error = result.stderr.splitlines()
+    assert waited == (f"asking the desktop to release the GPU, waiting for {xorg} to close "
+                      f"{DESKTOP_GPU} (1 s)"), result.stderr
+    line = error
+    assert line.startswith("vfioctl: ") and "Traceback" not in result.stderr
     assert "did not release /dev/dri/card0 within 1 s" in line
     assert f"still held by {xorg}" in line
     assert sim_driver(daemon.sim_root, DESKTOP_GPU) == "nvidia"

@@ -90,6 +90,8 @@ def step(phase: str, waiting_for: str = "") -> None:
     if tracker is None:
         return
     tracker.check()
+    if phase == tracker.phase and not waiting_for:
+        return  # the same step again (a plan rebuilt while waiting): keep what it waits for
     tracker.phase = phase
     tracker.report(waiting_for)
 
