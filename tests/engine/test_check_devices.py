@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vfiod.config import parse_config
 from vfiod.engine import Engine
 from vfiod.engine.checks import DeviceCheck
+from vfiod.errors import ResetFailed
 from vfiod.sim import SimHost
 
 #: The write-up's guest: USB 3.1, onboard audio, GPU + HDMI audio, the sSATA group.
@@ -88,3 +91,19 @@ def test_checking_writes_nothing(engine: Engine, host: SimHost) -> None:
     before = list(host.write_log)
     engine.check_devices(SEED_GUEST + ["0000:05:00.0", "0000:00:1f.2"])
     assert host.write_log == before
+
+
+def test_a_quarantined_device_is_refused_with_its_history_and_how_to_lift_it(
+        host: SimHost, tmp_path: Path) -> None:
+    usb = "0000:11:00.0"  # the guest's USB controller, alone in its group
+    engine = Engine(host, tmp_path / "state", parse_config("[daemon]\nquarantine_after = 1\n"))
+    engine.bind(usb)
+    for method in engine.device_status(usb).reset_methods:
+        host.kernel.set_reset_outcome(usb, method, "dies")
+    host.faults.fail(f"*/{usb}/remove", 5)  # EIO: the ladder's last rung cannot run
+    with pytest.raises(ResetFailed):
+        engine.reset(usb)
+    found = next(c for c in errors(engine.check_devices([usb])) if "quarantined" in c.message)
+    assert found.device == usb
+    assert found.message.startswith(f"{usb} is quarantined: its last 1 reset(s) failed")
+    assert f"vfioctl reset --clear {usb}" in found.message

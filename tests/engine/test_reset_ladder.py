@@ -237,6 +237,16 @@ def test_guest_reboots_twenty_times(engine: Engine, dying: SimHost, address: str
               f"rungs={','.join(o.rungs_tried)} {o.seconds * 1000:.0f} ms")
     assert {(o.method, o.healthy) for o in outcomes} == {expected}
     assert engine.device_status(address).healthy is expected[1]
+    # The record it leaves: twenty resets; the one that never recovers is quarantined
+    # (after [daemon] quarantine_after, 3 by default) with its history.
+    status = engine.device_status(address)
+    assert status.reset_count == 20
+    if expected[1]:
+        assert not status.quarantined and status.consecutive_reset_failures == 0
+    else:
+        assert status.quarantined and status.consecutive_reset_failures == 20
+        assert f"{address} is quarantined: its last 20 reset(s) failed in a row" in \
+            status.quarantine_reason
 
 
 # -- a vfiod killed in the middle of a remove and rescan ----------------------------

@@ -162,7 +162,8 @@ class Engine:
     def reset_outcome(self, device: str, *, force: bool = False) -> ResetOutcome:
         """reset(), answering how the climb ended (ResetFailed still raised on failure;
         last_reset_outcome() then holds the outcome)."""
-        return self.resetter.reset_outcome(self.resolve(device), force=force)
+        plan = self.build_plan("reset", self.resolve(device), force=force)
+        return self._recorded_reset(plan)
 
     def last_reset_outcome(self, address: str) -> ResetOutcome | None:
         """How the last reset of this function ended (a failed one too), or None."""
@@ -192,7 +193,7 @@ class Engine:
                 self.clear_quarantine(address)
             plan = self._plan_waiting(op, address, group=group, force=force)
             if op == "reset":
-                return self._recorded_reset(plan)
+                return self._recorded_reset(plan).method
             return self.transactions.execute(plan)
 
     def _plan_waiting(self, op: str, address: str, *, group: bool, force: bool) -> Plan:
@@ -242,7 +243,7 @@ class Engine:
         return check_devices(self, devices)
 
     # -- the health record ------------------------------------------------------------
-    def _recorded_reset(self, plan: Plan) -> str:
+    def _recorded_reset(self, plan: Plan) -> ResetOutcome:
         """Execute a reset plan and add the outcome to the device's record: a healthy
         device, or a reset that failed (ResetFailed). A reset refused before it began
         (held, in use, every rung refused by the kernel) or still in the kernel (Timeout)
@@ -260,7 +261,7 @@ class Engine:
             self._record_reset(address, failed)
             raise
         self._record_reset(address, outcome_of(result))
-        return result.method
+        return result
 
     def _record_reset(self, address: str, outcome: ResetResult) -> None:
         ids = self._ids(address)
