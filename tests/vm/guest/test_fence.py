@@ -72,14 +72,14 @@ def test_a_guest_holding_only_a_device_fd_is_refused_at_once_naming_its_pid(
 
 def test_a_write_blocked_past_its_timeout_leaves_the_group_busy_and_finishes_by_itself(
         host: RealHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vfiod.engine import transactions
+    from vfiod.engine import plan
 
     engine = Engine(host, tmp_path / "state", write_timeout=1.0)
     engine.bind(NIC)
     group = pci.group_of(host, NIC)
     # Forced: without the fence (and the /proc check), unbind reaches a held device.
-    monkeypatch.setattr(transactions, "raise_fence", lambda *_args: None)
-    monkeypatch.setattr(transactions, "check_not_held", lambda *_args: None)
+    monkeypatch.setattr(plan, "raise_fence", lambda *_args: None)
+    monkeypatch.setattr(plan, "check_not_held", lambda *_args: None)
     finished = threading.Event()
     engine.set_listener(lambda _addresses: finished.set())
     holder = Holder(group, NIC, close_group=True)
