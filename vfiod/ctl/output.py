@@ -162,12 +162,12 @@ _DETAIL_LABELS: tuple[tuple[str, str], ...] = (
 
 
 def _property_label(prop: str) -> str:
-    """A D-Bus property name a person can read: ``ConfigName`` -> ``Config name``."""
+    """A D-Bus property name a person can read, in the other labels' case:
+    ``ConfigName`` -> ``config name``; an all-capitals word (``VGA``) stays."""
     words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", prop)
     if not words:
         return prop
-    rest = [w if w.isupper() and len(w) > 1 else w.lower() for w in words[1:]]
-    return " ".join([words[0], *rest])
+    return " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in words)
 
 
 def _shown(name: str, value: Any) -> str:
