@@ -196,7 +196,7 @@ def test_detail_shows_properties_it_does_not_know_too_with_readable_labels() -> 
     dev.extra["IommuEnabled"] = True
     detail = output.device_detail(dev)
     assert re.search(r"^ +config name +gpu$", detail, re.M), detail
-    assert re.search(r"Iommu enabled +yes$", detail, re.M), detail
+    assert re.search(r"^ +iommu enabled +yes$", detail, re.M), detail
     assert "ConfigName" not in detail
 
 
