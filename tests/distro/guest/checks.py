@@ -431,7 +431,14 @@ BOOTS: dict[int, tuple[Callable[[Evidence], str], ...]] = {
         check_journal_no_error, check_dbus_activation, check_watchdog_restart),
     2: (check_reboot_boot_claim_back, check_reboot_runtime_bind_gone, check_uninstall,
         check_initramfs_without_shim),
+    # The same product in a second image whose initramfs dracut built: the shim's
+    # dracut module (initramfs/dracut/90vfiod) on a real boot, and the doctor finding it.
+    3: (check_boot_claim, check_service_ready, check_doctor_live),
 }
+#: How each boot's checks are reported (``LABEL::check``): boot 3 is dracut's.
+BOOT_LABELS: dict[int, str] = {1: "boot1", 2: "boot2", 3: "dracut"}
+#: The initramfs generator each boot's image was built with (tests/distro/image.py).
+BOOT_GENERATORS: dict[int, str] = {1: "initramfs-tools", 2: "initramfs-tools", 3: "dracut"}
 
 
 def check_name(check: Callable[[Evidence], str]) -> str:
