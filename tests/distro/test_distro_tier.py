@@ -114,7 +114,7 @@ def test_the_dracut_layer_is_rebuilt_when_its_package_list_changes() -> None:
 def test_the_third_boot_checks_the_shim_on_the_image_dracut_built() -> None:
     assert checks.BOOT_GENERATORS[3] == "dracut" and checks.BOOT_LABELS[3] == "dracut"
     assert [checks.check_name(c) for c in checks.BOOTS[3]] == [
-        "boot_claim", "service_ready", "doctor_live"]
+        "boot_claim", "claimed_by_dracut_hook", "service_ready", "doctor_live"]
     assert {checks.BOOT_GENERATORS[n] for n in (1, 2)} == {"initramfs-tools"}
 
 
