@@ -41,6 +41,14 @@ PACKAGES: tuple[str, ...] = (
     "make", "python3", "python3-pip", "python3-wheel", "python3-setuptools",
     "python3-dev", "gcc", "pkg-config", "libsystemd-dev",
 )
+#: The dracut layer's packages, installed over the base (Debian's dracut replaces
+#: initramfs-tools): the third boot proves the shim's dracut module.
+DRACUT_PACKAGES: tuple[str, ...] = ("dracut",)
+#: Each generator's native rebuild of every installed kernel's initramfs, in nspawn.
+REBUILD: dict[str, tuple[str, ...]] = {
+    "initramfs-tools": ("update-initramfs", "-u", "-k", "all"),
+    "dracut": ("dracut", "--regenerate-all", "--force"),
+}
 BASE_SETUP = HERE / "base-setup.sh"
 #: The image file system's size (sparse; about 1.6 GB is used).
 DISK_BYTES = 4 * 1024 ** 3
@@ -182,6 +190,50 @@ def ensure_base(cache: Path, say: Say = print) -> Base:
     return Base(base)
 
 
+def dracut_key(key: str | None = None, packages: Sequence[str] = DRACUT_PACKAGES) -> str:
+    """The dracut layer's cache key: the base's key and the layer's package list."""
+    digest = hashlib.sha256()
+    digest.update((base_key() if key is None else key).encode() + b"\0")
+    digest.update(" ".join(sorted(set(packages))).encode())
+    return digest.hexdigest()[:16]
+
+
+def ensure_dracut_base(cache: Path, base: Base, say: Say = print) -> Base:
+    """The cached base with dracut installed (apt in nspawn), built when missing.
+
+    Keyed like the base (a new base, a new layer); apt's .debs go to ``debs/`` with
+    debootstrap's, so a rebuild after a change downloads nothing it has.
+    """
+    key = dracut_key()
+    layer = cache / f"dracut-{key}"
+    done = cache / f"dracut-{key}.done"
+    if done.exists() and layer.is_dir():
+        return Base(layer)
+    debs = cache / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    staging = cache / f"dracut-{key}.building"
+    shutil.rmtree(staging, ignore_errors=True)
+    log = cache / f"dracut-{key}.log"
+    log.unlink(missing_ok=True)
+    started = time.monotonic()
+    say(f"distro: building the dracut layer: apt-get install {' '.join(DRACUT_PACKAGES)} "
+        f"over the base (log {log})")
+    subprocess.run(["cp", "-a", "--reflink=auto", f"{base.root}/.", str(staging)], check=True)
+    nspawn(staging, ["apt-get", "install", "-y", "--no-install-recommends",
+                     "-o", "Dir::Cache::Archives=/run/vfiod-debs", *DRACUT_PACKAGES], log,
+           f"--bind={debs}:/run/vfiod-debs", "--setenv=DEBIAN_FRONTEND=noninteractive")
+    for old in cache.glob("dracut-*"):
+        if old.name != staging.name:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            elif old.suffix == ".done":
+                old.unlink()
+    os.replace(staging, layer)
+    done.write_text(f"{key}\n")
+    say(f"distro: dracut layer built in {time.monotonic() - started:.0f} s")
+    return Base(layer)
+
+
 #: The config the image boots with: the first NIC claimed at boot by the shim; names
 #: for the devices the checks use (the ids pin each name to what QEMU emulates there).
 CONFIG = """\
@@ -245,14 +297,19 @@ def copy_checkout(dest: Path, repo: Path = REPO) -> None:
         shutil.copy2(repo / name, target)
 
 
-def build_image(base: Base, work: Path, cache: Path, say: Say = print) -> Image:
+def build_image(base: Base, work: Path, cache: Path, say: Say = print,
+                generator: str = "initramfs-tools") -> Image:
     """vfiod installed into a copy of *base* the README's way; the copy as an ext4 image.
 
-    *work* is the run folder: rootfs/ is made there and removed once disk.img is written.
+    *generator* is the initramfs tool the base has (``REBUILD``'s keys): the shim goes
+    into its initramfs by its own rebuild. *work* is the run folder: the root file system
+    is made there and removed once the disk image is written; with dracut every file
+    made (rootfs, disk image, kernel, initramfs, log) has ``-dracut`` in its name.
     """
     seconds: dict[str, float] = {}
-    log = work / "build.log"
-    root = work / "rootfs"
+    suffix = "" if generator == "initramfs-tools" else f"-{generator}"
+    log = work / f"build{suffix}.log"
+    root = work / f"rootfs{suffix}"
     mark = time.monotonic()
 
     def step(name: str) -> None:
@@ -272,23 +329,24 @@ def build_image(base: Base, work: Path, cache: Path, say: Say = print) -> Image:
     (root / "etc/vfiod/vfiod.toml").write_text(CONFIG)
     # Offline: the shim for the config, checked against the devices at boot.
     nspawn(root, ["vfioctl", "initramfs", "install", "--root", "/"], log)
-    nspawn(root, ["update-initramfs", "-u", "-k", "all"], log)
-    step("shim + update-initramfs")
+    nspawn(root, list(REBUILD[generator]), log)
+    step(f"shim + {REBUILD[generator][0]}")
     nspawn(root, ["systemctl", "enable", "vfiod.service"], log)
     (root / "etc/systemd/system/vfiod-distro-checks.service").write_text(CHECK_UNIT)
     nspawn(root, ["systemctl", "enable", "vfiod-distro-checks.service"], log)
     boot = root / "boot"
     version = base.kernel_version
-    kernel = shutil.copy2(boot / f"vmlinuz-{version}", work / f"vmlinuz-{version}")
-    initrd = shutil.copy2(boot / f"initrd.img-{version}", work / f"initrd.img-{version}")
-    disk = work / "disk.img"
+    kernel = shutil.copy2(boot / f"vmlinuz-{version}", work / f"vmlinuz-{version}{suffix}")
+    initrd = shutil.copy2(boot / f"initrd.img-{version}",
+                          work / f"initrd.img-{version}{suffix}")
+    disk = work / f"disk{suffix}.img"
     with open(log, "ab") as out:
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "vfiod-distro", "-d", str(root),
                         str(disk), str(DISK_BYTES // 1024) + "k"], stdout=out,
                        stderr=subprocess.STDOUT, check=True)
     shutil.rmtree(root)
     step("mkfs.ext4")
-    say("distro: image built: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    say(f"distro: {generator} image built: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     return Image(disk, Path(kernel), Path(initrd), seconds)
 
 

@@ -1,7 +1,8 @@
 """The distribution tier: ``python -m tests.distro.run [--keep-image] [--boot-timeout S]``.
 
-Builds (or takes from the cache) a Debian 12 base image, installs this checkout into a
-copy of it the README's way, boots it twice under QEMU with systemd as PID 1, and
+Builds (or takes from the cache) a Debian 12 base image and its dracut layer, installs
+this checkout into a copy of each the README's way, boots the first twice and the dracut
+one once under QEMU with systemd as PID 1, and
 reports each check the guest ran (tests/distro/guest/checks.py) as one line. Needs root
 (debootstrap, systemd-nspawn). When it cannot run it says so in one line and fails,
 unless VFIOD_VM_OPTIONAL=1 (then it exits 0: the tier was NOT run). VFIOD_VM_LOCK names
@@ -32,7 +33,8 @@ from tests.vm.qemu import qemu_usable
 
 from . import machine
 from .guest import checks
-from .image import BuildError, Image, build_image, ensure_base, read_results
+from .image import (BuildError, Image, build_image, ensure_base, ensure_dracut_base,
+                    read_results)
 
 #: Exit codes of the tier itself.
 EXIT_FAILED = 1
@@ -168,10 +170,11 @@ def report(boots: list[Boot], build_seconds: float, base_seconds: float) -> tupl
             ok = bool(o["passed"])
             passed += ok
             failed += not ok
-            lines.append(f"distro: {'PASS' if ok else 'FAIL'} boot{b.number}::{o['name']} "
+            lines.append(f"distro: {'PASS' if ok else 'FAIL'} "
+                         f"{checks.BOOT_LABELS[b.number]}::{o['name']} "
                          f"({o['seconds']} s): {o['detail']}")
-    times = [f"base {base_seconds:.0f} s", f"image {build_seconds:.0f} s",
-             *(f"boot{b.number} {b.seconds:.0f} s" for b in boots)]
+    times = [f"base {base_seconds:.0f} s", f"images {build_seconds:.0f} s",
+             *(f"{checks.BOOT_LABELS[b.number]} {b.seconds:.0f} s" for b in boots)]
     total = base_seconds + build_seconds + sum(b.seconds for b in boots)
     outcome = "passed" if failed == 0 else "FAILED"
     lines.append(f"distro: distribution tier {outcome}: {passed} checks passed, "
@@ -189,7 +192,7 @@ def prune_runs(runs: Path, keep: int = KEEP_RUNS) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build, boot twice, report; the exit code."""
+    """Build both images, boot three times, report; the exit code."""
     parser = argparse.ArgumentParser(prog="python -m tests.distro.run", description=__doc__)
     parser.add_argument("--keep-image", action="store_true",
                         help="keep the run's disk image (1.7 GB) even when every check passed")
@@ -205,12 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with locked(cache):
             base = ensure_base(cache, say=lambda line: print(line, flush=True))
+            dracut_base = ensure_dracut_base(cache, base,
+                                             say=lambda line: print(line, flush=True))
         base_seconds = time.monotonic() - started
         prune_runs(runs)
         run_dir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         run_dir.mkdir(parents=True)
         print(f"distro: run folder {run_dir}", flush=True)
-        image = build_image(base, run_dir, cache, say=lambda line: print(line, flush=True))
+        images = {generator: build_image(layer, run_dir, cache, generator=generator,
+                                         say=lambda line: print(line, flush=True))
+                  for generator, layer in (("initramfs-tools", base),
+                                           ("dracut", dracut_base))}
     except (BuildError, subprocess.CalledProcessError, OSError) as exc:
         return not_run(f"the image could not be built: {exc}")
     except KeyboardInterrupt:
@@ -219,9 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     build_seconds = time.monotonic() - started - base_seconds
     boots: list[Boot] = []
     try:
-        with machine_lock():  # both boots: the reboot follows at once
+        with machine_lock():  # every boot: the reboot follows at once
             for number in sorted(checks.BOOTS):
-                print(f"distro: boot {number} of {len(checks.BOOTS)}", flush=True)
+                image = images[checks.BOOT_GENERATORS[number]]
+                print(f"distro: boot {number} of {len(checks.BOOTS)} "
+                      f"({checks.BOOT_LABELS[number]}, {image.disk.name})", flush=True)
                 result = boot(image, run_dir, number, opts.boot_timeout)
                 collect(image, run_dir, result)
                 boots.append(result)
@@ -234,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     code, text = report(boots, build_seconds, base_seconds)
     print(text, flush=True)
     if code == 0 and not opts.keep_image:
-        image.disk.unlink(missing_ok=True)
+        for image in images.values():
+            image.disk.unlink(missing_ok=True)
     print(f"distro: evidence in {run_dir}", flush=True)
     return code
 

@@ -95,10 +95,47 @@ def test_the_boot_number_comes_from_the_kernel_line() -> None:
     assert checks.boot_number("xvfiod.distroboot=1") == 0
 
 
-def test_every_check_has_a_unique_name_and_says_what_it_checks() -> None:
-    names = [checks.check_name(c) for boot in checks.BOOTS.values() for c in boot]
+def test_every_check_has_a_unique_reported_name_and_says_what_it_checks() -> None:
+    names = [f"{checks.BOOT_LABELS[n]}::{checks.check_name(c)}"
+             for n, boot in checks.BOOTS.items() for c in boot]
     assert len(names) == len(set(names))
     assert all(c.__doc__ for boot in checks.BOOTS.values() for c in boot)
+
+
+def test_the_dracut_layer_is_rebuilt_with_a_new_base() -> None:
+    assert image.dracut_key("base-a") != image.dracut_key("base-b")
+
+
+def test_the_dracut_layer_is_rebuilt_when_its_package_list_changes() -> None:
+    assert image.dracut_key("k", ("dracut",)) != image.dracut_key("k", ("dracut", "x"))
+    assert image.dracut_key("k", ("dracut",)) == image.dracut_key("k", ("dracut",))
+
+
+def test_the_third_boot_checks_the_shim_on_the_image_dracut_built() -> None:
+    assert checks.BOOT_GENERATORS[3] == "dracut" and checks.BOOT_LABELS[3] == "dracut"
+    assert [checks.check_name(c) for c in checks.BOOTS[3]] == [
+        "boot_claim", "claimed_by_dracut_hook", "service_ready", "doctor_live"]
+    assert {checks.BOOT_GENERATORS[n] for n in (1, 2)} == {"initramfs-tools"}
+
+
+def test_every_boot_has_a_label_and_an_image_built_by_a_known_generator() -> None:
+    assert set(checks.BOOT_LABELS) == set(checks.BOOTS) == set(checks.BOOT_GENERATORS)
+    assert set(checks.BOOT_GENERATORS.values()) <= set(image.REBUILD)
+
+
+def test_each_image_rebuilds_its_initramfs_with_its_own_generator() -> None:
+    assert image.REBUILD["dracut"][0] == "dracut"
+    assert "--regenerate-all" in image.REBUILD["dracut"]
+    assert image.REBUILD["initramfs-tools"][0] == "update-initramfs"
+
+
+def test_the_dracut_boot_is_reported_under_its_label() -> None:
+    result = run.Boot(3, seconds=100.0, outcomes=[
+        {"name": "boot_claim", "passed": True, "seconds": 2.0, "detail": "ok"}])
+    code, text = run.report([result], 1.0, 0.0)
+    assert code == 0
+    assert "distro: PASS dracut::boot_claim (2.0 s): ok" in text
+    assert "dracut 100 s" in text
 
 
 def test_a_failing_check_is_reported_and_the_next_one_still_runs(

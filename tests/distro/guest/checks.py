@@ -423,6 +423,24 @@ def check_initramfs_without_shim(ev: Evidence) -> str:
     return f"{image}: {len(listing.splitlines())} entries, none of vfiod"
 
 
+# -- boot 3 (dracut) ----------------------------------------------------------------
+
+
+def check_claimed_by_dracut_hook(ev: Evidence) -> str:
+    """The shim's claim came from dracut's pre-udev hook (module 90vfiod), in an image
+    without initramfs-tools."""
+    expect(not Path("/usr/sbin/update-initramfs").exists(),
+           "update-initramfs is installed: this image's initramfs may not be dracut's")
+    journal = ev.ok(["journalctl", "-b", "--no-pager", "-q", "-o", "short-monotonic",
+                     "-t", "dracut-pre-udev"])
+    ev.note("# dracut-pre-udev's lines:\n" + journal)
+    claimed = [line for line in journal.splitlines()
+               if "vfiod-shim: claimed" in line and BOOT_NIC in line]
+    expect(bool(claimed), f"no 'vfiod-shim: claimed ... {BOOT_NIC}' from dracut-pre-udev "
+                          "in this boot's journal")
+    return claimed[0].split("]", 1)[-1].strip()
+
+
 BOOTS: dict[int, tuple[Callable[[Evidence], str], ...]] = {
     1: (check_boot_claim, check_service_ready, check_security_exposure,
         check_bind_unbind_nic, check_reset_flr, check_hot_reset_slot,
@@ -431,7 +449,15 @@ BOOTS: dict[int, tuple[Callable[[Evidence], str], ...]] = {
         check_journal_no_error, check_dbus_activation, check_watchdog_restart),
     2: (check_reboot_boot_claim_back, check_reboot_runtime_bind_gone, check_uninstall,
         check_initramfs_without_shim),
+    # The same product in a second image whose initramfs dracut built: the shim's
+    # dracut module (initramfs/dracut/90vfiod) on a real boot, and the doctor finding it.
+    3: (check_boot_claim, check_claimed_by_dracut_hook, check_service_ready,
+        check_doctor_live),
 }
+#: How each boot's checks are reported (``LABEL::check``): boot 3 is dracut's.
+BOOT_LABELS: dict[int, str] = {1: "boot1", 2: "boot2", 3: "dracut"}
+#: The initramfs generator each boot's image was built with (tests/distro/image.py).
+BOOT_GENERATORS: dict[int, str] = {1: "initramfs-tools", 2: "initramfs-tools", 3: "dracut"}
 
 
 def check_name(check: Callable[[Evidence], str]) -> str:
