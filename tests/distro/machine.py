@@ -59,21 +59,9 @@ def _escape(value: str) -> str:
 
 def device_options() -> list[str]:
     """The root ports and what sits behind them, with their backends."""
-    opts = ["-audiodev", "none,id=snd0",
-            "-netdev", "user,id=n0,restrict=on", "-netdev", "user,id=n1,restrict=on"]
-    for chassis, port in enumerate(PORTS, start=1):
-        rp = (f"pcie-root-port,id={port.id},bus=pcie.0,addr=0x{port.slot:x},"
-              f"chassis={chassis},slot={chassis}")
-        if port.fast_link:
-            rp += ",x-speed=5"
-        opts += ["-device", rp]
-        for function in port.functions:
-            opts += ["-device", ",".join((function.qemu_device, f"id={function.role}",
-                                          f"bus={port.id}", f"addr=00.{function.function}",
-                                          *function.options))]
-            if function.qemu_device == "intel-hda":
-                opts += ["-device", f"hda-duplex,bus={function.role}.0,audiodev=snd0"]
-    return opts
+    return (["-audiodev", "none,id=snd0",
+             "-netdev", "user,id=n0,restrict=on", "-netdev", "user,id=n1,restrict=on"]
+            + layout.port_options(PORTS))
 
 
 def qemu_command(kernel: Path, initrd: Path, disk: Path, serial_log: Path,

@@ -108,8 +108,16 @@ def make_disk(path: Path) -> Path:
 def device_options(disk_image: Path | None = None) -> list[str]:
     """QEMU options for the root ports, the devices behind them and their backends;
     with *disk_image*, a raw disk on the ich9-ahci's first port."""
-    opts = ["-audiodev", "none,id=snd0", "-netdev", "user,id=n0,restrict=on"]
-    for chassis, port in enumerate(PORTS, start=1):
+    return (["-audiodev", "none,id=snd0", "-netdev", "user,id=n0,restrict=on"]
+            + port_options(PORTS, disk_image))
+
+
+def port_options(ports: tuple[Port, ...], disk_image: Path | None = None) -> list[str]:
+    """QEMU options for *ports* (pcie-root-ports on pcie.0) and the functions behind
+    them (an intel-hda gets its codec on audiodev snd0; an ich9-ahci *disk_image*); the
+    other tiers' machines are built from the same ports."""
+    opts: list[str] = []
+    for chassis, port in enumerate(ports, start=1):
         rp = (f"pcie-root-port,id={port.id},bus=pcie.0,addr=0x{port.slot:x},"
               f"chassis={chassis},slot={chassis}")
         if port.fast_link:
