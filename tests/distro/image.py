@@ -149,45 +149,58 @@ def tail(path: Path, lines: int = 15) -> str:
 Say = Callable[[str], None]
 
 
-def ensure_base(cache: Path, say: Say = print) -> Base:
-    """The cached base for the current key, built (debootstrap, setup) when missing."""
-    key = base_key()
-    base = cache / f"base-{key}"
-    done = cache / f"base-{key}.done"  # beside the root: nothing of the tier's in the image
-    if done.exists() and base.is_dir():
-        return Base(base)
-    debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    staging = cache / f"base-{key}.building"
+def _cached_layer(cache: Path, name: str, key: str,
+                  build: Callable[[Path, Path], None]) -> Base:
+    """``cache/NAME-KEY``, built when missing by *build(staging, log)* into a fresh
+    ``NAME-KEY.building`` and then renamed; the layers of older keys are dropped.
+
+    ``NAME-KEY.done`` (beside the root: nothing of the tier's in the image) marks a
+    finished build; apt's and debootstrap's .debs are kept in ``cache/debs``.
+    """
+    root = cache / f"{name}-{key}"
+    done = cache / f"{name}-{key}.done"
+    if done.exists() and root.is_dir():
+        return Base(root)
+    (cache / "debs").mkdir(parents=True, exist_ok=True)
+    staging = cache / f"{name}-{key}.building"
     shutil.rmtree(staging, ignore_errors=True)
-    log = cache / f"base-{key}.log"
+    log = cache / f"{name}-{key}.log"
     log.unlink(missing_ok=True)
-    started = time.monotonic()
-    say(f"distro: building the base image from nothing: debootstrap --variant=minbase "
-        f"{RELEASE} with {len(PACKAGES)} packages (several minutes; log {log})")
-    command = ["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
-               f"--include={','.join(PACKAGES)}", RELEASE, str(staging), mirror()]
-    with open(log, "ab") as out:
-        proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"debootstrap failed with exit {proc.returncode}:\n{tail(log)}")
-    say(f"distro: debootstrap took {time.monotonic() - started:.0f} s")
-    shutil.copy2(BASE_SETUP, staging / "base-setup.sh")
-    nspawn(staging, ["/bin/sh", "/base-setup.sh"], log)
-    (staging / "base-setup.sh").unlink()
-    # apt's own copies of the .debs: debs/ keeps them for the next build.
-    for deb in (staging / "var/cache/apt/archives").glob("*.deb"):
-        deb.unlink()
-    for old in cache.glob("base-*"):
+    build(staging, log)
+    for old in cache.glob(f"{name}-*"):
         if old.name != staging.name:
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
             elif old.suffix == ".done":
                 old.unlink()
-    os.replace(staging, base)
+    os.replace(staging, root)
     done.write_text(f"{key}\n")
-    return Base(base)
+    return Base(root)
+
+
+def ensure_base(cache: Path, say: Say = print) -> Base:
+    """The cached base for the current key, built (debootstrap, setup) when missing."""
+
+    def build(staging: Path, log: Path) -> None:
+        started = time.monotonic()
+        say(f"distro: building the base image from nothing: debootstrap --variant=minbase "
+            f"{RELEASE} with {len(PACKAGES)} packages (several minutes; log {log})")
+        command = ["debootstrap", "--variant=minbase", f"--cache-dir={cache / 'debs'}",
+                   f"--include={','.join(PACKAGES)}", RELEASE, str(staging), mirror()]
+        with open(log, "ab") as out:
+            proc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, check=False)
+        if proc.returncode != 0:
+            raise BuildError(f"debootstrap failed with exit {proc.returncode}:\n{tail(log)}")
+        say(f"distro: debootstrap took {time.monotonic() - started:.0f} s")
+        shutil.copy2(BASE_SETUP, staging / "base-setup.sh")
+        nspawn(staging, ["/bin/sh", "/base-setup.sh"], log)
+        (staging / "base-setup.sh").unlink()
+        # apt's own copies of the .debs: debs/ keeps them for the next build.
+        for deb in (staging / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
+
+    return _cached_layer(cache, "base", base_key(), build)
 
 
 def dracut_key(key: str | None = None, packages: Sequence[str] = DRACUT_PACKAGES) -> str:
@@ -204,34 +217,20 @@ def ensure_dracut_base(cache: Path, base: Base, say: Say = print) -> Base:
     Keyed like the base (a new base, a new layer); apt's .debs go to ``debs/`` with
     debootstrap's, so a rebuild after a change downloads nothing it has.
     """
-    key = dracut_key()
-    layer = cache / f"dracut-{key}"
-    done = cache / f"dracut-{key}.done"
-    if done.exists() and layer.is_dir():
-        return Base(layer)
-    debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    staging = cache / f"dracut-{key}.building"
-    shutil.rmtree(staging, ignore_errors=True)
-    log = cache / f"dracut-{key}.log"
-    log.unlink(missing_ok=True)
-    started = time.monotonic()
-    say(f"distro: building the dracut layer: apt-get install {' '.join(DRACUT_PACKAGES)} "
-        f"over the base (log {log})")
-    subprocess.run(["cp", "-a", "--reflink=auto", f"{base.root}/.", str(staging)], check=True)
-    nspawn(staging, ["apt-get", "install", "-y", "--no-install-recommends",
-                     "-o", "Dir::Cache::Archives=/run/vfiod-debs", *DRACUT_PACKAGES], log,
-           f"--bind={debs}:/run/vfiod-debs", "--setenv=DEBIAN_FRONTEND=noninteractive")
-    for old in cache.glob("dracut-*"):
-        if old.name != staging.name:
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            elif old.suffix == ".done":
-                old.unlink()
-    os.replace(staging, layer)
-    done.write_text(f"{key}\n")
-    say(f"distro: dracut layer built in {time.monotonic() - started:.0f} s")
-    return Base(layer)
+
+    def build(staging: Path, log: Path) -> None:
+        started = time.monotonic()
+        say(f"distro: building the dracut layer: apt-get install {' '.join(DRACUT_PACKAGES)} "
+            f"over the base (log {log})")
+        subprocess.run(["cp", "-a", "--reflink=auto", f"{base.root}/.", str(staging)],
+                       check=True)
+        nspawn(staging, ["apt-get", "install", "-y", "--no-install-recommends",
+                         "-o", "Dir::Cache::Archives=/run/vfiod-debs", *DRACUT_PACKAGES], log,
+               f"--bind={cache / 'debs'}:/run/vfiod-debs",
+               "--setenv=DEBIAN_FRONTEND=noninteractive")
+        say(f"distro: dracut layer built in {time.monotonic() - started:.0f} s")
+
+    return _cached_layer(cache, "dracut", dracut_key(), build)
 
 
 #: The config the image boots with: the first NIC claimed at boot by the shim; names

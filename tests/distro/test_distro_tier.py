@@ -244,3 +244,25 @@ def test_the_boots_wait_for_the_machine_lock_another_tier_holds(
         if holder.poll() is None:
             holder.kill()
         holder.wait()
+
+
+def test_a_cached_layer_is_built_once_per_key_and_an_older_keys_layer_is_dropped(
+        tmp_path: Path) -> None:
+    built: list[str] = []
+
+    def build(staging: Path, log: Path) -> None:
+        staging.mkdir()
+        (staging / "etc").mkdir()
+        log.write_text("built\n")
+        built.append(staging.name)
+
+    first = image._cached_layer(tmp_path, "base", "k1", build)
+    again = image._cached_layer(tmp_path, "base", "k1", build)
+    assert first.root == again.root == tmp_path / "base-k1"
+    assert built == ["base-k1.building"]  # the second call found it cached
+    assert (tmp_path / "base-k1.done").read_text() == "k1\n"
+    newer = image._cached_layer(tmp_path, "base", "k2", build)
+    assert newer.root.is_dir() and (newer.root / "etc").is_dir()
+    assert not (tmp_path / "base-k1").exists() and not (tmp_path / "base-k1.done").exists()
+    assert not (tmp_path / "base-k2.building").exists()
+    assert (tmp_path / "debs").is_dir()
