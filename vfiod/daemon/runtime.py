@@ -487,15 +487,5 @@ class Daemon:
         self.engine.holders_changed()
         self.engine.observe_guests()
 
-    async def clear_quarantine(self, device: str) -> bool:
-        """Lift a device's quarantine (Reset's ``clear`` option); True when it was
-        quarantined. Its Quarantined property changes at once."""
-        address = await asyncio.to_thread(self.engine.resolve, device)
-        cleared = await asyncio.to_thread(self.engine.clear_quarantine, address)
-        if cleared:
-            log.info("%s: quarantine cleared by the user", address, extra=fields(address))
-        await self.republish([address])
-        return cleared
-
     def _on_synced(self, statuses: list[DeviceStatus]) -> None:
         self.notifier.status(status_line(statuses))

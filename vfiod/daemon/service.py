@@ -51,9 +51,6 @@ class Operations(Protocol):
     async def reload_config(self) -> Any:
         """Reread the config file."""
 
-    async def clear_quarantine(self, device: str) -> bool:
-        """Lift a device's quarantine; True when it was quarantined."""
-
     async def plan(self, op: str, device: str, *, group: bool = True,
                    force: bool = False) -> Plan:
         """The dry run of bind, unbind or reset: its plan, no write."""

@@ -189,8 +189,8 @@ class Engine:
         if op not in ("bind", "unbind", "reset"):
             raise ValueError(f"unknown operation {op}")
         with reporting(progress, cancelled, wait):
-            if op == "reset" and clear:
-                self.clear_quarantine(address)
+            if op == "reset" and clear and self.clear_quarantine(address):
+                log.info("%s: quarantine cleared by the user", address)
             plan = self._plan_waiting(op, address, group=group, force=force)
             if op == "reset":
                 return self._recorded_reset(plan).method
