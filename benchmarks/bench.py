@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
+import io
 import json
 import os
 import platform
@@ -42,6 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from dbus_fast import Message, MessageType, Variant  # noqa: E402
+from dbus_fast._private.unmarshaller import Unmarshaller  # noqa: E402
 from dbus_fast.aio import MessageBus  # noqa: E402
 
 from benchmarks.goals import GOALS  # noqa: E402
@@ -277,6 +280,21 @@ def render_table(results: Results) -> str:
 
 # -- helpers ----------------------------------------------------------------------------
 
+def compile_package() -> str:
+    """Compile vfiod's modules to __pycache__ as ``make install`` does; what was done.
+
+    An installed vfiod starts from bytecode. This checkout's modules may have none (an
+    editable install never compiles them, and a machine with PYTHONDONTWRITEBYTECODE=1
+    never writes them), and then every vfiod and vfioctl started here would compile
+    ~50 modules from source first: 60-80 ms of each start measured on this machine.
+    """
+    package = REPO / "vfiod"
+    if not compileall.compile_dir(package, quiet=1, workers=0):
+        raise BenchError(f"cannot compile {package}")
+    why = " (PYTHONDONTWRITEBYTECODE is set here)" if sys.flags.dont_write_bytecode else ""
+    return f"vfiod's modules compiled to __pycache__ first, as `make install` does{why}"
+
+
 def machine_facts() -> dict[str, Any]:
     """CPU count, Python, kernel and load at start (figures on a busy machine are inflated)."""
     load = os.getloadavg()
@@ -323,7 +341,20 @@ def vm_status(pid: int) -> dict[str, int]:
 
 def wire_size(msg: Message) -> int:
     """The size of a message as sent on the bus (header and body)."""
-    return len(msg._marshall(False))  # dbus-fast's own serialiser; no public equivalent
+    return len(wire_bytes(msg))
+
+
+def wire_bytes(msg: Message) -> bytes:
+    """A message as sent on the bus (header and body)."""
+    return bytes(msg._marshall(False))  # dbus-fast's own serialiser; no public equivalent
+
+
+def unmarshall(wire: bytes) -> Message:
+    """Decode a message from its wire bytes as a dbus-fast client does on receipt."""
+    decoded = Unmarshaller(io.BytesIO(wire)).unmarshall()  # private, like _marshall
+    if decoded is None:
+        raise BenchError("dbus-fast could not decode a whole message")
+    return decoded
 
 
 def check_reply(reply: Message, what: str) -> Message:
@@ -617,6 +648,10 @@ async def _dbus_scale(address: str, results: Results, counts: Counts, section: s
         results.timed(section, "D-Bus GetManagedObjects", samples, f"{objects} objects",
                       key="gmo_scale")
         results.quantity(section, "GetManagedObjects reply size", wire_size(reply), "bytes")
+        wire = wire_bytes(reply)
+        results.timed(section, "  of it: the client unmarshalling the reply",
+                      repeat(counts.scale_gmo, lambda: unmarshall(wire)),
+                      "dbus-fast (compiled) decoding the same bytes, no bus")
 
 
 class client:
@@ -643,6 +678,29 @@ def idle_rss(results: Results, section: str, pid: int, settle: float, key: str =
     results.quantity(section, "vfiod VmRSS, idle after start", vm["VmRSS"] / 1024, "MB",
                      f"VmHWM {vm['VmHWM'] / 1024:.1f} MB (peak so far); includes the "
                      "simulated kernel", key=key)
+
+
+#: A process that holds only the simulated machine: what the simulation adds to vfiod's RSS.
+_SIM_ALONE = """
+import sys, time
+from vfiod.sim import SimHost
+host = SimHost(profile=sys.argv[1])
+time.sleep(float(sys.argv[2]))
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS:")))
+host.close()
+"""
+
+
+def sim_alone_rss(results: Results, section: str, profile: str, settle: float) -> None:
+    """The RSS of a Python process holding only the same simulated machine (no vfiod):
+    the simulated kernel is in vfiod's process under --simulate, never on a real host."""
+    done = subprocess.run([sys.executable, "-c", _SIM_ALONE, profile, str(settle)],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          cwd=REPO, stdin=subprocess.DEVNULL)
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        raise BenchError(f"the simulated machine alone failed: {done.stderr.strip()[-500:]}")
+    results.quantity(section, "  the simulated machine alone, no vfiod", int(done.stdout) / 1024,
+                     "MB", "VmRSS of Python + vfiod.sim + SimHost, idle; in the line above")
 
 
 def run_cli(argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -695,6 +753,7 @@ def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> Non
     proc = start_repeatedly(results, section, daemons, "seed-x99", counts.seed_start,
                             "start_seed")
     idle_rss(results, section, proc.pid, 1.0, "rss_seed")
+    sim_alone_rss(results, section, "seed-x99", 1.0)
     asyncio.run(_dbus_seed(daemons.bus.address, results, counts, section))
 
     address = daemons.bus.address
@@ -718,6 +777,7 @@ def bench_daemon_scale(results: Results, counts: Counts, daemons: Daemons) -> No
     proc = start_repeatedly(results, section, daemons, "scale", counts.scale_start,
                             "start_scale")
     idle_rss(results, section, proc.pid, 2.0, "rss_scale")
+    sim_alone_rss(results, section, "scale", 2.0)
     asyncio.run(_dbus_scale(daemons.bus.address, results, counts, section))
     vm = vm_status(proc.pid)
     results.quantity(section, "vfiod VmRSS after the calls", vm["VmRSS"] / 1024, "MB",
@@ -1043,6 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     results = Results()
     results.machine = machine_facts()
+    results.machine["bytecode"] = compile_package()
     started = time.perf_counter()
     status = 0
     failure = ""
