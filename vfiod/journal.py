@@ -18,6 +18,12 @@ before any path is built from it. A file that does not is moved aside
 transaction from an earlier boot is logged and discarded: the machine it described
 is gone (the early-boot shim may have set it up anew since).
 
+So transaction and rescan files are written atomically but never fsynced: what they
+must survive is the daemon being killed, which the page cache outlives; a power cut or
+a kernel crash is a new boot, whose start discards them whatever reached the disk. An
+fsync there would buy nothing and cost each operation four disk flushes (a spinning
+disk's 10-20 ms each). ``host-drivers.json`` outlives boots and is written durably.
+
 The directory is refused unless it and everything in it belong to the daemon's user
 and nobody else may write there (what it holds decides which devices get written).
 """
@@ -207,19 +213,19 @@ class Journal:
         return self.dir / f"{TXN_PREFIX}{key}{TXN_SUFFIX}"
 
     def begin(self, txn: Transaction) -> None:
-        """Persist a transaction before its first step."""
-        atomic_write(self._txn_path(txn.key), txn.model_dump_json(indent=1))
+        """Persist a transaction before its first step (for this boot: no fsync)."""
+        atomic_write(self._txn_path(txn.key), txn.model_dump_json(indent=1), durable=False)
 
     def commit(self, txn: Transaction, after: dict[str, str | None]) -> Transaction:
         """Mark every step done and verified, with where each member ended (*after*)."""
         done = txn.model_copy(update={"committed": True, "members": [
             m.model_copy(update={"driver_after": after.get(m.address)}) for m in txn.members]})
         done = Transaction.model_validate(done.model_dump())  # the validators, once more
-        atomic_write(self._txn_path(done.key), done.model_dump_json(indent=1))
+        atomic_write(self._txn_path(done.key), done.model_dump_json(indent=1), durable=False)
         return done
 
     def end(self, txn: Transaction) -> None:
-        """Forget a finished (or rolled back) transaction, durably."""
+        """Forget a finished (or rolled back) transaction."""
         self._unlink(self._txn_path(txn.key))
 
     def unfinished(self) -> list[Transaction]:
@@ -264,11 +270,12 @@ class Journal:
             raise Failed("the kernel's boot id could not be read: refusing to remove "
                          "devices without a journal bound to this boot")
         record = RescanRecord(boot_id=self.boot_id, members=members)
-        atomic_write(self._rescan_path(record.key), record.model_dump_json(indent=1))
+        atomic_write(self._rescan_path(record.key), record.model_dump_json(indent=1),
+                     durable=False)
         return record
 
     def end_rescan(self, record: RescanRecord) -> None:
-        """Forget a finished remove and rescan, durably."""
+        """Forget a finished remove and rescan."""
         self._unlink(self._rescan_path(record.key))
 
     def unfinished_rescans(self) -> list[RescanRecord]:
@@ -295,11 +302,8 @@ class Journal:
 
     # -- files ------------------------------------------------------------------------
     def _unlink(self, path: Path) -> None:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        self._sync_dir()  # the removal too must survive a power cut
+        # Transaction and rescan files only, which belong to one boot: no fsync.
+        path.unlink(missing_ok=True)
 
     def _set_aside(self, path: Path, why: str, consequence: str) -> None:
         """Move a damaged file out of the way, keeping it for a human to read."""
@@ -310,13 +314,6 @@ class Journal:
     def _report(self, message: str) -> None:
         log.warning("state directory %s: %s", self.dir, message)
         self.problems.append(message)
-
-    def _sync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def move_aside(path: Path) -> Path:

@@ -313,23 +313,39 @@ def test_a_rolled_forward_member_someone_moved_since_is_left_where_it_is(
                for r in caplog.records)
 
 
-def test_removing_a_finished_transaction_syncs_the_directory(
+def test_a_bind_and_an_unbind_flush_nothing_to_disk_once_the_host_drivers_are_known(
         host: SimHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Transaction files belong to one boot: a power cut is a new boot, which discards
+    # them whatever reached the disk; a killed daemon's are in the page cache.
     state = tmp_path / "state"
     engine = Engine(host, state)
-    events: list[str] = []
-    real_fsync, real_unlink = os.fsync, Path.unlink
+    engine.bind(GPU)
+    engine.unbind(GPU)  # the host drivers are recorded by now (durably)
+    synced: list[str] = []
+    real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        events.append(f"sync {os.readlink(f'/proc/self/fd/{fd}')}")
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    def unlink(self: Path, missing_ok: bool = False) -> None:
-        events.append(f"unlink {self}")
-        real_unlink(self, missing_ok=missing_ok)
+    monkeypatch.setattr(os, "fsync", fsync)
+    engine.bind(GPU)
+    engine.unbind(GPU)
+    assert synced == []
+    assert not list(state.glob("txn-*"))
+
+
+def test_a_changed_host_driver_record_is_flushed_with_its_directory(
+        host: SimHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(Path, "unlink", unlink)
-    engine.bind(GPU)
-    removed = events.index(f"unlink {state / f'txn-{GPU}.json'}")
-    assert events[removed + 1:] == [f"sync {state}"]
+    Engine(host, state).bind(GPU)  # records where the pair came from: it outlives boots
+    assert synced[-1] == str(state)
+    assert all(p == str(state) or p.startswith(f"{state}/.host-drivers.json.") for p in synced)

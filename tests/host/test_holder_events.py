@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import select
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,18 @@ def test_opening_a_group_node_is_a_node_event(tmp_path: Path) -> None:
     try:
         with open(vfio / "31", "rb"):
             pass
+        assert HolderEvent("node") in _wait(source)
+    finally:
+        source.close()
+
+
+def test_a_group_node_created_is_no_event_but_one_removed_is(tmp_path: Path) -> None:
+    dev, vfio = _dev(tmp_path)
+    source = HolderEventSource(str(dev), str(vfio))
+    try:
+        os.mknod(vfio / "32", 0o600 | stat.S_IFREG)  # as devtmpfs makes it: no open
+        assert _wait(source, 0.2) == []
+        (vfio / "31").unlink()
         assert HolderEvent("node") in _wait(source)
     finally:
         source.close()

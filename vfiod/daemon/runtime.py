@@ -252,8 +252,11 @@ class Daemon:
             raise Failed("vfiod is stopping; try again when it is back")
         if wait > MAX_WAIT:
             raise InvalidArgument(f"option 'wait' is at most {MAX_WAIT} seconds, not {wait}")
-        address = await asyncio.to_thread(self.engine.resolve, device)
-        devices = await asyncio.to_thread(self.engine.affected, op, address, group)
+        def resolve() -> tuple[str, list[str]]:  # one hop to the engine's thread, not two
+            address = self.engine.resolve(device)
+            return address, self.engine.affected(op, address, group)
+
+        address, devices = await asyncio.to_thread(resolve)
 
         async def run(job: Job) -> Any:
             task = asyncio.current_task()
@@ -264,7 +267,7 @@ class Daemon:
                 if any(k in self._locks and self._locks[k].locked() for k in keys):
                     self.jobs.set_phase(job, "queued", "other operations on the same IOMMU "
                                         "group to finish")
-                async with self._hold_groups(op, address):
+                async with self._hold_groups(op, address, keys):
                     if self._stopping:  # asked to stop while waiting for the group
                         raise Failed("vfiod is stopping; try again when it is back")
                     job.running = True
@@ -309,15 +312,18 @@ class Daemon:
         return await asyncio.to_thread(self.engine.check_devices, devices)
 
     @contextlib.asynccontextmanager
-    async def _hold_groups(self, op: str, address: str) -> AsyncIterator[None]:
-        """Hold the lock of every group the operation touches (``engine.lock_keys``).
+    async def _hold_groups(self, op: str, address: str,
+                           keys: list[str] | None = None) -> AsyncIterator[None]:
+        """Hold the lock of every group the operation touches (``engine.lock_keys``, or
+        *keys* the caller has just asked it for).
 
         The locks are taken one by one in the engine's one order, so two operations
         that need overlapping sets never each wait for the other. A bus that gained a
         group while we waited (a hot-add) makes us let go and take the new set.
         """
         while True:
-            keys = await asyncio.to_thread(self.engine.lock_keys, op, address)
+            if keys is None:
+                keys = await asyncio.to_thread(self.engine.lock_keys, op, address)
             async with contextlib.AsyncExitStack() as held:
                 for key in keys:
                     await held.enter_async_context(self._locks.setdefault(key, asyncio.Lock()))
@@ -325,12 +331,17 @@ class Daemon:
                 if set(now) <= set(keys):
                     yield
                     return
+            keys = now  # the set grew while we waited: take the new one
 
     async def _operate_locked(self, op: str, address: str, group: bool, force: bool,
                               job: Job, wait: int = 0, clear: bool = False) -> Any:
         loop = asyncio.get_running_loop()
-        affected = await asyncio.to_thread(self.engine.affected, op, address, group)
-        await asyncio.to_thread(self.engine.mark_busy, affected)
+        def mark_busy() -> list[str]:
+            affected = self.engine.affected(op, address, group)
+            self.engine.mark_busy(affected)
+            return affected
+
+        affected = await asyncio.to_thread(mark_busy)
         await self.republish(affected)
         extra = fields(address, op)
         log.info("%s %s%s%s: started", op, address, "" if group or op == "reset" else

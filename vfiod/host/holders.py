@@ -131,7 +131,10 @@ class HolderEventSource:
                 if event.mask & self._flags.IGNORED:
                     self._vfio_wd = None  # /dev/vfio went away (vfio unloaded)
                 elif event.name.isdigit():  # a group node, not "vfio"
-                    interesting = True
+                    # Its creation (a group's first function bound to vfio-pci) changes
+                    # no holder: nobody holds a new node, and an open is an event of its
+                    # own. Skipping it saves a /proc scan per bind.
+                    interesting = interesting or not event.mask & self._flags.CREATE
                 elif event.name == "devices" and event.mask & self._flags.CREATE:
                     self._watch_vfio_dir()  # the cdev folder appeared
             elif event.wd == self._cdev_wd:
