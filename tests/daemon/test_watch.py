@@ -96,12 +96,15 @@ def test_lost_events_turn_into_a_full_rescan() -> None:
 
 
 class _HolderSource:
-    """A holder event source whose first receive() says holder 4242 exited."""
+    """A holder event source whose first receive() gives *events* (by default: a node
+    event, then holder 4242 exited)."""
 
     polling = False
     why_polling = ""
 
-    def __init__(self) -> None:
+    def __init__(self, events: list[HolderEvent] | None = None) -> None:
+        self.events = [HolderEvent("node"), HolderEvent("exit", 4242)] \
+            if events is None else events
         self.read_fd, self.write_fd = os.pipe()
         os.write(self.write_fd, b"x")
 
@@ -113,7 +116,7 @@ class _HolderSource:
 
     def receive(self) -> list[HolderEvent]:
         os.read(self.read_fd, 1)
-        return [HolderEvent("node"), HolderEvent("exit", 4242)]
+        return self.events
 
     def close(self) -> None:
         os.close(self.read_fd)
@@ -121,8 +124,11 @@ class _HolderSource:
 
 
 class _HolderHost:
+    def __init__(self, events: list[HolderEvent] | None = None) -> None:
+        self.events = events
+
     def open_holder_events(self) -> _HolderSource:
-        return _HolderSource()
+        return _HolderSource(self.events)
 
 
 def test_a_holders_exit_is_told_at_once_then_holders_are_rechecked() -> None:
@@ -145,3 +151,53 @@ def test_a_holders_exit_is_told_at_once_then_holders_are_rechecked() -> None:
 
     asyncio.run(scenario())
     assert order == [4242, "recheck"]
+
+
+def _rechecks_of(events: list[HolderEvent], *, operating_on: set[int],
+                 resume_after: float | None) -> list[float]:
+    """When (seconds after start) the watcher rechecked holders, given one batch of
+    *events* while vfiod operates on *operating_on*, resumed after *resume_after*."""
+    times: list[float] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+
+        async def handler() -> None:
+            times.append(loop.time() - began)
+
+        watcher = HolderWatcher(_HolderHost(events), handler, list)  # type: ignore[arg-type]
+        watcher.operating_on = operating_on.__contains__
+        watcher.start()
+        try:
+            if resume_after is not None:
+                await asyncio.sleep(resume_after)
+                watcher.resume()
+            await asyncio.sleep(0.5)
+        finally:
+            watcher.stop()
+
+    asyncio.run(scenario())
+    return times
+
+
+def test_node_events_of_a_group_vfiod_operates_on_wait_for_the_operations_end() -> None:
+    times = _rechecks_of([HolderEvent("node", group=31)], operating_on={31},
+                         resume_after=0.3)
+    assert len(times) == 1 and times[0] >= 0.3
+
+
+def test_node_events_of_a_group_vfiod_does_not_hold_are_rechecked_at_once() -> None:
+    times = _rechecks_of([HolderEvent("node", group=31), HolderEvent("node", group=9)],
+                         operating_on={31}, resume_after=None)
+    assert len(times) == 1 and times[0] < 0.3
+
+
+def test_a_holders_exit_is_never_held_back() -> None:
+    times = _rechecks_of([HolderEvent("node", group=31), HolderEvent("exit", 4242)],
+                         operating_on={31}, resume_after=None)
+    assert len(times) == 1 and times[0] < 0.3
+
+
+def test_resuming_with_nothing_held_back_rechecks_nothing() -> None:
+    assert _rechecks_of([], operating_on={31}, resume_after=0.1) == []

@@ -30,7 +30,7 @@ def test_opening_a_group_node_is_a_node_event(tmp_path: Path) -> None:
     try:
         with open(vfio / "31", "rb"):
             pass
-        assert HolderEvent("node") in _wait(source)
+        assert HolderEvent("node", group=31) in _wait(source)
     finally:
         source.close()
 
@@ -42,6 +42,20 @@ def test_a_group_node_created_is_no_event_but_one_removed_is(tmp_path: Path) -> 
         os.mknod(vfio / "32", 0o600 | stat.S_IFREG)  # as devtmpfs makes it: no open
         assert _wait(source, 0.2) == []
         (vfio / "31").unlink()
+        assert HolderEvent("node", group=31) in _wait(source)
+    finally:
+        source.close()
+
+
+def test_a_device_cdev_created_is_no_event_but_one_opened_is(tmp_path: Path) -> None:
+    dev, vfio = _dev(tmp_path)
+    (vfio / "devices").mkdir()
+    source = HolderEventSource(str(dev), str(vfio))
+    try:
+        os.mknod(vfio / "devices" / "vfio0", 0o600 | stat.S_IFREG)
+        assert _wait(source, 0.2) == []
+        with open(vfio / "devices" / "vfio0", "rb"):
+            pass
         assert HolderEvent("node") in _wait(source)
     finally:
         source.close()
@@ -96,7 +110,7 @@ def test_dev_vfio_appearing_later_is_watched_from_then_on(tmp_path: Path) -> Non
         (dev / "vfio" / "31").write_bytes(b"")
         with open(dev / "vfio" / "31", "rb"):
             pass
-        assert HolderEvent("node") in _wait(source)
+        assert HolderEvent("node", group=31) in _wait(source)
     finally:
         source.close()
 

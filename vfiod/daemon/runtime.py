@@ -15,6 +15,7 @@ import contextlib
 import functools
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,7 @@ from vfiod.engine import Engine
 from vfiod.engine.checks import DeviceCheck
 from vfiod.engine.plan import Plan
 from vfiod.engine.progress import Cancelled
+from vfiod.engine.transactions import group_lock_key
 from vfiod.errors import Failed, InvalidArgument, VfiodError
 from vfiod.records import DeviceStatus
 
@@ -74,9 +76,14 @@ class Daemon:
         self.view: DeviceView | None = None  # exported at start
         self.uevents = UeventWatcher(self.host, self._apply_changes)
         self.holders = HolderWatcher(self.host, self._holders_changed, self._holder_pids)
+        self.holders.operating_on = self._operating_on_group
         # A holder's exit status, read when its pidfd fires, says how its guest run ended.
         self.holders.on_exit = self.engine.note_exit
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Functions an operation is moving (how many operations), and those whose
+        #: uevents arrived meanwhile: reread once when the operation ends.
+        self._operating: Counter[str] = Counter()
+        self._deferred: set[str] = set()
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -321,17 +328,26 @@ class Daemon:
         that need overlapping sets never each wait for the other. A bus that gained a
         group while we waited (a hot-add) makes us let go and take the new set.
         """
-        while True:
-            if keys is None:
-                keys = await asyncio.to_thread(self.engine.lock_keys, op, address)
-            async with contextlib.AsyncExitStack() as held:
-                for key in keys:
-                    await held.enter_async_context(self._locks.setdefault(key, asyncio.Lock()))
-                now = await asyncio.to_thread(self.engine.lock_keys, op, address)
-                if set(now) <= set(keys):
-                    yield
-                    return
-            keys = now  # the set grew while we waited: take the new one
+        try:
+            while True:
+                if keys is None:
+                    keys = await asyncio.to_thread(self.engine.lock_keys, op, address)
+                async with contextlib.AsyncExitStack() as held:
+                    for key in keys:
+                        await held.enter_async_context(
+                            self._locks.setdefault(key, asyncio.Lock()))
+                    now = await asyncio.to_thread(self.engine.lock_keys, op, address)
+                    if set(now) <= set(keys):
+                        yield
+                        return
+                keys = now  # the set grew while we waited: take the new one
+        finally:
+            self.holders.resume()  # the holder events our groups' nodes had meanwhile
+
+    def _operating_on_group(self, group: int) -> bool:
+        """Whether an operation holds this IOMMU group's lock now."""
+        lock = self._locks.get(group_lock_key(group))
+        return lock is not None and lock.locked()
 
     async def _operate_locked(self, op: str, address: str, group: bool, force: bool,
                               job: Job, wait: int = 0, clear: bool = False) -> Any:
@@ -342,6 +358,7 @@ class Daemon:
             return affected
 
         affected = await asyncio.to_thread(mark_busy)
+        self._operating.update(affected)
         await self.republish(affected)
         extra = fields(address, op)
         log.info("%s %s%s%s: started", op, address, "" if group or op == "reset" else
@@ -359,8 +376,19 @@ class Daemon:
             log.warning("%s %s failed: %s", op, address, err, extra=extra)
             raise
         finally:
-            await asyncio.to_thread(self.engine.clear_busy, affected)
-            await self.republish(affected)
+            self._operating.subtract(affected)
+            done = {a for a in affected if self._operating[a] <= 0}
+            for a in done:
+                del self._operating[a]
+            deferred, self._deferred = self._deferred & done, self._deferred - done
+
+            def clear_busy() -> None:
+                self.engine.clear_busy(affected)
+                if deferred:
+                    self.engine.reread(deferred)
+
+            await asyncio.to_thread(clear_busy)
+            await self.republish([*affected, *(deferred - set(affected))])
         took = time.monotonic() - began
         shown = result if isinstance(result, str) else ", ".join(result) or "nothing to move"
         log.info("%s %s: done in %.2f s: %s", op, address, took, shown, extra=extra)
@@ -449,7 +477,19 @@ class Daemon:
 
     # -- reacting to the host ---------------------------------------------------------
     async def _apply_changes(self, changes: Changes) -> None:
-        """Uevents arrived: reread what they name, republish, claim hot-added devices."""
+        """Uevents arrived: reread what they name, republish, claim hot-added devices.
+
+        A function an operation is moving is reread when the operation ends, once: its
+        own writes make most of these uevents, and rereading it meanwhile would only
+        compete with the operation (it shows as busy until then anyway).
+        """
+        if not changes.rescan and self._operating:
+            moving = {a for a in changes.refresh if a in self._operating}
+            if moving:
+                self._deferred |= moving
+                changes = Changes(refresh=changes.refresh - moving)
+                if not changes:
+                    return
         def reread() -> list[str]:
             if changes.rescan:
                 self.engine.rescan()

@@ -173,6 +173,11 @@ class HolderWatcher:
         #: Called with a holder's pid as soon as its pidfd says it exited (while the
         #: kernel may still keep its exit status); it must not block.
         self.on_exit: Callable[[int], None] | None = None
+        #: Whether an operation of vfiod's own holds this group now (its lock): the
+        #: events of that group's node are then its own (the fence's open and close;
+        #: nobody else can open a group vfiod holds) and wait for resume().
+        self.operating_on: Callable[[int], bool] = lambda group: False
+        self._held_back = False
 
     def start(self) -> None:
         """Watch the host's holder events (or poll), and the current holders' exits."""
@@ -204,6 +209,12 @@ class HolderWatcher:
         if self.source is not None and self.source.watch_pids(list(pids)):
             self.kick()  # gone already: the next check notices
 
+    def resume(self) -> None:
+        """An operation let go of its groups: recheck now if events were held back."""
+        if self._held_back:
+            self._held_back = False
+            self.kick()
+
     def _readable(self) -> None:
         assert self.source is not None
         events = self.source.receive()
@@ -211,8 +222,13 @@ class HolderWatcher:
             for event in events:
                 if event.kind == "exit":
                     self.on_exit(event.pid)
-        if events:
-            self.kick()
+        if not events:
+            return
+        if all(e.kind == "node" and e.group is not None and self.operating_on(e.group)
+               for e in events):
+            self._held_back = True  # one recheck when the operation ends, not one per event
+            return
+        self.kick()
 
     def _schedule_poll(self) -> None:
         def tick() -> None:

@@ -60,8 +60,13 @@ def public_error(exc: Exception, note: str) -> VfiodError:
 def group_key(dev: PciDevice | None, address: str) -> str:
     """The key operations are serialised on: the IOMMU group, else the device."""
     if dev is not None and dev.iommu_group is not None:
-        return f"group-{dev.iommu_group}"
+        return group_lock_key(dev.iommu_group)
     return address
+
+
+def group_lock_key(group: int) -> str:
+    """The key of an IOMMU group (group_key of its functions)."""
+    return f"group-{group}"
 
 
 def lock_order(key: str) -> tuple[int, int, str]:

@@ -22,8 +22,9 @@ from vfiod.host import paths
 class HolderEvent:
     """Something that may have changed who holds a /dev/vfio node."""
 
-    kind: str  # "node": a group node opened, closed, made or removed; "exit": a holder died
+    kind: str  # "node": a /dev/vfio node opened, closed or removed; "exit": a holder died
     pid: int = 0  # the holder that exited
+    group: int | None = None  # a group node's event: its group (None: a cdev, /dev/vfio)
 
 
 class HolderEventSource:
@@ -82,7 +83,10 @@ class HolderEventSource:
         events: list[HolderEvent] = []
         for fd, _ in self._epoll.poll(0):
             if self._inotify is not None and fd == self._inotify.fileno():  # type: ignore[attr-defined]
-                if self._read_inotify():
+                touched = self._read_inotify()
+                events += [HolderEvent("node", group=g)
+                           for g in sorted(g for g in touched if g is not None)]
+                if None in touched:
                     events.append(HolderEvent("node"))
             elif fd in self._pidfds:
                 pid = self._pidfds.pop(fd)
@@ -118,28 +122,34 @@ class HolderEventSource:
         except OSError:
             self._cdev_wd = None  # a kernel without cdevs, or vfio not loaded
 
-    def _read_inotify(self) -> bool:
+    def _read_inotify(self) -> set[int | None]:
+        """The groups whose nodes had a holder event (None for any other node)."""
         assert self._inotify is not None
-        interesting = False
+        touched: set[int | None] = set()
         vfio_name = os.path.basename(paths.VFIO_DIR)
         for event in self._inotify.read(timeout=0):  # type: ignore[attr-defined]
             if event.wd == self._dev_wd:
                 if event.name == vfio_name:
                     self._watch_vfio_dir()
-                    interesting = True
+                    touched.add(None)
             elif event.wd == self._vfio_wd:
                 if event.mask & self._flags.IGNORED:
                     self._vfio_wd = None  # /dev/vfio went away (vfio unloaded)
                 elif event.name.isdigit():  # a group node, not "vfio"
-                    # Its creation (a group's first function bound to vfio-pci) changes
-                    # no holder: nobody holds a new node, and an open is an event of its
-                    # own. Skipping it saves a /proc scan per bind.
-                    interesting = interesting or not event.mask & self._flags.CREATE
+                    if self._holder_event(event.mask):
+                        touched.add(int(event.name))
                 elif event.name == "devices" and event.mask & self._flags.CREATE:
                     self._watch_vfio_dir()  # the cdev folder appeared
             elif event.wd == self._cdev_wd:
                 if event.mask & self._flags.IGNORED:
                     self._cdev_wd = None
-                elif event.name:
-                    interesting = True
-        return interesting
+                elif event.name and self._holder_event(event.mask):
+                    touched.add(None)
+        return touched
+
+    def _holder_event(self, mask: int) -> bool:
+        """Whether an event on a node can change who holds it: an open, a close, a
+        removal. Not a creation (a function bound to vfio-pci): nobody holds a new
+        node, and its first open is an event of its own. Skipping creations saves
+        the /proc scan a bind would cost twice (group node, cdev)."""
+        return not mask & self._flags.CREATE
