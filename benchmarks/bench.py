@@ -671,36 +671,50 @@ class client:
             await self.bus.wait_for_disconnect()
 
 
-def idle_rss(results: Results, section: str, pid: int, settle: float, key: str = "") -> None:
-    """vfiod's VmRSS after *settle* seconds with no calls."""
+def idle_rss(results: Results, section: str, pid: int, settle: float, key: str = "") -> float:
+    """vfiod's VmRSS after *settle* seconds with no calls (MB, also returned)."""
     time.sleep(settle)
     vm = vm_status(pid)
     results.quantity(section, "vfiod VmRSS, idle after start", vm["VmRSS"] / 1024, "MB",
                      f"VmHWM {vm['VmHWM'] / 1024:.1f} MB (peak so far); includes the "
                      "simulated kernel", key=key)
+    return vm["VmRSS"] / 1024
 
 
-#: A process that holds only the simulated machine: what the simulation adds to vfiod's RSS.
+#: A process that holds only the simulated machine: its VmRSS (kB) with the simulator's
+#: modules loaded (a 30-function machine built and closed first), then with the machine.
 _SIM_ALONE = """
 import sys, time
 from vfiod.sim import SimHost
+def rss():
+    return next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+SimHost(profile="scale-30").close()
+before = rss()
 host = SimHost(profile=sys.argv[1])
 time.sleep(float(sys.argv[2]))
-print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS:")))
+print(before, rss())
 host.close()
 """
 
 
-def sim_alone_rss(results: Results, section: str, profile: str, settle: float) -> None:
-    """The RSS of a Python process holding only the same simulated machine (no vfiod):
-    the simulated kernel is in vfiod's process under --simulate, never on a real host."""
+def sim_alone_rss(results: Results, section: str, profile: str, settle: float,
+                  vfiod_rss_mb: float) -> None:
+    """What the simulated machine adds to vfiod's RSS, measured in a Python process that
+    holds only it, and vfiod's RSS less that: the simulated kernel runs in vfiod's
+    process under --simulate, never on a real host."""
     done = subprocess.run([sys.executable, "-c", _SIM_ALONE, profile, str(settle)],
-                          capture_output=True, text=True, timeout=120, check=False,
+                          capture_output=True, text=True, timeout=180, check=False,
                           cwd=REPO, stdin=subprocess.DEVNULL)
-    if done.returncode != 0 or not done.stdout.strip().isdigit():
+    fields = done.stdout.split()
+    if done.returncode != 0 or len(fields) != 2 or not all(f.isdigit() for f in fields):
         raise BenchError(f"the simulated machine alone failed: {done.stderr.strip()[-500:]}")
-    results.quantity(section, "  the simulated machine alone, no vfiod", int(done.stdout) / 1024,
-                     "MB", "VmRSS of Python + vfiod.sim + SimHost, idle; in the line above")
+    before, after = (int(f) / 1024 for f in fields)
+    results.quantity(section, "  the simulated machine alone, no vfiod", after, "MB",
+                     f"VmRSS of a Python process holding only it; {after - before:.1f} MB "
+                     "of that is the machine (the rest Python and the simulator's modules)")
+    results.quantity(section, "  vfiod less the simulated machine", vfiod_rss_mb
+                     - (after - before), "MB", "the line above less the machine's own part: "
+                     "vfiod's RSS on a host whose kernel is not in its process (estimate)")
 
 
 def run_cli(argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -752,8 +766,8 @@ def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> Non
     section = "vfiod on seed-x99"
     proc = start_repeatedly(results, section, daemons, "seed-x99", counts.seed_start,
                             "start_seed")
-    idle_rss(results, section, proc.pid, 1.0, "rss_seed")
-    sim_alone_rss(results, section, "seed-x99", 1.0)
+    rss = idle_rss(results, section, proc.pid, 1.0, "rss_seed")
+    sim_alone_rss(results, section, "seed-x99", 1.0, rss)
     asyncio.run(_dbus_seed(daemons.bus.address, results, counts, section))
 
     address = daemons.bus.address
@@ -776,8 +790,8 @@ def bench_daemon_scale(results: Results, counts: Counts, daemons: Daemons) -> No
     section = "vfiod on scale"
     proc = start_repeatedly(results, section, daemons, "scale", counts.scale_start,
                             "start_scale")
-    idle_rss(results, section, proc.pid, 2.0, "rss_scale")
-    sim_alone_rss(results, section, "scale", 2.0)
+    rss = idle_rss(results, section, proc.pid, 2.0, "rss_scale")
+    sim_alone_rss(results, section, "scale", 2.0, rss)
     asyncio.run(_dbus_scale(daemons.bus.address, results, counts, section))
     vm = vm_status(proc.pid)
     results.quantity(section, "vfiod VmRSS after the calls", vm["VmRSS"] / 1024, "MB",
