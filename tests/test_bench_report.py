@@ -62,6 +62,21 @@ def test_the_readme_block_shows_each_goal_with_its_verdict_date_and_load() -> No
     assert "| 3.0x |" in block
 
 
+def test_the_readme_block_shows_what_the_missed_memory_and_managed_objects_are_made_of(
+        ) -> None:
+    document = _document()
+    results = Results()
+    results.quantity("vfiod on seed-x99", "  vfiod less the simulated machine", 38.0, "MB")
+    results.quantity("vfiod on scale", "  vfiod less the simulated machine", 66.0, "MB")
+    results.timed("vfiod on scale", "  of it: the client unmarshalling the reply", [0.045])
+    document["figures"] += [f.to_json() for f in results.figures]  # type: ignore[operator]
+    document["machine"]["python loop"] = "30 ms at start; 31 ms at end"  # type: ignore[index]
+    block = readme_table.render(document)  # type: ignore[arg-type]
+    assert "24 / 4,161 functions | 38 MB / 66 MB |" in block
+    assert "decoding the 3.9 MB reply | 45.0 ms |" in block
+    assert "a Python loop of 30 ms at start; 31 ms at end" in block
+
+
 def test_only_the_marked_block_of_the_readme_is_replaced() -> None:
     readme = "# x\nbefore\n<!-- bench:begin -->\nold\n<!-- bench:end -->\nafter\n"
     new = readme_table.replace_block(readme, "new")
