@@ -313,14 +313,8 @@ def test_a_rolled_forward_member_someone_moved_since_is_left_where_it_is(
                for r in caplog.records)
 
 
-def test_a_bind_and_an_unbind_flush_nothing_to_disk_once_the_host_drivers_are_known(
-        host: SimHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Transaction files belong to one boot: a power cut is a new boot, which discards
-    # them whatever reached the disk; a killed daemon's are in the page cache.
-    state = tmp_path / "state"
-    engine = Engine(host, state)
-    engine.bind(GPU)
-    engine.unbind(GPU)  # the host drivers are recorded by now (durably)
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the path of every file or directory fsynced, in order."""
     synced: list[str] = []
     real_fsync = os.fsync
 
@@ -329,6 +323,18 @@ def test_a_bind_and_an_unbind_flush_nothing_to_disk_once_the_host_drivers_are_kn
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_a_bind_and_an_unbind_flush_nothing_to_disk_once_the_host_drivers_are_known(
+        host: SimHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Transaction files belong to one boot: a power cut is a new boot, which discards
+    # them whatever reached the disk; a killed daemon's are in the page cache.
+    state = tmp_path / "state"
+    engine = Engine(host, state)
+    engine.bind(GPU)
+    engine.unbind(GPU)  # the host drivers are recorded by now (durably)
+    synced = _record_fsyncs(monkeypatch)
     engine.bind(GPU)
     engine.unbind(GPU)
     assert synced == []
@@ -338,14 +344,7 @@ def test_a_bind_and_an_unbind_flush_nothing_to_disk_once_the_host_drivers_are_kn
 def test_a_changed_host_driver_record_is_flushed_with_its_directory(
         host: SimHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state = tmp_path / "state"
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = _record_fsyncs(monkeypatch)
     Engine(host, state).bind(GPU)  # records where the pair came from: it outlives boots
     assert synced[-1] == str(state)
     assert all(p == str(state) or p.startswith(f"{state}/.host-drivers.json.") for p in synced)
