@@ -129,12 +129,8 @@ class EventHub:
             for source in self._sources:
                 source.push(event)
             if self._external is not None:
-                self._send_external(event)
+                send_to_listeners(self._external, event.properties)
         return event
-
-    def _send_external(self, event: UEvent) -> None:
-        """Write one event to every external listener's FIFO, never blocking."""
-        send_to_listeners(self._external, event.properties)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Close every source still open."""

@@ -70,12 +70,6 @@ def sscanf_hex(value: str, fields: int) -> list[int]:
     return found
 
 
-def first_word(value: str) -> str:
-    """The first blank-separated word of a buffer (the action of a uevent write)."""
-    words = c_string(value).split()
-    return words[0] if words else ""
-
-
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 

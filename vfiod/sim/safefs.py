@@ -18,10 +18,10 @@ class UnsafeSimPath(OSError):
     """A path the simulated host would write is not its own (planted by someone else)."""
 
 
-def check_own_dir(path: str | os.PathLike[str], *, private: bool = True) -> os.stat_result:
+def check_own_dir(path: str | os.PathLike[str]) -> os.stat_result:
     """Refuse *path* unless it is a real directory (no symbolic link) owned by this
-    process's user and, when *private*, writable by no one else (its group may write
-    it when that is the user's own group). Its lstat."""
+    process's user and writable by no one else (its group may write it when that is
+    the user's own group). Its lstat."""
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeSimPath(f"{os.fspath(path)} is not a directory (a symbolic link?): "
@@ -32,7 +32,7 @@ def check_own_dir(path: str | os.PathLike[str], *, private: bool = True) -> os.s
     # Group-writable is others-writable unless the group is this user's own (a user
     # private group, as umask 002 makes directories).
     writable = stat.S_IWOTH | (stat.S_IWGRP if st.st_gid != os.getegid() else 0)
-    if private and st.st_mode & writable:
+    if st.st_mode & writable:
         raise UnsafeSimPath(f"{os.fspath(path)} is writable by others (mode "
                             f"{stat.S_IMODE(st.st_mode):04o}): chmod go-w it, or use "
                             "another directory for the simulated machine")
