@@ -67,3 +67,16 @@ def test_nothing_held_returns_at_once_without_waiting(tmp_path: Path) -> None:
         assert time.monotonic() - began < 1.0
     finally:
         watch.close()
+
+
+def test_a_holder_gone_already_is_left_to_the_next_scan(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    watch = CloseWatch([str(tmp_path)])
+    try:
+        assert watch.watch_pids([gone.pid]) is None
+        began = time.monotonic()
+        watch.wait(0.2)  # nothing to wake it
+        assert time.monotonic() - began >= 0.15
+    finally:
+        watch.close()

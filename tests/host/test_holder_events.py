@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vfiod.host.holders import HolderEvent, HolderEventSource
 
 
@@ -126,4 +128,26 @@ def test_opening_a_device_cdev_is_a_node_event(tmp_path: Path) -> None:
             pass
         assert HolderEvent("node") in _wait(source)
     finally:
+        source.close()
+
+
+def test_without_inotify_simple_it_polls_and_still_reports_exits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "inotify_simple", None)  # import fails
+    dev, vfio = _dev(tmp_path)
+    source = HolderEventSource(str(dev), str(vfio))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE)
+    try:
+        assert source.polling and source.why_polling
+        with open(vfio / "31", "rb"):
+            pass
+        assert _wait(source, 0.2) == []
+        assert source.watch_pids([holder.pid]) == []
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.wait(5)
+        assert _wait(source) == [HolderEvent("exit", holder.pid)]
+    finally:
+        holder.kill()
+        holder.wait()
         source.close()

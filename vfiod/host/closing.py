@@ -9,10 +9,10 @@ the scan is repeated every ``RECHECK`` seconds until the deadline.
 
 from __future__ import annotations
 
-import os
-import select
 import time
 from collections.abc import Callable, Sequence
+
+from vfiod.host.holders import PidfdEpoll
 
 #: How often the holders are re-scanned when inotify is not available.
 RECHECK = 0.25
@@ -22,61 +22,37 @@ class CloseWatch:
     """inotify on the folders of some nodes (their closes) and pidfds of their holders."""
 
     def __init__(self, real_dirs: Sequence[str]) -> None:
-        self._epoll = select.epoll()
-        self._pidfds: dict[int, int] = {}  # fd -> pid
-        self._inotify: object | None = None
+        self._dirs = sorted(set(real_dirs))
+        self._core = PidfdEpoll()
+        self._core.open_inotify(self._add_watches)
         #: True when inotify is unavailable: wait() then returns every RECHECK seconds.
-        self.polling = False
-        try:
-            from inotify_simple import INotify, flags
+        self.polling = self._core.polling
 
-            inotify = INotify()
-            self._inotify = inotify
-            for directory in sorted(set(real_dirs)):
-                try:
-                    inotify.add_watch(directory, flags.CLOSE_WRITE | flags.CLOSE_NOWRITE
-                                      | flags.DELETE | flags.ONLYDIR)
-                except OSError:
-                    pass  # a folder that went away: its nodes are closed
-            self._epoll.register(inotify.fileno(), select.EPOLLIN)
-        except (ImportError, OSError):
-            if self._inotify is not None:
-                self._inotify.close()  # type: ignore[attr-defined]
-            self._inotify = None
-            self.polling = True
+    def _add_watches(self) -> None:
+        f = self._core.flags
+        for directory in self._dirs:
+            try:
+                self._core.inotify.add_watch(
+                    directory, f.CLOSE_WRITE | f.CLOSE_NOWRITE | f.DELETE | f.ONLYDIR)
+            except OSError:
+                pass  # a folder that went away: its nodes are closed
 
     def watch_pids(self, pids: Sequence[int]) -> None:
-        """Also wake when one of these processes exits."""
-        known = set(self._pidfds.values())
-        for pid in set(pids) - known:
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue  # gone already: the next scan will not find it
-            self._pidfds[fd] = pid
-            self._epoll.register(fd, select.EPOLLIN)
+        """Also wake when one of these processes exits (one gone already is left to
+        the next scan, which will not find it)."""
+        self._core.watch_pids(pids)
 
     def wait(self, timeout: float) -> None:
         """Return after something may have changed, or after *timeout* seconds."""
         if self.polling:
             timeout = min(timeout, RECHECK)
-        for fd, _ in self._epoll.poll(max(timeout, 0.0)):
-            if self._inotify is not None and fd == self._inotify.fileno():  # type: ignore[attr-defined]
-                self._inotify.read(timeout=0)  # type: ignore[attr-defined]
-            elif fd in self._pidfds:
-                self._pidfds.pop(fd)
-                self._epoll.unregister(fd)
-                os.close(fd)
+        for pid in self._core.poll(max(timeout, 0.0)):
+            if pid is None:
+                self._core.inotify.read(timeout=0)  # drained: the caller scans again
 
     def close(self) -> None:
         """Close the inotify descriptor, every pidfd and the epoll descriptor."""
-        for fd in self._pidfds:
-            os.close(fd)
-        self._pidfds.clear()
-        if self._inotify is not None:
-            self._inotify.close()  # type: ignore[attr-defined]
-            self._inotify = None
-        self._epoll.close()
+        self._core.close()
 
 
 def wait_until_closed(watch: CloseWatch, scan: Callable[[], dict[str, list[int]]],
