@@ -18,7 +18,7 @@ import threading
 from collections import deque
 
 from vfiod.host.base import EventSource, UEvent
-from vfiod.sim.uevent_stream import EXTERNAL_DIR, send_to_listeners
+from vfiod.sim.uevent_stream import EXTERNAL_DIR, ListenerFanout
 
 QUEUE_LIMIT = 10_000
 
@@ -90,8 +90,9 @@ class EventHub:
         self._sources: list[SimEventSource] = []
         self._lock = threading.Lock()
         self.seqnum = seqnum
-        #: The FIFOs of external listeners are here (None: no external listeners).
-        self._external = os.path.join(root, EXTERNAL_DIR) if root is not None else None
+        #: Writes to the FIFOs of external listeners (None: no external listeners).
+        self._external = (ListenerFanout(os.path.join(root, EXTERNAL_DIR))
+                          if root is not None else None)
 
     def open(self, limit: int = QUEUE_LIMIT) -> SimEventSource:
         """A new source receiving every event from now on; one that falls *limit*
@@ -129,13 +130,15 @@ class EventHub:
             for source in self._sources:
                 source.push(event)
             if self._external is not None:
-                send_to_listeners(self._external, event.properties)
+                self._external.send(event.properties)
         return event
 
     def close(self) -> None:
-        """Close every source still open."""
+        """Close every source still open, and the external listeners' FIFOs."""
         with self._lock:
             sources = list(self._sources)
+            if self._external is not None:
+                self._external.close()
         for source in sources:
             source.close()
 

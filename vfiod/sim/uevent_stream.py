@@ -25,30 +25,89 @@ EXTERNAL_DIR = ".sim-uevents"
 ATOMIC_WRITE = 4096
 
 
-def send_to_listeners(directory: str, properties: Mapping[str, str]) -> None:
-    """Write one event (its properties, ACTION and SEQNUM included) to every listener's
-    FIFO in *directory*, never blocking."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return  # nobody listens (the common case)
-    line = (json.dumps(dict(properties), separators=(",", ":")) + "\n").encode()
-    if len(line) > ATOMIC_WRITE:
-        return  # not one atomic write: a listener could read half an event
-    for name in names:
-        path = os.path.join(directory, name)
+#: A folder listing is trusted while the folder's mtime stays the same only once that
+#: mtime is this old: two changes within one timestamp tick (a few ms, the kernel's
+#: coarse clock) can leave the same mtime.
+SETTLED_NS = 100_000_000
+
+
+class ListenerFanout:
+    """The kernel's end: writes every event to every listener's FIFO in *directory*,
+    never blocking.
+
+    The folder is listed again only when it changed (its mtime, or it was replaced);
+    each listener's FIFO stays open for writing between events. A listener whose FIFO
+    lost its reader (ENXIO on open, EPIPE on write: the process went away) has its FIFO
+    removed; one whose FIFO went (closed) has the descriptor closed at the next event.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._fds: dict[str, int] = {}  # listener FIFO name -> descriptor open for writing
+        #: (st_dev, st_ino, st_mtime_ns) of the folder the listing in _fds is current
+        #: for; None: list it again at the next event.
+        self._listed: tuple[int, int, int] | None = None
+        self._closed = False
+
+    def send(self, properties: Mapping[str, str]) -> None:
+        """Write one event (its properties, ACTION and SEQNUM included) to every
+        listener's FIFO."""
+        line = (json.dumps(dict(properties), separators=(",", ":")) + "\n").encode()
+        if len(line) > ATOMIC_WRITE:
+            return  # not one atomic write: a listener could read half an event
+        self._refresh()
+        for name, fd in list(self._fds.items()):
+            try:
+                os.write(fd, line)
+            except BlockingIOError:
+                pass  # full: that listener loses this event, as with netlink
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # no reader: the listener is gone
+                    self._forget(name)
+                    _unlink_quietly(os.path.join(self.directory, name))
+        if self._closed:
+            self._forget_all()  # after close(): nothing kept open
+
+    def close(self) -> None:
+        """Close every FIFO kept open (a later send() opens and closes them each time)."""
+        self._closed = True
+        self._forget_all()
+
+    def _refresh(self) -> None:
+        """Bring the open FIFOs up to the folder's listeners, listing it only when it
+        may have changed."""
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no reader: the listener is gone
-                _unlink_quietly(path)
-            continue
-        try:
-            os.write(fd, line)
+            st = os.stat(self.directory)  # before the listing: a change after it shows
         except OSError:
-            pass  # full: that listener loses this event, as with netlink
-        finally:
-            os.close(fd)
+            self._forget_all()  # nobody listens (the common case)
+            return
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if key == self._listed:
+            return
+        try:
+            names = set(os.listdir(self.directory))
+        except OSError:
+            self._forget_all()
+            return
+        settled = time.time_ns() - st.st_mtime_ns > SETTLED_NS
+        self._listed = key if settled else None
+        for name in self._fds.keys() - names:
+            self._forget(name)
+        for name in names - self._fds.keys():
+            path = os.path.join(self.directory, name)
+            try:
+                self._fds[name] = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no reader: the listener is gone
+                    _unlink_quietly(path)
+
+    def _forget(self, name: str) -> None:
+        os.close(self._fds.pop(name))
+
+    def _forget_all(self) -> None:
+        for name in list(self._fds):
+            self._forget(name)
+        self._listed = None
 
 
 def _unlink_quietly(path: str) -> None:
