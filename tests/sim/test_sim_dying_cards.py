@@ -101,5 +101,13 @@ def test_a_bus_rescan_does_not_bring_back_a_device_removed_on_another_bus(
     assert dying.exists(dev(NVME)) and not dying.exists(dev(USB))
 
 
+def test_the_root_bus_s_own_rescan_brings_back_devices_on_every_bus(
+        dying: SimHost) -> None:
+    dying.write_attr(dev(USB, "remove"), "1")
+    dying.write_attr(dev(NVME, "remove"), "1")
+    dying.write_attr("/sys/class/pci_bus/0000:00/rescan", "1")
+    assert dying.exists(dev(NVME)) and dying.exists(dev(USB))
+
+
 def test_the_audio_function_of_the_amd_card_is_on_snd_hda_intel(dying: SimHost) -> None:
     assert driver_of(dying, AMD_AUDIO) == "snd_hda_intel"

@@ -61,6 +61,15 @@ def _simple_strtoul(value: str) -> int:
     return int(m.group(2), 8) if m.group(2) is not None else int(m.group(3))
 
 
+def _synth_uevent(value: str) -> tuple[str, dict[str, str]]:
+    """A write to a ``uevent`` file: its action and the event's extra variables, or
+    EINVAL (kobject_synth_uevent)."""
+    parsed = synth_uevent(value, UEVENT_ACTIONS)
+    if parsed is None:
+        raise _err(errno.EINVAL)
+    return parsed
+
+
 def _pci_id_fields(value: str, fields: int) -> tuple[int, list[int]]:
     """new_id/remove_id: how many hex fields were given, and all seven with the kernel's
     defaults (subsystem ids PCI_ANY_ID, class, mask and driver_data 0)."""
@@ -459,13 +468,13 @@ class Kernel:
             self._dirty.add("base")
             self._changed = True
 
-    def _w_pcibus_rescan(self, bus: str, value: str) -> None:
+    def _w_pcibus_rescan(self, bridge: str, value: str) -> None:
         # bus_rescan_store: the bus and everything below it; the root bus rescans all.
+        # The key is the bridge whose secondary bus this is ("" for the root bus).
         if kstrtoul(value):
-            bridge = next((a for a, b in self._buses.items()
-                           if f"{a[:4]}:{b[1]:02x}" == bus and self.states[a].present), None)
             with self._op():
-                self._rescan(scope=bridge)
+                present = bridge in self.states and self.states[bridge].present
+                self._rescan(scope=bridge if present else None)
 
     def _w_bus_rescan(self, _key: str, value: str) -> None:
         if kstrtoul(value):
@@ -592,10 +601,7 @@ class Kernel:
             self._touch(address)
 
     def _w_device_uevent(self, address: str, value: str) -> None:
-        parsed = synth_uevent(value, UEVENT_ACTIONS)
-        if parsed is None:
-            raise _err(errno.EINVAL)
-        action, extra = parsed
+        action, extra = _synth_uevent(value)
         with self._op():
             self._pci_event(action, address, **extra)
 
@@ -603,10 +609,7 @@ class Kernel:
         """A DRM minor's uevent file (``/sys/class/drm/card0/uevent``): a synthetic
         event, the device stays. What a compositor that honours ``remove`` sees."""
         address, _, minor = key.partition("/")
-        parsed = synth_uevent(value, UEVENT_ACTIONS)
-        if parsed is None:
-            raise _err(errno.EINVAL)
-        action, extra = parsed
+        action, extra = _synth_uevent(value)
         with self._op():
             for path, subsystem, props in render.child_devices(
                     self.specs[address], self.sysfs_dir(address)):

@@ -138,7 +138,7 @@ def base_nodes(k: Kernel, pci_ids: str) -> dict[str, Node]:
     root_bus = "/sys/devices/pci0000:00/pci_bus/0000:00"
     nodes["/sys/devices/pci0000:00/pci_bus"] = DIR
     nodes[root_bus] = DIR
-    nodes[f"{root_bus}/rescan"] = text("", WO, Control("pcibus", "rescan", "0000:00"))
+    nodes[f"{root_bus}/rescan"] = text("", WO, Control("pcibus", "rescan"))  # no bridge
     nodes["/sys/class/pci_bus/0000:00"] = rel(root_bus, "/sys/class/pci_bus/0000:00")
     for name, title in VTCONSOLES.items():
         d = f"/sys/devices/virtual/vtconsole/{name}"
@@ -358,7 +358,7 @@ def device_nodes(k: Kernel, address: str) -> dict[str, Node]:
         bus_dir = f"{d}/pci_bus/{bus}"
         nodes[f"{d}/pci_bus"] = DIR
         nodes[bus_dir] = DIR
-        nodes[f"{bus_dir}/rescan"] = text("", WO, Control("pcibus", "rescan", bus))
+        nodes[f"{bus_dir}/rescan"] = text("", WO, Control("pcibus", "rescan", address))
         nodes[f"/sys/class/pci_bus/{bus}"] = rel(bus_dir, f"/sys/class/pci_bus/{bus}")
     if spec.is_vga:
         nodes[f"{d}/boot_vga"] = text(f"{int(spec.boot_vga)}\n")
