@@ -95,6 +95,16 @@ def test_a_record_whose_address_is_a_path_is_refused(tmp_path: Path) -> None:
     assert "not a PCI address" in records.problems[0]
 
 
+@pytest.mark.parametrize("ids", ["10DE:1B06", "10de-1b06", "10de:1b0", "10de:1b06 "])
+def test_a_record_whose_ids_are_not_the_kernels_is_refused(tmp_path: Path, ids: str) -> None:
+    bad = {"version": 1, "records": [{"address": GPU, "ids": ids}]}
+    (tmp_path / RECORDS_FILE).write_text(json.dumps(bad))
+    records = DeviceRecords(tmp_path, boot())
+    assert records.all() == []
+    assert "records.0.ids" in records.problems[0]
+    assert "not vendor:device ids" in records.problems[0]
+
+
 def test_guest_runs_keep_the_last_twenty(tmp_path: Path) -> None:
     records = DeviceRecords(tmp_path, boot())
     for n in range(MAX_GUEST_RUNS + 5):

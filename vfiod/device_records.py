@@ -34,8 +34,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from vfiod.address import is_ids
 from vfiod.atomicfile import atomic_write
-from vfiod.journal import move_aside
+from vfiod.journal import first_error, set_aside
 from vfiod.printable import printable
 from vfiod.validated import BootId, PciAddress
 
@@ -54,8 +55,7 @@ Exit = Literal["running", "clean", "killed", "failed", "unknown"]
 
 
 def _check_ids(value: str) -> str:
-    if len(value) != 9 or value[4] != ":" or any(
-            c not in "0123456789abcdef" for c in value[:4] + value[5:]):
+    if not is_ids(value):
         raise ValueError(f"not vendor:device ids: {value[:20]!r}")
     return value
 
@@ -223,17 +223,14 @@ class DeviceRecords:
             try:
                 loaded = RecordsFile.model_validate_json(data)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err.get("loc", ())) or "the file"
-                why = f"{where}: {err.get('msg', 'invalid')}"
+                why = first_error(exc)
             else:
                 records = {r.address: r for r in loaded.records}
                 if len(records) == len(loaded.records):
                     return records
                 why = "two records for one address"
-        target = move_aside(self.path)
-        message = (f"{self.path.name} is damaged ({why}): moved aside to {target.name}; "
-                   "every device's reset and guest history starts anew")
+        message = set_aside(self.path, why,
+                            "every device's reset and guest history starts anew")
         log.warning("state directory %s: %s", self.dir, message)
         self.problems.append(message)
         return {}

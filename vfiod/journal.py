@@ -172,7 +172,7 @@ class Journal:
         try:
             return _DRIVERS.validate_json(data)
         except ValidationError as exc:
-            self._set_aside(self._drivers_path, _first_error(exc),
+            self._set_aside(self._drivers_path, first_error(exc),
                             "the host drivers devices came from are forgotten; Unbind "
                             "lets the kernel choose")
             return {}
@@ -240,7 +240,7 @@ class Journal:
             try:
                 txn = Transaction.model_validate_json(path.read_bytes())
             except ValidationError as exc:
-                self._set_aside(path, _first_error(exc), "not replayed")
+                self._set_aside(path, first_error(exc), "not replayed")
                 continue
             if path.name != self._txn_path(txn.key).name:
                 self._set_aside(path, f"its name does not match its members "
@@ -286,7 +286,7 @@ class Journal:
             try:
                 record = RescanRecord.model_validate_json(path.read_bytes())
             except ValidationError as exc:
-                self._set_aside(path, _first_error(exc), "not replayed")
+                self._set_aside(path, first_error(exc), "not replayed")
                 continue
             if path.name != self._rescan_path(record.key).name:
                 self._set_aside(path, "its name does not match its members", "not replayed")
@@ -307,9 +307,7 @@ class Journal:
 
     def _set_aside(self, path: Path, why: str, consequence: str) -> None:
         """Move a damaged file out of the way, keeping it for a human to read."""
-        target = move_aside(path)
-        self._report(f"{path.name} is damaged ({why}): moved aside to {target.name}; "
-                     f"{consequence}")
+        self._report(set_aside(path, why, consequence))
 
     def _report(self, message: str) -> None:
         log.warning("state directory %s: %s", self.dir, message)
@@ -334,7 +332,14 @@ def move_aside(path: Path) -> Path:
     return target
 
 
-def _first_error(exc: ValidationError) -> str:
+def set_aside(path: Path, why: str, consequence: str) -> str:
+    """Move a damaged state file aside (move_aside); the report saying so: what is
+    wrong with it (*why*), where it went and what that means (*consequence*)."""
+    target = move_aside(path)
+    return f"{path.name} is damaged ({why}): moved aside to {target.name}; {consequence}"
+
+
+def first_error(exc: ValidationError) -> str:
     """The first validation error, short: where it is and what is wrong."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ())) or "the file"
