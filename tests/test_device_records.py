@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from vfiod.device_records import (
     classify_exit,
     outcome_of,
 )
+from vfiod.engine.reset import ResetOutcome
 from vfiod.errors import ResetFailed
 
 GPU, IDS = "0000:06:00.0", "10de:1b06"
@@ -149,22 +149,23 @@ def test_how_a_run_ended(status: int | None, alive: bool, expected: tuple[str, s
     assert classify_exit(status, alive) == expected
 
 
-def test_todays_reset_result_is_a_healthy_outcome_whose_rungs_are_not_told() -> None:
-    assert outcome_of("flr") == ResetResult(method="flr", rungs=0, healthy=True)
+def climb(method: str, rungs_tried: tuple[str, ...], healthy: bool,
+          problem: str = "") -> ResetOutcome:
+    return ResetOutcome(GPU, method, rungs_tried, healthy, problem, seconds=0.1, at=0.0)
+
+
+def test_a_healthy_outcome_whose_rungs_are_not_told_counts_none() -> None:
+    assert outcome_of(climb("flr", (), True)) == ResetResult(method="flr", rungs=0,
+                                                              healthy=True)
 
 
 def test_a_failed_reset_is_a_failed_outcome_with_its_message() -> None:
-    assert outcome_of(ResetFailed("flr: EIO")) == ResetResult(
-        method="", rungs=0, healthy=False, problem="flr: EIO")
+    assert outcome_of(climb("", (), False, "its own words"), str(ResetFailed("flr: EIO"))) \
+        == ResetResult(method="", rungs=0, healthy=False, problem="flr: EIO")
+    assert outcome_of(climb("", ("flr",), False, "flr: EIO")) == ResetResult(
+        method="", rungs=1, healthy=False, problem="flr: EIO")
 
 
 def test_an_outcome_with_the_rungs_tried_counts_them() -> None:
-    @dataclass(frozen=True)
-    class LadderOutcome:
-        method: str
-        rungs_tried: tuple[str, ...]
-        healthy: bool
-        problem: str
-
-    assert outcome_of(LadderOutcome("bus", ("flr", "hot_reset"), True, "")) == \
+    assert outcome_of(climb("bus", ("flr", "hot_reset"), True)) == \
         ResetResult(method="bus", rungs=2, healthy=True)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +39,9 @@ from vfiod.atomicfile import atomic_write
 from vfiod.journal import first_error, set_aside
 from vfiod.printable import printable
 from vfiod.validated import BootId, PciAddress
+
+if TYPE_CHECKING:
+    from vfiod.engine.reset import ResetOutcome
 
 log = logging.getLogger("vfiod.records")
 
@@ -81,24 +84,13 @@ class ResetResult:
     problem: str = ""
 
 
-def outcome_of(result: Any) -> ResetResult:
-    """The outcome of a reset from what the engine's Resetter returned or raised.
-
-    Today it returns the name of the method that worked (a healthy device; how many
-    rungs it took is not told: 0), or raises ResetFailed (its message is the problem).
-    A result with ``method``, ``rungs``/``rungs_tried`` (a count or the rungs),
-    ``healthy`` and ``problem`` attributes is taken as it is.
-    """
-    if isinstance(result, str):
-        return ResetResult(method=result, rungs=0, healthy=True)
-    if isinstance(result, Exception):
-        return ResetResult(method="", rungs=0, healthy=False, problem=str(result))
-    rungs = getattr(result, "rungs", getattr(result, "rungs_tried", 0))
-    if not isinstance(rungs, int):
-        rungs = len(rungs)  # a list of the rungs tried
-    return ResetResult(method=str(getattr(result, "method", "")), rungs=rungs,
-                        healthy=bool(getattr(result, "healthy", True)),
-                        problem=str(getattr(result, "problem", "") or ""))
+def outcome_of(outcome: ResetOutcome, problem: str | None = None) -> ResetResult:
+    """What one climb of the reset ladder (Resetter's ResetOutcome) came to: its method,
+    how many rungs it tried, whether the device is healthy, and its problem (*problem*:
+    the words of the ResetFailed it raised, in place of its own)."""
+    return ResetResult(method=outcome.method, rungs=len(outcome.rungs_tried),
+                       healthy=outcome.healthy,
+                       problem=outcome.problem if problem is None else problem)
 
 
 class ResetAttempt(BaseModel):
