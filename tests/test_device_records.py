@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import uuid
 from pathlib import Path
 
@@ -169,3 +170,40 @@ def test_a_failed_reset_is_a_failed_outcome_with_its_message() -> None:
 def test_an_outcome_with_the_rungs_tried_counts_them() -> None:
     assert outcome_of(climb("bus", ("flr", "hot_reset"), True)) == \
         ResetResult(method="bus", rungs=2, healthy=True)
+
+
+def test_a_save_syncing_to_disk_holds_up_neither_note_exit_nor_readers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """note_exit runs on the daemon's event loop: a worker thread's save, waiting for
+    the disk, must not stall it (nor readers); the newest state still ends on disk."""
+    from vfiod import device_records
+
+    records = DeviceRecords(tmp_path, boot())
+    writing, release = threading.Event(), threading.Event()
+    real_write = device_records.atomic_write
+
+    def slow_write(path: Path, data: str) -> None:
+        if not writing.is_set():
+            writing.set()
+            assert release.wait(10)
+        real_write(path, data)
+
+    monkeypatch.setattr(device_records, "atomic_write", slow_write)
+    first = threading.Thread(target=records.record_reset, args=(GPU, IDS, FAILED, 0))
+    second = threading.Thread(target=records.record_reset, args=(GPU, IDS, HEALTHY, 0))
+    try:
+        first.start()
+        assert writing.wait(10)
+        second.start()  # waits for the first write, not holding the records' lock
+        loop = threading.Thread(target=lambda: (records.note_exit(77, 0),
+                                                records.get(GPU, IDS), records.all()))
+        loop.start()
+        loop.join(2)
+        assert not loop.is_alive(), "note_exit or a reader waited for the disk"
+    finally:
+        release.set()
+        first.join(10)
+        second.join(10)
+    on_disk = DeviceRecords(tmp_path, boot()).get(GPU, IDS)
+    assert on_disk is not None and on_disk.reset_count == 2
+    assert [r.outcome for r in on_disk.resets] == ["failed", "healthy"]

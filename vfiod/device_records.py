@@ -187,7 +187,10 @@ class DeviceRecords:
     """Every device's record, in memory and in the state directory.
 
     Thread-safe: the engine's worker threads record resets, the daemon's holder
-    checks record guest runs.
+    checks record guest runs. The file is written (and synced) outside the records'
+    lock, so that no reader, nor note_exit on the daemon's event loop, waits for a
+    disk flush; only writers wait for each other, and the newest state is what stays
+    on disk.
     """
 
     def __init__(self, directory: str | Path, boot_id: str | None) -> None:
@@ -195,11 +198,19 @@ class DeviceRecords:
         self.path = self.dir / RECORDS_FILE
         self.boot_id = boot_id
         self._lock = threading.Lock()
+        #: Orders the writes of the file; the records' lock is never taken under it.
+        self._write_lock = threading.Lock()
+        #: The state's version (bumped under _lock at each change to save) and the
+        #: version on disk (under _write_lock): an older snapshot is never written over
+        #: a newer one.
+        self._version = self._written = 0
         #: What was wrong with the file found on disk, for the daemon to say.
         self.problems: list[str] = []
         self._records: dict[str, DeviceRecord] = self._load()
-        #: Exit statuses of holders read when their pidfd said they exited.
+        #: Exit statuses of holders read when their pidfd said they exited, under a
+        #: lock of their own: note_exit runs on the daemon's event loop.
         self._exits: dict[int, int] = {}
+        self._exits_lock = threading.Lock()
 
     # -- the file ---------------------------------------------------------------------
     def _load(self) -> dict[str, DeviceRecord]:
@@ -227,10 +238,21 @@ class DeviceRecords:
         self.problems.append(message)
         return {}
 
-    def _save(self) -> None:
-        """Write every record (the caller holds the lock)."""
-        data = RecordsFile(records=sorted(self._records.values(), key=lambda r: r.address))
-        atomic_write(self.path, data.model_dump_json(indent=1))
+    def _snapshot(self) -> tuple[int, list[DeviceRecord]]:
+        """The records as they are now, to save (the caller holds the lock)."""
+        self._version += 1
+        return self._version, list(self._records.values())
+
+    def _save(self, snapshot: tuple[int, list[DeviceRecord]]) -> None:
+        """Write a snapshot (the caller does not hold the lock), unless a newer one is on
+        disk already."""
+        version, records = snapshot
+        with self._write_lock:
+            if version <= self._written:
+                return
+            data = RecordsFile(records=sorted(records, key=lambda r: r.address))
+            atomic_write(self.path, data.model_dump_json(indent=1))
+            self._written = version
 
     # -- reading ----------------------------------------------------------------------
     def get(self, address: str, ids: str) -> DeviceRecord | None:
@@ -277,7 +299,9 @@ class DeviceRecords:
                 "consecutive_failures": failures,
                 "quarantined": quarantine,
                 "resets": [*old.resets, attempt][-MAX_RESETS:]})
-            self._put(record, save=True)
+            self._put(record)
+            snapshot = self._snapshot()
+        self._save(snapshot)
         if quarantine and not old.quarantined:
             log.error("%s: quarantined after %d failed resets in a row: Bind refuses it "
                       "until `vfioctl reset --clear %s`", address, failures, address)
@@ -292,7 +316,9 @@ class DeviceRecords:
                                                       old.consecutive_failures):
                 return False
             self._put(old.model_copy(update={"quarantined": False,
-                                             "consecutive_failures": 0}), save=True)
+                                             "consecutive_failures": 0}))
+            snapshot = self._snapshot()
+        self._save(snapshot)
         log.info("%s: quarantine cleared", address)
         return old.quarantined
 
@@ -300,7 +326,7 @@ class DeviceRecords:
     def note_exit(self, pid: int, status: int | None) -> None:
         """A holder exited; *status* is its exit status when the kernel still had it."""
         if status is not None:
-            with self._lock:
+            with self._exits_lock:
                 self._exits[pid] = status
                 if len(self._exits) > 4096:  # never consumed: a pid we did not track
                     self._exits.pop(next(iter(self._exits)))
@@ -316,6 +342,7 @@ class DeviceRecords:
         """
         when = when_us if when_us is not None else now_us()
         changed: list[str] = []
+        snapshot = None
         with self._lock:
             for address, record in list(self._records.items()):
                 run = record.guest_runs[-1] if record.guest_runs else None
@@ -339,7 +366,9 @@ class DeviceRecords:
                         "guest_runs": [*record.guest_runs, started][-MAX_GUEST_RUNS:]}))
                     changed.append(address)
             if changed:
-                self._save()
+                snapshot = self._snapshot()
+        if snapshot is not None:
+            self._save(snapshot)
         return sorted(set(changed))
 
     def _end_run(self, record: DeviceRecord, run: GuestRun, when: int,
@@ -348,7 +377,8 @@ class DeviceRecords:
         if run.boot_id != self.boot_id:
             how: tuple[Exit, str] = ("unknown", "the host rebooted meanwhile")
         else:
-            status = self._exits.pop(run.pid, None)
+            with self._exits_lock:
+                status = self._exits.pop(run.pid, None)
             if status is None:
                 status = exit_status(run.pid)
             how = classify_exit(status, status is None and alive(run.pid))
@@ -368,13 +398,11 @@ class DeviceRecords:
             record = DeviceRecord(address=address, ids=ids)
         return record
 
-    def _put(self, record: DeviceRecord, save: bool = False) -> None:
+    def _put(self, record: DeviceRecord) -> None:
         self._records[record.address] = record
         if len(self._records) > MAX_RECORDS:
             self._records.pop(min(self._records, key=lambda a: _last_activity(
                 self._records[a])))
-        if save:
-            self._save()
 
 
 def _last_activity(record: DeviceRecord) -> int:
