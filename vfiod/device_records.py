@@ -38,6 +38,7 @@ from vfiod.address import is_ids
 from vfiod.atomicfile import atomic_write
 from vfiod.journal import first_error, set_aside
 from vfiod.printable import printable
+from vfiod.utctime import utc_time
 from vfiod.validated import BootId, PciAddress
 
 if TYPE_CHECKING:
@@ -161,11 +162,6 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def utc(us: int) -> str:
-    """``2026-12-05 06:01:02 UTC``."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
-
-
 def classify_exit(status: int | None, alive: bool) -> tuple[Exit, str]:
     """How a holder's run ended: from its exit status (waitpid form) when the kernel
     still had it, else from whether it is still running (it let go: clean)."""
@@ -274,7 +270,7 @@ class DeviceRecords:
             return None
         failed = [r for r in record.resets if r.outcome == "failed"]
         shown = failed[-max(1, min(record.consecutive_failures, 3)):]
-        history = "; ".join(f"{utc(r.time_us)}: {r.problem or 'failed'}" for r in shown)
+        history = "; ".join(f"{utc_time(r.time_us)}: {r.problem or 'failed'}" for r in shown)
         return (f"{address} is quarantined: its last {record.consecutive_failures} "
                 f"reset(s) failed in a row ({history}); a suspend/resume cycle, a host "
                 f"reboot or vendor-reset may bring it back; then `vfioctl reset --clear "
