@@ -278,3 +278,10 @@ def test_a_device_the_desktop_is_releasing_says_so_in_its_notes() -> None:
     dev.update({"Releasing": True, "State": "busy"})
     assert "being released by the desktop" in output.notes_of(dev)
     assert "being released" not in output.notes_of(gpu())
+
+
+def test_times_read_alike_in_vfioctl_and_in_the_daemons_quarantine_reason() -> None:
+    from vfiod import device_records
+
+    assert output.utc_time(1_796_450_462_000_000) == "2026-12-05 06:01:02 UTC"
+    assert device_records.utc_time is output.utc_time

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from vfiod.device_records import (
     classify_exit,
     outcome_of,
 )
+from vfiod.engine.reset import ResetOutcome
 from vfiod.errors import ResetFailed
 
 GPU, IDS = "0000:06:00.0", "10de:1b06"
@@ -95,6 +96,16 @@ def test_a_record_whose_address_is_a_path_is_refused(tmp_path: Path) -> None:
     assert "not a PCI address" in records.problems[0]
 
 
+@pytest.mark.parametrize("ids", ["10DE:1B06", "10de-1b06", "10de:1b0", "10de:1b06 "])
+def test_a_record_whose_ids_are_not_the_kernels_is_refused(tmp_path: Path, ids: str) -> None:
+    bad = {"version": 1, "records": [{"address": GPU, "ids": ids}]}
+    (tmp_path / RECORDS_FILE).write_text(json.dumps(bad))
+    records = DeviceRecords(tmp_path, boot())
+    assert records.all() == []
+    assert "records.0.ids" in records.problems[0]
+    assert "not vendor:device ids" in records.problems[0]
+
+
 def test_guest_runs_keep_the_last_twenty(tmp_path: Path) -> None:
     records = DeviceRecords(tmp_path, boot())
     for n in range(MAX_GUEST_RUNS + 5):
@@ -139,22 +150,60 @@ def test_how_a_run_ended(status: int | None, alive: bool, expected: tuple[str, s
     assert classify_exit(status, alive) == expected
 
 
-def test_todays_reset_result_is_a_healthy_outcome_whose_rungs_are_not_told() -> None:
-    assert outcome_of("flr") == ResetResult(method="flr", rungs=0, healthy=True)
+def climb(method: str, rungs_tried: tuple[str, ...], healthy: bool,
+          problem: str = "") -> ResetOutcome:
+    return ResetOutcome(GPU, method, rungs_tried, healthy, problem, seconds=0.1, at=0.0)
+
+
+def test_a_healthy_outcome_whose_rungs_are_not_told_counts_none() -> None:
+    assert outcome_of(climb("flr", (), True)) == ResetResult(method="flr", rungs=0,
+                                                              healthy=True)
 
 
 def test_a_failed_reset_is_a_failed_outcome_with_its_message() -> None:
-    assert outcome_of(ResetFailed("flr: EIO")) == ResetResult(
-        method="", rungs=0, healthy=False, problem="flr: EIO")
+    assert outcome_of(climb("", (), False, "its own words"), str(ResetFailed("flr: EIO"))) \
+        == ResetResult(method="", rungs=0, healthy=False, problem="flr: EIO")
+    assert outcome_of(climb("", ("flr",), False, "flr: EIO")) == ResetResult(
+        method="", rungs=1, healthy=False, problem="flr: EIO")
 
 
 def test_an_outcome_with_the_rungs_tried_counts_them() -> None:
-    @dataclass(frozen=True)
-    class LadderOutcome:
-        method: str
-        rungs_tried: tuple[str, ...]
-        healthy: bool
-        problem: str
-
-    assert outcome_of(LadderOutcome("bus", ("flr", "hot_reset"), True, "")) == \
+    assert outcome_of(climb("bus", ("flr", "hot_reset"), True)) == \
         ResetResult(method="bus", rungs=2, healthy=True)
+
+
+def test_a_save_syncing_to_disk_holds_up_neither_note_exit_nor_readers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """note_exit runs on the daemon's event loop: a worker thread's save, waiting for
+    the disk, must not stall it (nor readers); the newest state still ends on disk."""
+    from vfiod import device_records
+
+    records = DeviceRecords(tmp_path, boot())
+    writing, release = threading.Event(), threading.Event()
+    real_write = device_records.atomic_write
+
+    def slow_write(path: Path, data: str) -> None:
+        if not writing.is_set():
+            writing.set()
+            assert release.wait(10)
+        real_write(path, data)
+
+    monkeypatch.setattr(device_records, "atomic_write", slow_write)
+    first = threading.Thread(target=records.record_reset, args=(GPU, IDS, FAILED, 0))
+    second = threading.Thread(target=records.record_reset, args=(GPU, IDS, HEALTHY, 0))
+    try:
+        first.start()
+        assert writing.wait(10)
+        second.start()  # waits for the first write, not holding the records' lock
+        loop = threading.Thread(target=lambda: (records.note_exit(77, 0),
+                                                records.get(GPU, IDS), records.all()))
+        loop.start()
+        loop.join(2)
+        assert not loop.is_alive(), "note_exit or a reader waited for the disk"
+    finally:
+        release.set()
+        first.join(10)
+        second.join(10)
+    on_disk = DeviceRecords(tmp_path, boot()).get(GPU, IDS)
+    assert on_disk is not None and on_disk.reset_count == 2
+    assert [r.outcome for r in on_disk.resets] == ["failed", "healthy"]

@@ -42,6 +42,11 @@ def is_name(text: str) -> bool:
     return isinstance(text, str) and _NAME.fullmatch(text) is not None
 
 
+def is_ids(text: str) -> bool:
+    """True when *text* is ``vvvv:dddd`` ids as the kernel writes them (lower case)."""
+    return isinstance(text, str) and _IDS.fullmatch(text) is not None
+
+
 def parse_ids(text: str) -> tuple[int, int] | None:
     """Parse ``vvvv:dddd`` into (vendor, device), or None."""
     m = _IDS.fullmatch(text.lower()) if isinstance(text, str) else None

@@ -30,14 +30,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from vfiod.address import is_ids
 from vfiod.atomicfile import atomic_write
-from vfiod.journal import move_aside
+from vfiod.journal import first_error, set_aside
 from vfiod.printable import printable
+from vfiod.utctime import utc_time
 from vfiod.validated import BootId, PciAddress
+
+if TYPE_CHECKING:
+    from vfiod.engine.reset import ResetOutcome
 
 log = logging.getLogger("vfiod.records")
 
@@ -54,8 +59,7 @@ Exit = Literal["running", "clean", "killed", "failed", "unknown"]
 
 
 def _check_ids(value: str) -> str:
-    if len(value) != 9 or value[4] != ":" or any(
-            c not in "0123456789abcdef" for c in value[:4] + value[5:]):
+    if not is_ids(value):
         raise ValueError(f"not vendor:device ids: {value[:20]!r}")
     return value
 
@@ -81,24 +85,13 @@ class ResetResult:
     problem: str = ""
 
 
-def outcome_of(result: Any) -> ResetResult:
-    """The outcome of a reset from what the engine's Resetter returned or raised.
-
-    Today it returns the name of the method that worked (a healthy device; how many
-    rungs it took is not told: 0), or raises ResetFailed (its message is the problem).
-    A result with ``method``, ``rungs``/``rungs_tried`` (a count or the rungs),
-    ``healthy`` and ``problem`` attributes is taken as it is.
-    """
-    if isinstance(result, str):
-        return ResetResult(method=result, rungs=0, healthy=True)
-    if isinstance(result, Exception):
-        return ResetResult(method="", rungs=0, healthy=False, problem=str(result))
-    rungs = getattr(result, "rungs", getattr(result, "rungs_tried", 0))
-    if not isinstance(rungs, int):
-        rungs = len(rungs)  # a list of the rungs tried
-    return ResetResult(method=str(getattr(result, "method", "")), rungs=rungs,
-                        healthy=bool(getattr(result, "healthy", True)),
-                        problem=str(getattr(result, "problem", "") or ""))
+def outcome_of(outcome: ResetOutcome, problem: str | None = None) -> ResetResult:
+    """What one climb of the reset ladder (Resetter's ResetOutcome) came to: its method,
+    how many rungs it tried, whether the device is healthy, and its problem (*problem*:
+    the words of the ResetFailed it raised, in place of its own)."""
+    return ResetResult(method=outcome.method, rungs=len(outcome.rungs_tried),
+                       healthy=outcome.healthy,
+                       problem=outcome.problem if problem is None else problem)
 
 
 class ResetAttempt(BaseModel):
@@ -169,11 +162,6 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def utc(us: int) -> str:
-    """``2026-12-05 06:01:02 UTC``."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
-
-
 def classify_exit(status: int | None, alive: bool) -> tuple[Exit, str]:
     """How a holder's run ended: from its exit status (waitpid form) when the kernel
     still had it, else from whether it is still running (it let go: clean)."""
@@ -195,7 +183,10 @@ class DeviceRecords:
     """Every device's record, in memory and in the state directory.
 
     Thread-safe: the engine's worker threads record resets, the daemon's holder
-    checks record guest runs.
+    checks record guest runs. The file is written (and synced) outside the records'
+    lock, so that no reader, nor note_exit on the daemon's event loop, waits for a
+    disk flush; only writers wait for each other, and the newest state is what stays
+    on disk.
     """
 
     def __init__(self, directory: str | Path, boot_id: str | None) -> None:
@@ -203,11 +194,19 @@ class DeviceRecords:
         self.path = self.dir / RECORDS_FILE
         self.boot_id = boot_id
         self._lock = threading.Lock()
+        #: Orders the writes of the file; the records' lock is never taken under it.
+        self._write_lock = threading.Lock()
+        #: The state's version (bumped under _lock at each change to save) and the
+        #: version on disk (under _write_lock): an older snapshot is never written over
+        #: a newer one.
+        self._version = self._written = 0
         #: What was wrong with the file found on disk, for the daemon to say.
         self.problems: list[str] = []
         self._records: dict[str, DeviceRecord] = self._load()
-        #: Exit statuses of holders read when their pidfd said they exited.
+        #: Exit statuses of holders read when their pidfd said they exited, under a
+        #: lock of their own: note_exit runs on the daemon's event loop.
         self._exits: dict[int, int] = {}
+        self._exits_lock = threading.Lock()
 
     # -- the file ---------------------------------------------------------------------
     def _load(self) -> dict[str, DeviceRecord]:
@@ -223,25 +222,33 @@ class DeviceRecords:
             try:
                 loaded = RecordsFile.model_validate_json(data)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err.get("loc", ())) or "the file"
-                why = f"{where}: {err.get('msg', 'invalid')}"
+                why = first_error(exc)
             else:
                 records = {r.address: r for r in loaded.records}
                 if len(records) == len(loaded.records):
                     return records
                 why = "two records for one address"
-        target = move_aside(self.path)
-        message = (f"{self.path.name} is damaged ({why}): moved aside to {target.name}; "
-                   "every device's reset and guest history starts anew")
+        message = set_aside(self.path, why,
+                            "every device's reset and guest history starts anew")
         log.warning("state directory %s: %s", self.dir, message)
         self.problems.append(message)
         return {}
 
-    def _save(self) -> None:
-        """Write every record (the caller holds the lock)."""
-        data = RecordsFile(records=sorted(self._records.values(), key=lambda r: r.address))
-        atomic_write(self.path, data.model_dump_json(indent=1))
+    def _snapshot(self) -> tuple[int, list[DeviceRecord]]:
+        """The records as they are now, to save (the caller holds the lock)."""
+        self._version += 1
+        return self._version, list(self._records.values())
+
+    def _save(self, snapshot: tuple[int, list[DeviceRecord]]) -> None:
+        """Write a snapshot (the caller does not hold the lock), unless a newer one is on
+        disk already."""
+        version, records = snapshot
+        with self._write_lock:
+            if version <= self._written:
+                return
+            data = RecordsFile(records=sorted(records, key=lambda r: r.address))
+            atomic_write(self.path, data.model_dump_json(indent=1))
+            self._written = version
 
     # -- reading ----------------------------------------------------------------------
     def get(self, address: str, ids: str) -> DeviceRecord | None:
@@ -263,7 +270,7 @@ class DeviceRecords:
             return None
         failed = [r for r in record.resets if r.outcome == "failed"]
         shown = failed[-max(1, min(record.consecutive_failures, 3)):]
-        history = "; ".join(f"{utc(r.time_us)}: {r.problem or 'failed'}" for r in shown)
+        history = "; ".join(f"{utc_time(r.time_us)}: {r.problem or 'failed'}" for r in shown)
         return (f"{address} is quarantined: its last {record.consecutive_failures} "
                 f"reset(s) failed in a row ({history}); a suspend/resume cycle, a host "
                 f"reboot or vendor-reset may bring it back; then `vfioctl reset --clear "
@@ -288,7 +295,9 @@ class DeviceRecords:
                 "consecutive_failures": failures,
                 "quarantined": quarantine,
                 "resets": [*old.resets, attempt][-MAX_RESETS:]})
-            self._put(record, save=True)
+            self._put(record)
+            snapshot = self._snapshot()
+        self._save(snapshot)
         if quarantine and not old.quarantined:
             log.error("%s: quarantined after %d failed resets in a row: Bind refuses it "
                       "until `vfioctl reset --clear %s`", address, failures, address)
@@ -303,7 +312,9 @@ class DeviceRecords:
                                                       old.consecutive_failures):
                 return False
             self._put(old.model_copy(update={"quarantined": False,
-                                             "consecutive_failures": 0}), save=True)
+                                             "consecutive_failures": 0}))
+            snapshot = self._snapshot()
+        self._save(snapshot)
         log.info("%s: quarantine cleared", address)
         return old.quarantined
 
@@ -311,7 +322,7 @@ class DeviceRecords:
     def note_exit(self, pid: int, status: int | None) -> None:
         """A holder exited; *status* is its exit status when the kernel still had it."""
         if status is not None:
-            with self._lock:
+            with self._exits_lock:
                 self._exits[pid] = status
                 if len(self._exits) > 4096:  # never consumed: a pid we did not track
                     self._exits.pop(next(iter(self._exits)))
@@ -327,6 +338,7 @@ class DeviceRecords:
         """
         when = when_us if when_us is not None else now_us()
         changed: list[str] = []
+        snapshot = None
         with self._lock:
             for address, record in list(self._records.items()):
                 run = record.guest_runs[-1] if record.guest_runs else None
@@ -350,7 +362,9 @@ class DeviceRecords:
                         "guest_runs": [*record.guest_runs, started][-MAX_GUEST_RUNS:]}))
                     changed.append(address)
             if changed:
-                self._save()
+                snapshot = self._snapshot()
+        if snapshot is not None:
+            self._save(snapshot)
         return sorted(set(changed))
 
     def _end_run(self, record: DeviceRecord, run: GuestRun, when: int,
@@ -359,7 +373,8 @@ class DeviceRecords:
         if run.boot_id != self.boot_id:
             how: tuple[Exit, str] = ("unknown", "the host rebooted meanwhile")
         else:
-            status = self._exits.pop(run.pid, None)
+            with self._exits_lock:
+                status = self._exits.pop(run.pid, None)
             if status is None:
                 status = exit_status(run.pid)
             how = classify_exit(status, status is None and alive(run.pid))
@@ -379,13 +394,11 @@ class DeviceRecords:
             record = DeviceRecord(address=address, ids=ids)
         return record
 
-    def _put(self, record: DeviceRecord, save: bool = False) -> None:
+    def _put(self, record: DeviceRecord) -> None:
         self._records[record.address] = record
         if len(self._records) > MAX_RECORDS:
             self._records.pop(min(self._records, key=lambda a: _last_activity(
                 self._records[a])))
-        if save:
-            self._save()
 
 
 def _last_activity(record: DeviceRecord) -> int:

@@ -23,12 +23,12 @@ from vfiod.host.initramfs_image import ImageError, read_members
 from vfiod.initramfs import (INTEGRATIONS, REBUILD, SHIM_IN_INITRAMFS, SHIM_PATH,
                              TOOL_MARKERS, TOOLS, shim_is_current)
 from vfiod.model import VFIO_DRIVER, PciDevice
+from vfiod.vendor_reset_ids import AMD_ATI
 from vfiod.vendor_reset_ids import MODULE as VENDOR_RESET_MODULE
 from vfiod.vendor_reset_ids import family as vendor_reset_family
 
 Status = Literal["ok", "warn", "fail"]
 
-AMD = 0x1002
 # Newer Navi (21/22/31) that users report vendor-reset does not cover.
 _NAVI_UNCOVERED = (range(0x73A0, 0x73E0), range(0x7440, 0x7480))
 
@@ -423,7 +423,7 @@ def check_vendor_reset(facts: _Facts, passing: Iterable[PciDevice]) -> list[Chec
     """AMD GPUs that only survive a guest reboot with the vendor-reset module."""
     out = []
     for dev in passing:
-        if dev.vendor != AMD or dev.base_class >> 8 != 0x03:
+        if dev.vendor != AMD_ATI or dev.base_class >> 8 != 0x03:
             continue
         cid = f"vendor_reset:{dev.address}"
         family = vendor_reset_family(dev.vendor, dev.device)

@@ -35,8 +35,9 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -106,10 +107,13 @@ class RescanRecord(BaseModel):
         return min(self.members)
 
     @property
-    def bus(self) -> str:
-        """``0000:06``: the bus whose rescan re-adds the slot."""
-        return self.key.rsplit(":", 1)[0]
+    def addresses(self) -> list[str]:
+        """Every member's address (as Transaction.addresses)."""
+        return list(self.members)
 
+
+#: What Journal._left_behind reads: a transaction or a remove and rescan.
+_Left = TypeVar("_Left", Transaction, RescanRecord)
 
 _DRIVERS = TypeAdapter(dict[PciAddress, DriverName])
 
@@ -172,7 +176,7 @@ class Journal:
         try:
             return _DRIVERS.validate_json(data)
         except ValidationError as exc:
-            self._set_aside(self._drivers_path, _first_error(exc),
+            self._set_aside(self._drivers_path, first_error(exc),
                             "the host drivers devices came from are forgotten; Unbind "
                             "lets the kernel choose")
             return {}
@@ -233,31 +237,11 @@ class Journal:
 
         A damaged file is moved aside and reported; a transaction of an earlier boot
         is logged and discarded. With the boot id unknown nothing is returned and
-        nothing removed.
+        nothing removed (each file is reported, left in place).
         """
-        out = []
-        for path in sorted(self.dir.glob(f"{TXN_PREFIX}*{TXN_SUFFIX}")):
-            try:
-                txn = Transaction.model_validate_json(path.read_bytes())
-            except ValidationError as exc:
-                self._set_aside(path, _first_error(exc), "not replayed")
-                continue
-            if path.name != self._txn_path(txn.key).name:
-                self._set_aside(path, f"its name does not match its members "
-                                f"({', '.join(txn.addresses)})", "not replayed")
-                continue
-            if self.boot_id is None:
-                self._report(f"{path.name}: the kernel's boot id could not be read, so the "
-                             "transaction's boot is unknown: left in place, not replayed")
-                continue
-            if txn.boot_id != self.boot_id:
-                self._report(f"{path.name}: an unfinished {txn.operation} of "
-                             f"{', '.join(txn.addresses)} from an earlier boot "
-                             f"({txn.boot_id}): discarded, not replayed")
-                self._unlink(path)
-                continue
-            out.append(txn)
-        return out
+        return self._left_behind(
+            TXN_PREFIX, Transaction, self._txn_path, "transaction",
+            lambda txn: f"an unfinished {txn.operation} of {', '.join(txn.addresses)}")
 
     # -- remove and rescan ----------------------------------------------------------------
     def _rescan_path(self, key: str) -> Path:
@@ -280,22 +264,37 @@ class Journal:
 
     def unfinished_rescans(self) -> list[RescanRecord]:
         """This boot's removes and rescans a killed process left behind (damaged files
-        and earlier boots' records are set aside or discarded, as for transactions)."""
+        and earlier boots' records are set aside or discarded, and an unknown boot is
+        reported, as for transactions)."""
+        return self._left_behind(
+            RESCAN_PREFIX, RescanRecord, self._rescan_path, "remove and rescan",
+            lambda record: f"a remove and rescan of {', '.join(record.members)}")
+
+    def _left_behind(self, prefix: str, model: type[_Left], path_of: Callable[[str], Path],
+                     kind: str, what: Callable[[_Left], str]) -> list[_Left]:
+        """The records of this boot in the files named *prefix*...: each read through
+        *model*'s validators and checked against its file name (*path_of* its key); a
+        damaged one is moved aside, one of an earlier boot reported (*what* it was) and
+        discarded; with the boot id unknown every one is reported and left in place."""
         out = []
-        for path in sorted(self.dir.glob(f"{RESCAN_PREFIX}*{TXN_SUFFIX}")):
+        for path in sorted(self.dir.glob(f"{prefix}*{TXN_SUFFIX}")):
             try:
-                record = RescanRecord.model_validate_json(path.read_bytes())
+                record = model.model_validate_json(path.read_bytes())
             except ValidationError as exc:
-                self._set_aside(path, _first_error(exc), "not replayed")
+                self._set_aside(path, first_error(exc), "not replayed")
                 continue
-            if path.name != self._rescan_path(record.key).name:
-                self._set_aside(path, "its name does not match its members", "not replayed")
+            if path.name != path_of(record.key).name:
+                self._set_aside(path, f"its name does not match its members "
+                                f"({', '.join(record.addresses)})", "not replayed")
                 continue
-            if self.boot_id is None or record.boot_id != self.boot_id:
-                if self.boot_id is not None:
-                    self._report(f"{path.name}: a remove and rescan of an earlier boot: "
-                                 "discarded")
-                    self._unlink(path)
+            if self.boot_id is None:
+                self._report(f"{path.name}: the kernel's boot id could not be read, so the "
+                             f"{kind}'s boot is unknown: left in place, not replayed")
+                continue
+            if record.boot_id != self.boot_id:
+                self._report(f"{path.name}: {what(record)} from an earlier boot "
+                             f"({record.boot_id}): discarded, not replayed")
+                self._unlink(path)
                 continue
             out.append(record)
         return out
@@ -307,9 +306,7 @@ class Journal:
 
     def _set_aside(self, path: Path, why: str, consequence: str) -> None:
         """Move a damaged file out of the way, keeping it for a human to read."""
-        target = move_aside(path)
-        self._report(f"{path.name} is damaged ({why}): moved aside to {target.name}; "
-                     f"{consequence}")
+        self._report(set_aside(path, why, consequence))
 
     def _report(self, message: str) -> None:
         log.warning("state directory %s: %s", self.dir, message)
@@ -334,7 +331,14 @@ def move_aside(path: Path) -> Path:
     return target
 
 
-def _first_error(exc: ValidationError) -> str:
+def set_aside(path: Path, why: str, consequence: str) -> str:
+    """Move a damaged state file aside (move_aside); the report saying so: what is
+    wrong with it (*why*), where it went and what that means (*consequence*)."""
+    target = move_aside(path)
+    return f"{path.name} is damaged ({why}): moved aside to {target.name}; {consequence}"
+
+
+def first_error(exc: ValidationError) -> str:
     """The first validation error, short: where it is and what is wrong."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ())) or "the file"

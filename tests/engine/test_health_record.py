@@ -44,6 +44,21 @@ def test_a_healthy_reset_is_recorded(engine: Engine) -> None:
     assert status.consecutive_reset_failures == 0 and not status.quarantined
 
 
+def test_a_failed_reset_is_recorded_with_the_rungs_it_tried_and_its_message(
+        engine: Engine, host: SimHost) -> None:
+    engine.bind(AUDIO)
+    kill_every_method(engine, host, AUDIO)
+    with pytest.raises(ResetFailed) as failed:
+        engine.reset(AUDIO)
+    climbed = engine.resetter.last_outcome(AUDIO)
+    assert climbed is not None and len(climbed.rungs_tried) >= 2
+    record = engine.records.get(AUDIO, engine.device_status(AUDIO).ids)
+    assert record is not None and record.last_reset is not None
+    last = record.last_reset
+    assert (last.method, last.outcome, last.rungs, last.problem) == (
+        "", "failed", len(climbed.rungs_tried), str(failed.value))
+
+
 def test_three_failed_resets_in_a_row_quarantine_the_device(engine: Engine,
                                                             host: SimHost) -> None:
     engine.bind(AUDIO)

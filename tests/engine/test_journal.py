@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from vfiod.engine import Engine
 from vfiod.errors import Failed
-from vfiod.journal import UnsafeStateDir
+from vfiod.journal import Journal, UnsafeStateDir
 from vfiod.sim import SimHost, SimulatedCrash, reboot
 from vfiod.sim.host import scratch_dir
 
@@ -348,3 +349,40 @@ def test_a_changed_host_driver_record_is_flushed_with_its_directory(
     Engine(host, state).bind(GPU)  # records where the pair came from: it outlives boots
     assert synced[-1] == str(state)
     assert all(p == str(state) or p.startswith(f"{state}/.host-drivers.json.") for p in synced)
+
+
+# -- removes and rescans left behind ----------------------------------------------------------
+def test_a_rescan_left_behind_with_the_boot_id_unknown_is_reported_and_left_in_place(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    Journal(state, str(uuid.uuid4())).begin_rescan(GROUP)
+    unknown = Journal(state, None)
+    assert unknown.unfinished_rescans() == []
+    assert unknown.problems == [
+        f"rescan-{GPU}.json: the kernel's boot id could not be read, so the remove and "
+        "rescan's boot is unknown: left in place, not replayed"]
+    assert [p.name for p in state.glob("rescan-*")] == [f"rescan-{GPU}.json"]
+
+
+def test_a_rescan_of_an_earlier_boot_is_reported_and_discarded(tmp_path: Path) -> None:
+    state, old = tmp_path / "state", str(uuid.uuid4())
+    Journal(state, old).begin_rescan(GROUP)
+    journal = Journal(state, str(uuid.uuid4()))
+    assert journal.unfinished_rescans() == []
+    assert journal.problems == [
+        f"rescan-{GPU}.json: a remove and rescan of {GPU}, {AUDIO} from an earlier boot "
+        f"({old}): discarded, not replayed"]
+    assert list(state.glob("rescan-*")) == []
+
+
+def test_a_rescan_of_this_boot_is_returned_and_a_misnamed_one_set_aside(
+        tmp_path: Path) -> None:
+    state, now = tmp_path / "state", str(uuid.uuid4())
+    journal = Journal(state, now)
+    record = journal.begin_rescan(GROUP)
+    misnamed = state / "rescan-0000:07:00.0.json"
+    misnamed.write_text(record.model_dump_json())
+    misnamed.chmod(0o600)
+    assert journal.unfinished_rescans() == [record]
+    assert len(journal.problems) == 1 and "does not match its members" in journal.problems[0]
+    assert len(list(state.glob("rescan-0000:07:00.0.json.damaged-*"))) == 1

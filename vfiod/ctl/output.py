@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from vfiod.ctl.devices import DeviceProperties
+from vfiod.utctime import utc_time
 
 VFIO = "vfio-pci"
 NONE = "-"
@@ -201,11 +201,6 @@ def device_detail(dev: DeviceProperties, group: Sequence[DeviceProperties] = ())
         lines.append(f"{_INDENT}{'group peers'.ljust(width)}  "
                      + ", ".join(f"{d.address} ({d.driver or 'no driver'})" for d in others))
     return "\n".join(lines) + "\n"
-
-
-def utc_time(us: int) -> str:
-    """``2026-12-05 06:01:02 UTC`` from µs since the epoch."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
 
 
 def record_pairs(dev: DeviceProperties) -> list[tuple[str, str]]:

@@ -20,8 +20,6 @@ different groups in parallel. The engine itself holds no operation lock.
 
 from __future__ import annotations
 
-import dataclasses
-
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -255,9 +253,9 @@ class Engine:
             climbed = self.resetter.last_outcome(address)
             if climbed is not None and not climbed.touched:
                 raise  # the kernel refused every rung: nothing happened to the device
-            failed = outcome_of(err)
-            if climbed is not None:  # the rungs it tried, with the failure's words
-                failed = dataclasses.replace(failed, rungs=outcome_of(climbed).rungs)
+            # The rungs it tried, with the failure's words.
+            failed = outcome_of(climbed, str(err)) if climbed is not None else \
+                ResetResult(method="", rungs=0, healthy=False, problem=str(err))
             self._record_reset(address, failed)
             raise
         self._record_reset(address, outcome_of(result))

@@ -530,7 +530,7 @@ class Resetter:
                         ", ".join(record.members))
             try:
                 if not all(self.inventory.exists(a) for a in record.members):
-                    self.writer.write(paths.pci_bus_file(record.bus, "rescan"), "1",
+                    self.writer.write(paths.pci_bus_file(bus_of(record.key), "rescan"), "1",
                                       record.key)
                 self._back_to_vfio([a for a in record.members if self.inventory.exists(a)],
                                    record.key)
