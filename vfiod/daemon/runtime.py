@@ -15,7 +15,6 @@ import contextlib
 import functools
 import signal
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,9 +79,10 @@ class Daemon:
         # A holder's exit status, read when its pidfd fires, says how its guest run ended.
         self.holders.on_exit = self.engine.note_exit
         self._locks: dict[str, asyncio.Lock] = {}
-        #: Functions an operation is moving (how many operations), and those whose
-        #: uevents arrived meanwhile: reread once when the operation ends.
-        self._operating: Counter[str] = Counter()
+        #: Functions an operation is moving (one at a time: the group locks serialise
+        #: operations), and those whose uevents arrived meanwhile: reread once when
+        #: the operation ends.
+        self._operating: set[str] = set()
         self._deferred: set[str] = set()
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -376,10 +376,8 @@ class Daemon:
             log.warning("%s %s failed: %s", op, address, err, extra=extra)
             raise
         finally:
-            self._operating.subtract(affected)
-            done = {a for a in affected if self._operating[a] <= 0}
-            for a in done:
-                del self._operating[a]
+            done = set(affected)
+            self._operating -= done
             deferred, self._deferred = self._deferred & done, self._deferred - done
 
             def clear_busy() -> None:
