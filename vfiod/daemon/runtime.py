@@ -159,13 +159,13 @@ class Daemon:
         self.authorizer = Authorizer(self.bus)
         self.authorizer.install()
         manager = ManagerInterface(self)
-        self.view = DeviceView(self.bus, manager, self._snapshot,
-                               lambda status, name: DeviceInterface(self, status, name),
-                               self._on_synced)
+        view = self.view = DeviceView(
+            self.bus, manager, self._snapshot,
+            lambda status, name: DeviceInterface(self, status, name), self._on_synced)
         self.bus.export(MANAGER_PATH, manager)
         # Status from a body marshalled once per published list (status_reply.py).
-        StatusReply(self.bus, lambda: self.view.statuses if self.view else None).install()
-        await self.view.sync()
+        StatusReply(self.bus, lambda: view.statuses).install()
+        await view.sync()
 
     def request_stop(self) -> None:
         """Begin a clean stop (SIGTERM, SIGINT)."""
