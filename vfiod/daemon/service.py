@@ -79,7 +79,9 @@ DEVICE_CHANGED_SIGNATURE = "sss"
 Options = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 Str = Annotated[str, DBusSignature("s")]
 AddressList = Annotated[list[str], DBusSignature("as")]
-StatusRows = Annotated[list[list[Any]], DBusSignature("a(sssssis)")]
+#: Manager.Status's out signature (DESIGN.md); status_reply.py marshals it once per list.
+STATUS_SIGNATURE = "a(sssssis)"
+StatusRows = Annotated[list[list[Any]], DBusSignature(STATUS_SIGNATURE)]
 NoValue = Annotated[None, DBusSignature("")]
 CheckRows = Annotated[list[list[str]], DBusSignature("a(sss)")]
 PLAN_SIGNATURE = "sa(ssss)a(sss)asasss"

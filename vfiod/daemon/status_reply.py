@@ -22,10 +22,8 @@ from dbus_fast.message_bus import BaseMessageBus
 
 from vfiod.contract import MANAGER_INTERFACE, MANAGER_PATH
 from vfiod.daemon.premarshalled import PremarshalledReply, marshalled
+from vfiod.daemon.service import STATUS_SIGNATURE
 from vfiod.records import DeviceStatus
-
-#: Manager.Status's out signature (DESIGN.md).
-STATUS_SIGNATURE = "a(sssssis)"
 
 
 def status_body(statuses: Sequence[DeviceStatus]) -> bytes:
