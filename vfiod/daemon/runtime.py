@@ -74,10 +74,10 @@ class Daemon:
         self.authorizer: Authorizer | None = None
         self.view: DeviceView | None = None  # exported at start
         self.uevents = UeventWatcher(self.host, self._apply_changes)
-        self.holders = HolderWatcher(self.host, self._holders_changed, self._holder_pids)
-        self.holders.operating_on = self._operating_on_group
         # A holder's exit status, read when its pidfd fires, says how its guest run ended.
-        self.holders.on_exit = self.engine.note_exit
+        self.holders = HolderWatcher(self.host, self._holders_changed, self._holder_pids,
+                                     on_exit=self.engine.note_exit,
+                                     operating_on=self._operating_on_group)
         self._locks: dict[str, asyncio.Lock] = {}
         #: Functions an operation is moving (one at a time: the group locks serialise
         #: operations), and those whose uevents arrived meanwhile: reread once when
@@ -392,7 +392,7 @@ class Daemon:
         log.info("%s %s: done in %.2f s: %s", op, address, took, shown, extra=extra)
         return result
 
-    async def _hand_over(self, address: str, group: bool, job: Job | None = None) -> None:
+    async def _hand_over(self, address: str, group: bool, job: Job) -> None:
         """Before a forced bind: when the host's desktop holds a GPU of it, say so on the
         bus (signal Releasing, property Releasing), ask the desktop to let go (a remove
         uevent of the card) and wait up to the config's timeout; InUse naming who
@@ -415,10 +415,9 @@ class Daemon:
                                  RELEASING_SIGNATURE,
                                  [release.address, release.holder_names,
                                   round(timeout * 1000)])
-        if job is not None:
-            self.jobs.set_phase(job, "asking the desktop to release the GPU",
-                                "; ".join(", ".join(r.holder_names) + f" to close {r.address}"
-                                          for r in releases))
+        self.jobs.set_phase(job, "asking the desktop to release the GPU",
+                            "; ".join(", ".join(r.holder_names) + f" to close {r.address}"
+                                      for r in releases))
         try:
             await loop.run_in_executor(
                 self.executor, functools.partial(self.engine.hand_over, releases, timeout))
