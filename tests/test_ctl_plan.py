@@ -54,6 +54,8 @@ def test_dry_run_sends_the_real_calls_options() -> None:
     assert plan_options(args) == {"group": False, "force": True}
     args = argparse.Namespace(command="reset", force=False)
     assert plan_options(args) == {}
+    args = argparse.Namespace(command="reset", force=True, clear=True, wait=5)
+    assert plan_options(args) == {"force": True}
 
 
 def test_an_unreadable_hostdev_is_an_error_with_its_fix() -> None:

@@ -175,10 +175,15 @@ def test_unexported_objects_leave_get_managed_objects(private_bus: PrivateBus) -
 # -- the marshalled entries GetManagedObjects is answered from --------------------------
 
 def _dbus_fast_body(bus: ObjectManagerBus, path: str) -> bytes:
-    """What dbus-fast marshals for the same objects (the dict answer, marshalled)."""
+    """What dbus-fast marshals for the same objects: the dict its generic handler
+    answers (every object below *path*, each interface's property Variants), marshalled."""
     from vfiod.daemon.premarshalled import marshalled
 
-    return marshalled("a{oa{sa{sv}}}", [bus.managed_objects(path)])
+    objects = {node: {name: interface.property_variants()
+                      for name, interface in interfaces.items()}
+               for node, interfaces in bus.exported.items()
+               if path == "/" or node.startswith(path + "/")}
+    return marshalled("a{oa{sa{sv}}}", [objects])
 
 
 async def _offline_bus() -> ObjectManagerBus:

@@ -141,8 +141,8 @@ def test_a_holders_exit_is_told_at_once_then_holders_are_rechecked() -> None:
             order.append("recheck")
             rechecked.set()
 
-        watcher = HolderWatcher(_HolderHost(), handler, list)  # type: ignore[arg-type]
-        watcher.on_exit = order.append
+        watcher = HolderWatcher(_HolderHost(), handler, list,  # type: ignore[arg-type]
+                                on_exit=order.append)
         watcher.start()
         try:
             await asyncio.wait_for(rechecked.wait(), 5)
@@ -166,8 +166,8 @@ def _rechecks_of(events: list[HolderEvent], *, operating_on: set[int],
         async def handler() -> None:
             times.append(loop.time() - began)
 
-        watcher = HolderWatcher(_HolderHost(events), handler, list)  # type: ignore[arg-type]
-        watcher.operating_on = operating_on.__contains__
+        watcher = HolderWatcher(_HolderHost(events), handler, list,  # type: ignore[arg-type]
+                                operating_on=operating_on.__contains__)
         watcher.start()
         try:
             if resume_after is not None:

@@ -90,3 +90,14 @@ def test_plan_and_check_devices_are_refused_to_a_user_without_the_right(vfiod: V
     check = vfiod.call("CheckDevices", "as", "1", GPU, user="nobody")
     assert "Access denied" in plan.stderr or "AccessDenied" in plan.stderr, plan.stderr
     assert "Access denied" in check.stderr or "AccessDenied" in check.stderr, check.stderr
+
+
+def test_plan_takes_the_options_of_the_call_it_plans_and_ignores_wait_and_clear(
+        vfiod: Vfiod) -> None:
+    # A Plan of a Bind with wait (or a Reset with clear) plans as the call would: it was
+    # a TypeError in Daemon.plan ("internal error").
+    plain = data(vfiod.call("Plan", "ssa{sv}", "bind", "06:00.0", "0"))
+    assert data(vfiod.call("Plan", "ssa{sv}", "bind", "06:00.0", "1", "wait", "u", "5")) == plain
+    reset = data(vfiod.call("Plan", "ssa{sv}", "reset", "00:1b.0", "1", "force", "b", "true"))
+    assert data(vfiod.call("Plan", "ssa{sv}", "reset", "00:1b.0", "3", "force", "b", "true",
+                           "clear", "b", "true", "wait", "u", "1")) == reset

@@ -14,20 +14,21 @@ from typing import Any
 from dbus_fast import BusType, InvalidAddressError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from vfiod.contract import (BUS_NAME, DEVICE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH,
+from vfiod.contract import (BUS_NAME, DEVICE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH,  # noqa: F401
                              device_path)
 from vfiod.ctl import exitcodes
 from vfiod.ctl.exitcodes import CtlError
-from vfiod.ctl.devices import DeviceProperties, unwrap
-# The names and limits both clients share are wire's (which imports no dbus-fast).
-from vfiod.ctl.wire import (QUERY_TIMEOUT, SYSTEM_BUS_DEFAULT, UNKNOWN_OBJECT_ERRORS,  # noqa: F401
-                             bus_description, error_for)
+from vfiod.ctl.devices import unwrap
+# The names, limits, messages and query methods both clients share are wire's (which
+# imports no dbus-fast).
+from vfiod.ctl.wire import (OBJECT_MANAGER_IFACE, PROPERTIES_IFACE,  # noqa: F401
+                             QUERY_TIMEOUT, SYSTEM_BUS_DEFAULT, UNKNOWN_OBJECT_ERRORS, Queries,
+                             bus_description, connect_timed_out, error_for, failure_reason,
+                             no_answer, system_bus_address, unreachable)
 from vfiod.printable import printable
 
 MANAGER_IFACE = MANAGER_INTERFACE
 DEVICE_IFACE = DEVICE_INTERFACE
-PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
-OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
 DBUS_NAME = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
 
@@ -36,8 +37,10 @@ OPERATION_TIMEOUT = 120.0
 
 
 
-class VfiodClient:
+class VfiodClient(Queries):
     """A connection to the bus with vfiod's methods as coroutines."""
+
+    plain = staticmethod(unwrap)  # dbus-fast's replies hold Variants
 
     def __init__(self, bus: MessageBus, where: str, timeout: float | None = None) -> None:
         self.bus = bus
@@ -60,23 +63,20 @@ class VfiodClient:
             if address:
                 raise CtlError(f"--address {address}: not a D-Bus address ({exc})",
                                exitcodes.USAGE) from None
-            raise CtlError(f"cannot reach vfiod on {where}: {_reason(exc)}",
+            raise CtlError(f"cannot reach vfiod on {where}: {failure_reason(exc)}",
                            exitcodes.UNREACHABLE) from None
         except Exception as exc:  # e.g. no session bus address in the environment
-            raise CtlError(f"cannot reach vfiod on {where}: {_reason(exc)}",
+            raise CtlError(f"cannot reach vfiod on {where}: {failure_reason(exc)}",
                            exitcodes.UNREACHABLE) from None
         limit = timeout or QUERY_TIMEOUT
         try:
             await asyncio.wait_for(bus.connect(), limit)
         except asyncio.TimeoutError:
             # The socket is there and took the connection: nothing says vfiod is down.
-            given = " (--timeout)" if timeout else ""
-            raise CtlError(f"timed out: {where} did not complete the connection within "
-                           f"{limit:g} s{given}", exitcodes.TIMEOUT) from None
+            raise connect_timed_out(where, limit, bool(timeout)) from None
         except Exception as exc:  # any failure to connect means the same to a user
             shown = "" if address else f"{_address_of(session)}: "
-            raise CtlError(f"cannot reach vfiod on {where}: {shown}{_reason(exc)} "
-                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+            raise unreachable(where, shown + failure_reason(exc)) from None
         return cls(bus, where, timeout)
 
     def close(self) -> None:
@@ -97,12 +97,9 @@ class VfiodClient:
         try:
             reply = await asyncio.wait_for(self.bus.call(msg), limit)
         except asyncio.TimeoutError:
-            raise CtlError(f"vfiod did not answer {member} within {limit:g} s "
-                           "(it may still finish; see vfioctl status)",
-                           exitcodes.TIMEOUT) from None
+            raise no_answer(member, limit) from None
         except Exception as exc:  # the connection broke
-            raise CtlError(f"cannot reach vfiod on {self.where}: {_reason(exc)} "
-                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+            raise unreachable(self.where, failure_reason(exc)) from None
         if reply.message_type == MessageType.ERROR:
             raise self._error(reply, destination)
         return list(reply.body)
@@ -112,41 +109,12 @@ class VfiodClient:
         text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else name
         return error_for(name, text, destination, self.where)
 
+    async def query(self, path: str, interface: str, member: str,
+                    strings: Sequence[str] = ()) -> list[Any]:
+        """The query methods' calls (Queries), with string arguments."""
+        return await self.call(path, interface, member, "s" * len(strings), strings)
+
     # -- the Manager -------------------------------------------------------------------
-    async def status_rows(self) -> list[tuple[str, str, str, str, str, int, str]]:
-        """Manager.Status(): one (address, ids, name, driver, state, group, holder) row
-        per PCI function."""
-        (rows,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Status")
-        return [tuple(r) for r in rows]  # type: ignore[misc]
-
-    async def devices(self) -> dict[str, DeviceProperties]:
-        """Every Device object's properties (ObjectManager), by address."""
-        (objects,) = await self.call(MANAGER_PATH, OBJECT_MANAGER_IFACE, "GetManagedObjects")
-        found: dict[str, DeviceProperties] = {}
-        for interfaces in objects.values():
-            props = interfaces.get(DEVICE_IFACE)
-            if props is not None:
-                info = DeviceProperties.from_properties(unwrap(props))
-                found[info.address] = info
-        return found
-
-    async def device(self, address: str) -> DeviceProperties | None:
-        """One Device object's properties; None when vfiod has no such object."""
-        try:
-            (props,) = await self.call(device_path(address), PROPERTIES_IFACE, "GetAll",
-                                       "s", [DEVICE_IFACE])
-        except CtlError as err:
-            if err.dbus_name in UNKNOWN_OBJECT_ERRORS:
-                return None
-            raise
-        return DeviceProperties.from_properties(unwrap(props))
-
-    async def manager_properties(self) -> dict[str, Any]:
-        """Version, IommuEnabled, Simulated."""
-        (props,) = await self.call(MANAGER_PATH, PROPERTIES_IFACE, "GetAll", "s",
-                                   [MANAGER_IFACE])
-        return unwrap(props)
-
     async def bind(self, device: str, *, group: bool = True, force: bool = False) -> list[str]:
         """Manager.Bind; the addresses now on vfio-pci because of it."""
         options = {"group": Variant("b", group)}
@@ -208,11 +176,4 @@ def _address_of(session: bool) -> str:
     """The address the system or session bus is looked for at (dbus-fast's rules)."""
     if session:
         return os.environ.get("DBUS_SESSION_BUS_ADDRESS", "the session bus address")
-    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", SYSTEM_BUS_DEFAULT)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return system_bus_address()

@@ -15,6 +15,7 @@ from typing import Any
 from vfiod.ctl import exitcodes, output
 from vfiod.ctl.client import VfiodClient
 from vfiod.ctl.exitcodes import CtlError
+from vfiod.ctl.jobs import job_options
 from vfiod.printable import printable
 
 #: The plan's name of VFIO's hot reset rung, and how it is shown.
@@ -63,13 +64,10 @@ class ShownPlan:
 
 
 def plan_options(args: argparse.Namespace) -> dict[str, bool]:
-    """The operation's options, as the real call would send them."""
-    options: dict[str, bool] = {}
-    if args.command in ("bind", "unbind"):
-        options["group"] = not args.no_group
-    if args.command in ("bind", "reset") and args.force:
-        options["force"] = True
-    return options
+    """The operation's options, as the real call would send them (those a plan
+    depends on: a dry run waits for nothing nor lifts a quarantine)."""
+    return {key: variant.value for key, variant in job_options(args).items()
+            if key in ("group", "force")}
 
 
 def plan_lines(plan: ShownPlan) -> list[str]:

@@ -7,10 +7,10 @@ module speaks the protocol itself over a Unix socket: SASL EXTERNAL, Hello, meth
 and the reply's body unmarshalled into plain Python values (a variant becomes its value,
 a struct a list), which is all that a table needs.
 
-``WireClient`` answers the query methods of ``VfiodClient`` (``status_rows``,
-``devices``, ``device``, ``manager_properties``) as coroutines that never suspend, so
-the commands run on it unchanged through ``run_now``, without an event loop; errors are
-the same CtlErrors with the same messages and exit codes.
+``WireClient`` and ``VfiodClient`` share the query methods (``Queries``: ``status_rows``,
+``devices``, ``device``, ``manager_properties``); WireClient's are coroutines that never
+suspend, so the commands run on it unchanged through ``run_now``, without an event loop;
+errors are the same CtlErrors with the same messages and exit codes.
 """
 
 from __future__ import annotations
@@ -341,23 +341,99 @@ def bus_description(session: bool, address: str | None) -> str:
     return "the session bus" if session else "the system bus"
 
 
+def system_bus_address() -> str:
+    """Where the system bus is: DBUS_SYSTEM_BUS_ADDRESS, else the D-Bus spec's default
+    (dbus-fast's rule too: an empty variable counts as unset)."""
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_DEFAULT
+
+
 def error_for(name: str, text: str, destination: str, where: str) -> CtlError:
     """The CtlError for an error reply *name* with message *text* (vfioctl's rules: a
     bus error that means nobody owns org.vfiod1 is "cannot reach vfiod")."""
     text = " ".join((text or name).split())  # one line, whatever the sender put in
     if destination == BUS_NAME and exitcodes.is_unreachable(name):
-        return CtlError(f"cannot reach vfiod on {where}: {text} (is vfiod running?)",
-                        exitcodes.UNREACHABLE, name)
+        return unreachable(where, text, name)
     return CtlError(text or name, exitcodes.exit_code_for(name), name)
 
 
-def _reason(exc: BaseException) -> str:
+def unreachable(where: str, detail: str, dbus_name: str = "") -> CtlError:
+    """vfiod cannot be reached on *where* (the connection failed or broke, or nobody
+    owns its name): exit 9."""
+    return CtlError(f"cannot reach vfiod on {where}: {detail} (is vfiod running?)",
+                    exitcodes.UNREACHABLE, dbus_name)
+
+
+def connect_timed_out(where: str, limit: float, explicit: bool) -> CtlError:
+    """The bus took the connection but did not complete it within *limit* seconds
+    (*explicit*: the limit is --timeout's): nothing says vfiod is down."""
+    given = " (--timeout)" if explicit else ""
+    return CtlError(f"timed out: {where} did not complete the connection within "
+                    f"{limit:g} s{given}", exitcodes.TIMEOUT)
+
+
+def no_answer(member: str, limit: float) -> CtlError:
+    """vfiod did not answer a call of *member* within *limit* seconds."""
+    return CtlError(f"vfiod did not answer {member} within {limit:g} s "
+                    "(it may still finish; see vfioctl status)", exitcodes.TIMEOUT)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A failed connection's reason, in one line (an OSError's strerror)."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class WireClient:
+class Queries:
+    """vfiod's query methods (``status_rows``, ``devices``, ``device``,
+    ``manager_properties``), for both clients: each answers ``query`` and ``plain``."""
+
+    async def query(self, path: str, interface: str, member: str,
+                    strings: Sequence[str] = ()) -> list[Any]:
+        """Call a method of vfiod with string arguments; its reply body."""
+        raise NotImplementedError
+
+    @staticmethod
+    def plain(value: Any) -> Any:
+        """A reply's value with every variant its value (WireClient's are already)."""
+        return value
+
+    async def status_rows(self) -> list[tuple[str, str, str, str, str, int, str]]:
+        """Manager.Status(): one (address, ids, name, driver, state, group, holder) row
+        per PCI function."""
+        (rows,) = await self.query(MANAGER_PATH, MANAGER_INTERFACE, "Status")
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def devices(self) -> dict[str, DeviceProperties]:
+        """Every Device object's properties (ObjectManager), by address."""
+        (objects,) = await self.query(MANAGER_PATH, OBJECT_MANAGER_IFACE, "GetManagedObjects")
+        found: dict[str, DeviceProperties] = {}
+        for interfaces in objects.values():
+            props = interfaces.get(DEVICE_INTERFACE)
+            if props is not None:
+                info = DeviceProperties.from_properties(self.plain(props))
+                found[info.address] = info
+        return found
+
+    async def device(self, address: str) -> DeviceProperties | None:
+        """One Device object's properties; None when vfiod has no such object."""
+        try:
+            (props,) = await self.query(device_path(address), PROPERTIES_IFACE, "GetAll",
+                                        [DEVICE_INTERFACE])
+        except CtlError as err:
+            if err.dbus_name in UNKNOWN_OBJECT_ERRORS:
+                return None
+            raise
+        return DeviceProperties.from_properties(self.plain(props))
+
+    async def manager_properties(self) -> dict[str, Any]:
+        """Version, IommuEnabled, Simulated."""
+        (props,) = await self.query(MANAGER_PATH, PROPERTIES_IFACE, "GetAll",
+                                    [MANAGER_INTERFACE])
+        return self.plain(props)  # type: ignore[no-any-return]
+
+
+class WireClient(Queries):
     """vfiod's query methods over a blocking connection (see the module's docstring)."""
 
     def __init__(self, connection: Connection, where: str, timeout: float | None) -> None:
@@ -380,19 +456,16 @@ class WireClient:
                 raise CtlError(f"cannot reach vfiod on {where}: DBUS_SESSION_BUS_ADDRESS "
                                "is not set", exitcodes.UNREACHABLE)
         else:
-            target = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_DEFAULT
+            target = system_bus_address()
         socket_address(target)  # UnsupportedAddress before any connection
         limit = timeout or QUERY_TIMEOUT
         try:
             connection = Connection(target, limit)
         except (TimeoutError, socket.timeout):
-            given = " (--timeout)" if timeout else ""
-            raise CtlError(f"timed out: {where} did not complete the connection within "
-                           f"{limit:g} s{given}", exitcodes.TIMEOUT) from None
+            raise connect_timed_out(where, limit, bool(timeout)) from None
         except (OSError, WireError) as exc:
             shown = "" if address else f"{target}: "
-            raise CtlError(f"cannot reach vfiod on {where}: {shown}{_reason(exc)} "
-                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+            raise unreachable(where, shown + failure_reason(exc)) from None
         return cls(connection, where, timeout)
 
     def close(self) -> None:
@@ -407,46 +480,15 @@ class WireClient:
             self.connection.set_deadline(limit)
             reply = self.connection.call(BUS_NAME, path, interface, member, strings)
         except (TimeoutError, socket.timeout):
-            raise CtlError(f"vfiod did not answer {member} within {limit:g} s "
-                           "(it may still finish; see vfioctl status)",
-                           exitcodes.TIMEOUT) from None
+            raise no_answer(member, limit) from None
         except (OSError, WireError) as exc:
-            raise CtlError(f"cannot reach vfiod on {self.where}: {_reason(exc)} "
-                           "(is vfiod running?)", exitcodes.UNREACHABLE) from None
+            raise unreachable(self.where, failure_reason(exc)) from None
         if reply.error_name is not None:
             text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
             raise error_for(reply.error_name, text, BUS_NAME, self.where)
         return reply.body
 
-    # The query methods of VfiodClient, as coroutines that never suspend.
-    async def status_rows(self) -> list[tuple[str, str, str, str, str, int, str]]:
-        """Manager.Status(): one row per PCI function."""
-        (rows,) = self.call(MANAGER_PATH, MANAGER_INTERFACE, "Status")
-        return [tuple(r) for r in rows]  # type: ignore[misc]
-
-    async def devices(self) -> dict[str, DeviceProperties]:
-        """Every Device object's properties (ObjectManager), by address."""
-        (objects,) = self.call(MANAGER_PATH, OBJECT_MANAGER_IFACE, "GetManagedObjects")
-        found: dict[str, DeviceProperties] = {}
-        for interfaces in objects.values():
-            props = interfaces.get(DEVICE_INTERFACE)
-            if props is not None:
-                info = DeviceProperties.from_properties(props)
-                found[info.address] = info
-        return found
-
-    async def device(self, address: str) -> DeviceProperties | None:
-        """One Device object's properties; None when vfiod has no such object."""
-        try:
-            (props,) = self.call(device_path(address), PROPERTIES_IFACE, "GetAll",
-                                 [DEVICE_INTERFACE])
-        except CtlError as err:
-            if err.dbus_name in UNKNOWN_OBJECT_ERRORS:
-                return None
-            raise
-        return DeviceProperties.from_properties(props)
-
-    async def manager_properties(self) -> dict[str, Any]:
-        """Version, IommuEnabled, Simulated."""
-        (props,) = self.call(MANAGER_PATH, PROPERTIES_IFACE, "GetAll", [MANAGER_INTERFACE])
-        return props  # type: ignore[no-any-return]
+    # The query methods (Queries), as coroutines that never suspend.
+    async def query(self, path: str, interface: str, member: str,
+                    strings: Sequence[str] = ()) -> list[Any]:
+        return self.call(path, interface, member, strings)

@@ -211,29 +211,12 @@ class ObjectManagerBus(MessageBus):
             del self.exported[path]
 
     # -- GetManagedObjects ------------------------------------------------------------
-    def managed_objects(self, path: str) -> dict[str, dict[str, dict[str, Variant]]] | None:
-        """GetManagedObjects' answer for an object manager at *path*.
-
-        The objects below *path* (every object for ``/``), as dbus-fast's generic handler
-        would list them; None when one of them is not a PropertiesInterface.
-        """
-        prefix = path + "/"
-        objects: dict[str, dict[str, dict[str, Variant]]] = {}
-        for node, interfaces in self.exported.items():
-            if path != "/" and not node.startswith(prefix):
-                continue
-            entry: dict[str, dict[str, Variant]] = {}
-            for name, interface in interfaces.items():
-                if not isinstance(interface, PropertiesInterface):
-                    return None
-                entry[name] = interface.property_variants()
-            objects[node] = entry
-        return objects
-
     def managed_objects_body(self, path: str) -> bytes | None:
-        """GetManagedObjects' reply body for *path*, marshalled: each object's entry as
-        kept (an object that changed, or does not keep its variants, is marshalled
-        anew), joined. None when an object below *path* is not a PropertiesInterface.
+        """GetManagedObjects' reply body for *path* (the objects below it, every object
+        for ``/``, as dbus-fast's generic handler lists them), marshalled: each object's
+        entry as kept (an object that changed, or does not keep its variants, is
+        marshalled anew), joined. None when an object below *path* is not a
+        PropertiesInterface.
 
         The entries of an a{...} start 8-aligned and hold nothing aligned wider, so an
         entry's bytes do not depend on where it lies: the body is the array's length,

@@ -9,12 +9,13 @@ header in front of it.
 from __future__ import annotations
 
 from dbus_fast import Message, MessageType, Variant
+from dbus_fast._private.constants import LITTLE_ENDIAN, PROTOCOL_VERSION, HeaderField
 from dbus_fast._private.marshaller import Marshaller
 
 _HEADER_SIGNATURE = "yyyyuua(yv)"
-# The specification's numbers: header fields, the METHOD_RETURN type, version 1.
-_REPLY_SERIAL, _DESTINATION, _SIGNATURE = 5, 6, 8
-_METHOD_RETURN, _PROTOCOL_VERSION = 2, 1
+_REPLY_SERIAL = HeaderField.REPLY_SERIAL.value
+_DESTINATION = HeaderField.DESTINATION.value
+_SIGNATURE = HeaderField.SIGNATURE.value
 
 
 def marshalled(signature: str, body: list[object]) -> bytes:
@@ -43,7 +44,7 @@ class PremarshalledReply(Message):
             fields.append((_DESTINATION, Variant("s", self.destination)))
         fields.append((_SIGNATURE, Variant("g", self.signature)))
         header = bytearray(Marshaller(_HEADER_SIGNATURE, [
-            ord("l"), _METHOD_RETURN, self.flags.value, _PROTOCOL_VERSION,
-            len(self.body_bytes), self.serial, fields]).marshall())
+            LITTLE_ENDIAN, MessageType.METHOD_RETURN.value, self.flags.value,
+            PROTOCOL_VERSION, len(self.body_bytes), self.serial, fields]).marshall())
         header.extend(b"\0" * (-len(header) % 8))
         return header + self.body_bytes

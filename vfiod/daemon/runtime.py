@@ -15,7 +15,6 @@ import contextlib
 import functools
 import signal
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,14 +74,15 @@ class Daemon:
         self.authorizer: Authorizer | None = None
         self.view: DeviceView | None = None  # exported at start
         self.uevents = UeventWatcher(self.host, self._apply_changes)
-        self.holders = HolderWatcher(self.host, self._holders_changed, self._holder_pids)
-        self.holders.operating_on = self._operating_on_group
         # A holder's exit status, read when its pidfd fires, says how its guest run ended.
-        self.holders.on_exit = self.engine.note_exit
+        self.holders = HolderWatcher(self.host, self._holders_changed, self._holder_pids,
+                                     on_exit=self.engine.note_exit,
+                                     operating_on=self._operating_on_group)
         self._locks: dict[str, asyncio.Lock] = {}
-        #: Functions an operation is moving (how many operations), and those whose
-        #: uevents arrived meanwhile: reread once when the operation ends.
-        self._operating: Counter[str] = Counter()
+        #: Functions an operation is moving (one at a time: the group locks serialise
+        #: operations), and those whose uevents arrived meanwhile: reread once when
+        #: the operation ends.
+        self._operating: set[str] = set()
         self._deferred: set[str] = set()
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -159,13 +159,13 @@ class Daemon:
         self.authorizer = Authorizer(self.bus)
         self.authorizer.install()
         manager = ManagerInterface(self)
-        self.view = DeviceView(self.bus, manager, self._snapshot,
-                               lambda status, name: DeviceInterface(self, status, name),
-                               self._on_synced)
+        view = self.view = DeviceView(
+            self.bus, manager, self._snapshot,
+            lambda status, name: DeviceInterface(self, status, name), self._on_synced)
         self.bus.export(MANAGER_PATH, manager)
         # Status from a body marshalled once per published list (status_reply.py).
-        StatusReply(self.bus, lambda: self.view.statuses if self.view else None).install()
-        await self.view.sync()
+        StatusReply(self.bus, lambda: view.statuses).install()
+        await view.sync()
 
     def request_stop(self) -> None:
         """Begin a clean stop (SIGTERM, SIGINT)."""
@@ -376,10 +376,8 @@ class Daemon:
             log.warning("%s %s failed: %s", op, address, err, extra=extra)
             raise
         finally:
-            self._operating.subtract(affected)
-            done = {a for a in affected if self._operating[a] <= 0}
-            for a in done:
-                del self._operating[a]
+            done = set(affected)
+            self._operating -= done
             deferred, self._deferred = self._deferred & done, self._deferred - done
 
             def clear_busy() -> None:
@@ -394,7 +392,7 @@ class Daemon:
         log.info("%s %s: done in %.2f s: %s", op, address, took, shown, extra=extra)
         return result
 
-    async def _hand_over(self, address: str, group: bool, job: Job | None = None) -> None:
+    async def _hand_over(self, address: str, group: bool, job: Job) -> None:
         """Before a forced bind: when the host's desktop holds a GPU of it, say so on the
         bus (signal Releasing, property Releasing), ask the desktop to let go (a remove
         uevent of the card) and wait up to the config's timeout; InUse naming who
@@ -417,10 +415,9 @@ class Daemon:
                                  RELEASING_SIGNATURE,
                                  [release.address, release.holder_names,
                                   round(timeout * 1000)])
-        if job is not None:
-            self.jobs.set_phase(job, "asking the desktop to release the GPU",
-                                "; ".join(", ".join(r.holder_names) + f" to close {r.address}"
-                                          for r in releases))
+        self.jobs.set_phase(job, "asking the desktop to release the GPU",
+                            "; ".join(", ".join(r.holder_names) + f" to close {r.address}"
+                                      for r in releases))
         try:
             await loop.run_in_executor(
                 self.executor, functools.partial(self.engine.hand_over, releases, timeout))

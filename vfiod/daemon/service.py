@@ -79,7 +79,9 @@ DEVICE_CHANGED_SIGNATURE = "sss"
 Options = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 Str = Annotated[str, DBusSignature("s")]
 AddressList = Annotated[list[str], DBusSignature("as")]
-StatusRows = Annotated[list[list[Any]], DBusSignature("a(sssssis)")]
+#: Manager.Status's out signature (DESIGN.md); status_reply.py marshals it once per list.
+STATUS_SIGNATURE = "a(sssssis)"
+StatusRows = Annotated[list[list[Any]], DBusSignature(STATUS_SIGNATURE)]
 NoValue = Annotated[None, DBusSignature("")]
 CheckRows = Annotated[list[list[str]], DBusSignature("a(sss)")]
 PLAN_SIGNATURE = "sa(ssss)a(sss)asasss"
@@ -92,7 +94,8 @@ RESET_OPTIONS = {"force": "b", "clear": "b", "dry_run": "b"}
 # Every operation may wait (seconds) for a process to let go of the device.
 for _accepted in (BIND_OPTIONS, UNBIND_OPTIONS, RESET_OPTIONS):
     _accepted["wait"] = "u"
-#: Plan's options by operation: the operation's own (dry_run is implied).
+#: Plan's options by operation: the operation's own (dry_run is implied; wait and
+#: clear are accepted and change nothing, as in a dry run).
 PLAN_OPTIONS = {"bind": BIND_OPTIONS, "unbind": UNBIND_OPTIONS, "reset": RESET_OPTIONS}
 _TYPE_NAMES = {"b": "a boolean (b)", "u": "an unsigned integer (u)"}
 #: CheckDevices checks one guest's list: more than any machine has slots is a mistake.
@@ -128,15 +131,23 @@ def parse_options(options: Mapping[str, Variant], accepted: Mapping[str, str],
     return values
 
 
+#: The options a plan is made with: a dry run waits for nothing (wait) nor lifts a
+#: quarantine (clear); it plans as the call with them would.
+_PLANNED_OPTIONS = ("group", "force")
+
+
+def plan_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an operation's parsed options that Daemon.plan takes."""
+    return {key: opts[key] for key in _PLANNED_OPTIONS if key in opts}
+
+
 async def dry_run_or_operate(daemon: Operations, op: str, device: str,
                              opts: dict[str, Any]) -> Any:
     """Bind, Unbind or Reset: with ``dry_run`` the plan's answer (the addresses that
     would move, the method tried first, or the error the call would raise), else the
     operation itself."""
     if opts.pop("dry_run", False):
-        opts.pop("wait", None)  # a dry run waits for nothing
-        opts.pop("clear", None)  # nor lifts a quarantine
-        return (await daemon.plan(op, device, **opts)).answer()
+        return (await daemon.plan(op, device, **plan_options(opts))).answer()
     return await daemon.operate(op, device, **opts)
 
 
@@ -313,8 +324,7 @@ class ManagerInterface(_DescribedInterface):
         if accepted is None:
             raise InvalidArgument(f"Plan: unknown operation {_shown(operation)}; "
                                   "one of: bind, unbind, reset")
-        opts = parse_options(options, accepted, "Plan")
-        opts.pop("dry_run", None)
+        opts = plan_options(parse_options(options, accepted, "Plan"))
         # The real call's checks (an exclusive open of each disk below, the group node)
         # are the manager's to ask for, as Status's table-only reading is everyone's.
         await self.daemon.authorize()

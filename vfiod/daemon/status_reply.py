@@ -8,8 +8,8 @@ call when 50 clients poll at once. Here the body is marshalled once per list the
 publishes (``DeviceView.statuses`` makes a new list on every sync and returns the same
 one until then), and each call only gets a header (vfiod.daemon.premarshalled).
 
-Anything unusual (arguments, another path, a call before the view exists) is left to
-dbus-fast's handler, which answers it as before.
+Anything unusual (arguments, another path) is left to dbus-fast's handler, which
+answers it as before.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from dbus_fast.message_bus import BaseMessageBus
 
 from vfiod.contract import MANAGER_INTERFACE, MANAGER_PATH
 from vfiod.daemon.premarshalled import PremarshalledReply, marshalled
+from vfiod.daemon.service import STATUS_SIGNATURE
 from vfiod.records import DeviceStatus
-
-#: Manager.Status's out signature (DESIGN.md).
-STATUS_SIGNATURE = "a(sssssis)"
 
 
 def status_body(statuses: Sequence[DeviceStatus]) -> bytes:
@@ -37,7 +35,7 @@ class StatusReply:
     """Answers Manager.Status on *bus* from the body of the current status list."""
 
     def __init__(self, bus: BaseMessageBus,
-                 statuses: Callable[[], list[DeviceStatus] | None]) -> None:
+                 statuses: Callable[[], list[DeviceStatus]]) -> None:
         self.bus = bus
         self.statuses = statuses
         self._for: list[DeviceStatus] | None = None  # kept: its id cannot be reused
@@ -49,11 +47,9 @@ class StatusReply:
         """Answer Status from now on (before dbus-fast's own dispatch)."""
         self.bus.add_message_handler(self.handle)
 
-    def body(self) -> bytes | None:
-        """The marshalled body for the current list; None before there is one."""
+    def body(self) -> bytes:
+        """The marshalled body for the current list."""
         current = self.statuses()
-        if current is None:
-            return None
         if current is not self._for:
             self._body = status_body(current)
             self._for = current
@@ -68,8 +64,5 @@ class StatusReply:
             return None
         if msg.flags.value & MessageFlag.NO_REPLY_EXPECTED.value:
             return True  # nothing to send
-        body = self.body()
-        if body is None:
-            return None
-        self.bus.send(PremarshalledReply.to(msg, STATUS_SIGNATURE, body))
+        self.bus.send(PremarshalledReply.to(msg, STATUS_SIGNATURE, self.body()))
         return True

@@ -163,7 +163,9 @@ class HolderWatcher:
     """
 
     def __init__(self, host: Host, handler: Callable[[], Awaitable[None]],
-                 holder_pids: Callable[[], Iterable[int]]) -> None:
+                 holder_pids: Callable[[], Iterable[int]], *,
+                 on_exit: Callable[[int], None] | None = None,
+                 operating_on: Callable[[int], bool] = lambda group: False) -> None:
         self.host = host
         self.handler = handler
         self.holder_pids = holder_pids
@@ -172,11 +174,11 @@ class HolderWatcher:
         self._poll: asyncio.TimerHandle | None = None
         #: Called with a holder's pid as soon as its pidfd says it exited (while the
         #: kernel may still keep its exit status); it must not block.
-        self.on_exit: Callable[[int], None] | None = None
+        self.on_exit = on_exit
         #: Whether an operation of vfiod's own holds this group now (its lock): the
         #: events of that group's node are then its own (the fence's open and close;
         #: nobody else can open a group vfiod holds) and wait for resume().
-        self.operating_on: Callable[[int], bool] = lambda group: False
+        self.operating_on = operating_on
         self._held_back = False
 
     def start(self) -> None:
