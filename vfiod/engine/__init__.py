@@ -224,13 +224,11 @@ class Engine:
         """The plan run() executes and plan() shows; it may hold the group's fence
         (Plan.release() lets go when it is not executed)."""
         if op == "bind":
-            plan = self.transactions.plan_bind(address, group=group, force=force)
-            try:  # a quarantined card is refused before anything else
+            try:  # a quarantined card is refused before anything else: no read, no scan
                 self.check_quarantine(self.affected(op, address, group))
             except Quarantined as exc:
-                plan.release()
-                plan.refusal = exc
-            return plan
+                return Plan("bind", address, group=group, refusal=exc)
+            return self.transactions.plan_bind(address, group=group, force=force)
         if op == "unbind":
             return self.transactions.plan_unbind(address, group=group)
         if op == "reset":
@@ -359,7 +357,9 @@ class Engine:
 
     def releases(self, address: str, group: bool = True) -> list[Release]:
         """The GPUs a forced bind of *address* (resolved) would take from processes of
-        the host (the desktop), with who holds them; InUse for a hard guard."""
+        the host (the desktop), with who holds them; InUse for a hard guard, and
+        Quarantined (before any scan) when the bind would be refused for it."""
+        self.check_quarantine(self.affected("bind", address, group))
         return releases_for_bind(self.inventory, address, group)
 
     def hand_over(self, releases: list[Release], timeout: float) -> None:
