@@ -40,7 +40,7 @@ from vfiod.engine import progress
 from vfiod.engine.checks import DeviceCheck, check_devices
 from vfiod.engine.handover import Release, hand_over, releases_for_bind
 from vfiod.engine.inventory import Inventory
-from vfiod.engine.plan import Plan
+from vfiod.engine.plan import Plan, plan_bind, plan_unbind
 from vfiod.engine.progress import Progress, reporting
 from vfiod.engine.reset import ResetOutcome, Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
@@ -143,14 +143,21 @@ class Engine:
     def bind(self, device: str, *, group: bool = True, force: bool = False) -> list[str]:
         """Put a device (and by default every endpoint of its IOMMU group) on vfio-pci.
 
-        Returns the addresses that moved (see Transactions.bind for the errors;
-        Quarantined when one of them is quarantined).
+        Returns the addresses that moved. Raises InUse when a guard refuses (``force``
+        overrides the soft ones), GroupNotViable for a device without a group or a
+        partial group, Failed (after rolling back) when a step fails, Quarantined when
+        one of them is quarantined.
         """
         return self.run("bind", self.resolve(device), group=group, force=force)
 
     def unbind(self, device: str, *, group: bool = True) -> list[str]:
-        """Return a device (and by default its group) from vfio-pci to its host driver."""
-        return self.transactions.unbind(self.resolve(device), group=group)
+        """Return a device (and by default its group) from vfio-pci to its host driver.
+
+        The host driver is the one recorded when vfiod bound it; without a record, the
+        kernel's best match (its module loaded by modalias when needed). Raises InUse,
+        naming the process, while a guest holds the group: unbind is never written then.
+        """
+        return self.run("unbind", self.resolve(device), group=group)
 
     def reset(self, device: str, *, force: bool = False, clear: bool = False) -> str:
         """Reset a device with the kernel's methods, best first; return the one that worked.
@@ -228,9 +235,9 @@ class Engine:
                 self.check_quarantine(self.affected(op, address, group))
             except Quarantined as exc:
                 return Plan("bind", address, group=group, refusal=exc)
-            return self.transactions.plan_bind(address, group=group, force=force)
+            return plan_bind(self.inventory, address, group=group, force=force)
         if op == "unbind":
-            return self.transactions.plan_unbind(address, group=group)
+            return plan_unbind(self.inventory, self.journal, address, group=group)
         if op == "reset":
             return self.resetter.plan(address, force=force)
         raise ValueError(f"unknown operation {op}")

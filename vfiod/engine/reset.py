@@ -185,20 +185,13 @@ class Resetter:
             rungs.append(REMOVE_RESCAN)
         return rungs
 
-    def reset(self, address: str, *, force: bool = False) -> str:
-        """Reset a function (resolved already); return the method that worked.
-
-        Climbs the ladder (see the module) until the function is healthy; ResetFailed,
-        naming each rung's failure and what the user can still do, when no rung made
-        it so. The caller holds the locks of every group on the bus (Engine.lock_keys).
-        """
-        return self.reset_outcome(address, force=force).method
-
     def reset_outcome(self, address: str, *, force: bool = False,
                       only: Collection[str] | None = None) -> ResetOutcome:
-        """reset(), answering the whole outcome (ResetFailed still raised on failure;
-        last_outcome() then holds it). *only*: climb only these rungs (names as
-        planned_rungs gives them), skipping the others."""
+        """Reset a function (resolved already): climb the ladder (see the module) until
+        it is healthy; the whole outcome, or ResetFailed naming each rung's failure and
+        what the user can still do (last_outcome() then holds it). *only*: climb only
+        these rungs (names as planned_rungs gives them), skipping the others. The caller
+        holds the locks of every group on the bus (Engine.lock_keys)."""
         return self.execute(self.plan(address, force=force), only=only)
 
     def plan(self, address: str, *, force: bool = False) -> Plan:
