@@ -156,11 +156,11 @@ class Resetter:
     """Resets PCI functions and checks that they came back."""
 
     def __init__(self, inventory: Inventory, writer: Writer,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal) -> None:
         self.inventory = inventory
         self.host = inventory.host
         self.writer = writer
-        #: Where a remove and rescan is recorded while it runs (None: not recorded).
+        #: Where a remove and rescan is recorded while it runs.
         self.journal = journal
         self.health = Health(self.host)
         self._outcomes: dict[str, ResetOutcome] = {}
@@ -364,7 +364,7 @@ class Resetter:
 
     def _own_methods(self, dev: PciDevice, failures: list[str], plan: list[str],
                      expected: Expected, tried: list[str],
-                     refused: list[str] | None = None) -> str | None:
+                     refused: list[str]) -> str | None:
         """Try the function's own methods in *plan*, best first; the one that left it
         healthy, or None with why each failed added to *failures* (and the methods the
         kernel refused before resetting anything to *refused*)."""
@@ -389,7 +389,7 @@ class Resetter:
                     raise
                 except HostWriteError as exc:
                     failures.append(_reset_failure(method, exc.errno))
-                    if refused is not None and exc.errno in (errno_mod.ENOTTY, errno_mod.EINVAL):
+                    if exc.errno in (errno_mod.ENOTTY, errno_mod.EINVAL):
                         refused.append(method)
                     continue
                 if self._check(address, method, expected, failures):
@@ -454,8 +454,7 @@ class Resetter:
         tried.append(REMOVE_RESCAN)
         progress.step(f"removing and rescanning slot {address.rsplit('.', 1)[0]}")
         write = self.writer.write
-        record = (self.journal.begin_rescan(sorted(slot))
-                  if self.journal is not None else None)
+        record = self.journal.begin_rescan(sorted(slot))
         taken: list[str] = []
         try:
             try:
@@ -468,8 +467,7 @@ class Resetter:
             except HostWriteError as exc:
                 failures.append(f"remove and rescan: {exc}")
                 return None
-            if record is not None and self.journal is not None:
-                self.journal.end_rescan(record)
+            self.journal.end_rescan(record)
         finally:
             for f in fences:
                 if f is not fence:
@@ -515,8 +513,6 @@ class Resetter:
         """Put right what a killed process left in a remove and rescan of this boot:
         the slot rescanned if it is still gone, and every function of it back on
         vfio-pci. Returns the addresses covered."""
-        if self.journal is None:
-            return []
         covered: list[str] = []
         for record in self.journal.unfinished_rescans():
             log.warning("finishing a remove and rescan of %s that a killed vfiod left",
