@@ -305,14 +305,14 @@ class Engine:
     def observe_guests(self) -> list[str]:
         """Start and end guest runs in the records from the holders as last checked;
         the addresses whose record changed."""
-        holding = {a: Holding(ids=f"{d.vendor:04x}:{d.device:04x}", pid=procs[0].pid,
+        holding = {a: Holding(ids=d.ids, pid=procs[0].pid,
                               holder=", ".join(str(p) for p in procs))
                    for a, (d, procs) in self.inventory.vfio_holders().items()}
         return self.records.observe(holding, self.host.exit_status, self.host.alive)
 
     def _ids(self, address: str) -> str | None:
         dev = self.inventory.device(address)
-        return f"{dev.vendor:04x}:{dev.device:04x}" if dev is not None else None
+        return dev.ids if dev is not None else None
 
     def _with_record(self, status: DeviceStatus) -> DeviceStatus:
         """*status* with its health record's fields filled in (when it has one)."""
