@@ -212,7 +212,7 @@ class Resetter:
             assert dev is not None
             climb = _Climb(dev, [r for r in [*self._own_plan(dev), HOT_RESET, REMOVE_RESCAN]
                                  if only is None or r in only],
-                           self.health.expect(dev.address))
+                           self.health.expect(dev))
             try:
                 return self._climb(dev, fence, climb)
             except HostWriteTimeout as exc:
