@@ -90,6 +90,16 @@ def hot_reset_obstacle(dev: PciDevice, on_bus: Mapping[str, PciDevice]) -> str |
             f"({bind}) to reset the bus together")
 
 
+def _bus_mates(devices: Mapping[str, PciDevice], address: str) -> list[str]:
+    """Resetter.bus_mates over the snapshot *devices*."""
+    dev = devices.get(address)
+    if dev is None or dev.parent is None:
+        return []  # no bridge above a root bus: nothing resets it as a whole
+    bus = bus_of(address)
+    mates = sorted(a for a in devices if bus_of(a) == bus)
+    return mates if len(mates) > 1 else []
+
+
 def _and(items: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
@@ -176,10 +186,9 @@ class Resetter:
         dev = devices.get(address)
         if dev is None:
             return []
-        rungs = [m for m in self._own_plan(dev)]
-        on_bus = {a: d for a, d in devices.items() if bus_of(a) == bus_of(address)}
-        if dev.parent is not None and len(on_bus) > 1 and \
-                hot_reset_obstacle(dev, on_bus) is None:
+        rungs = list(self._own_plan(dev))
+        mates = _bus_mates(devices, address)
+        if mates and hot_reset_obstacle(dev, {a: devices[a] for a in mates}) is None:
             rungs.append(HOT_RESET)
         if self._rescan_obstacle(dev, self._slot(dev, devices)) is None:
             rungs.append(REMOVE_RESCAN)
@@ -538,13 +547,7 @@ class Resetter:
     def bus_mates(self, address: str) -> list[str]:
         """The functions a hot reset through *address* would reset (itself included), as
         last read; empty when it has none (a root bus, or alone on its bus)."""
-        devices = self.inventory.devices()
-        dev = devices.get(address)
-        if dev is None or dev.parent is None:
-            return []  # no bridge above a root bus: nothing resets it as a whole
-        bus = bus_of(address)
-        mates = sorted(a for a in devices if bus_of(a) == bus)
-        return mates if len(mates) > 1 else []
+        return _bus_mates(self.inventory.devices(), address)
 
     def _hot_reset(self, dev: PciDevice, failures: list[str], fence: Fence | None,
                    expected: Expected, tried: list[str]) -> str | None:
