@@ -32,11 +32,8 @@ _FAMILIES: dict[str, tuple[int, ...]] = {
     "Navi 12": (0x7360, 0x7362),
 }
 
-#: device id -> family, for vendor AMD_ATI (0x164c is listed under Vega 20 first).
-DEVICES: dict[int, str] = {}
-for _family, _ids in _FAMILIES.items():
-    for _id in _ids:
-        DEVICES.setdefault(_id, _family)
+#: device id -> family, for vendor AMD_ATI (each id is in one family).
+DEVICES: dict[int, str] = {id_: name for name, ids in _FAMILIES.items() for id_ in ids}
 
 
 def family(vendor: int, device: int) -> str | None:

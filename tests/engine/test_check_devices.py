@@ -10,6 +10,7 @@ import pytest
 from vfiod.config import parse_config
 from vfiod.engine import Engine
 from vfiod.engine.checks import DeviceCheck
+from vfiod.device_records import ResetResult
 from vfiod.errors import ResetFailed
 from vfiod.sim import SimHost
 
@@ -105,5 +106,27 @@ def test_a_quarantined_device_is_refused_with_its_history_and_how_to_lift_it(
         engine.reset(usb)
     found = next(c for c in errors(engine.check_devices([usb])) if "quarantined" in c.message)
     assert found.device == usb
+    rows = [c for c in engine.check_devices([usb]) if "quarantined" in c.message]
+    assert rows == [found]  # one row, not the plan's refusal again
     assert found.message.startswith(f"{usb} is quarantined: its last 1 reset(s) failed")
     assert f"vfioctl reset --clear {usb}" in found.message
+
+
+def test_a_quarantined_group_mate_outside_the_list_is_named(engine: Engine) -> None:
+    gpu, audio = "0000:06:00.0", "0000:06:00.1"
+    engine.bind(gpu)  # the audio function on vfio-pci too: not a missing group mate
+    engine.records.record_reset(audio, engine.device_status(audio).ids, ResetResult(
+        method="", rungs=0, healthy=False, problem="bus: it never came back"), 1)
+    rows = [c for c in engine.check_devices([gpu]) if "quarantined" in c.message]
+    assert [(c.device, c.severity) for c in rows] == [(gpu, "error")]
+    assert f"{audio} is quarantined" in rows[0].message
+
+
+def test_an_unhealthy_device_that_does_not_read_all_ones_says_what_is_wrong(
+        engine: Engine) -> None:
+    usb = "0000:11:00.0"
+    engine.inventory.mark_unhealthy(usb, "its link did not come back")
+    [check] = engine.check_devices([usb])
+    assert (check.device, check.severity) == (usb, "error")
+    assert "unhealthy after its last reset: its link did not come back" in check.message
+    assert "reads all ones" not in check.message

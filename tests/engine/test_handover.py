@@ -12,7 +12,8 @@ import pytest
 
 from vfiod.config import parse_config
 from vfiod.engine import Engine
-from vfiod.errors import InUse
+from vfiod.device_records import ResetResult
+from vfiod.errors import InUse, Quarantined
 from vfiod.sim import SimHost
 
 from .placement import driver_of
@@ -125,3 +126,26 @@ def test_a_zero_timeout_asks_and_does_not_wait(engine: Engine) -> None:
     with pytest.raises(InUse, match="within 0 s"):
         engine.hand_over(engine.releases(DESKTOP_GPU), timeout=0.0)
     assert time.monotonic() - began < 1.0
+
+
+def test_a_forced_bind_of_a_quarantined_gpu_asks_no_desktop_to_let_go(
+        engine: Engine, host: SimHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The quarantine refuses the bind whatever the desktop does: it is not asked first,
+    # and nothing is read or scanned for a bind that cannot happen.
+    engine.records.record_reset(DESKTOP_GPU, engine.device_status(DESKTOP_GPU).ids,
+                                ResetResult(method="", rungs=0, healthy=False,
+                                            problem="bus: it never came back"), 1)
+
+    def no_scan(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("scanned for a quarantined device")
+
+    monkeypatch.setattr(engine.inventory, "scan_holders", no_scan)
+    monkeypatch.setattr(engine.inventory, "fresh", no_scan)
+    events = host.open_events()
+    with pytest.raises(Quarantined, match=f"{DESKTOP_GPU} is quarantined"):
+        engine.releases(DESKTOP_GPU)
+    with pytest.raises(Quarantined, match=f"{DESKTOP_GPU} is quarantined"):
+        engine.bind(DESKTOP_GPU, force=True)
+    assert not any(path.endswith("/uevent") for path, _, _ in host.write_log)
+    assert not [e for e in events.receive() if e.subsystem == "drm"]
+    assert engine.device_status(DESKTOP_GPU).driver == "nvidia"

@@ -173,6 +173,19 @@ def test_plan_of_a_reset_adds_the_hot_reset_once_the_bus_qualifies(engine: Engin
     assert engine.plan("reset", "0000:06:00.0").rungs == ["bus", HOT_RESET, "remove_rescan"]
 
 
+def test_plan_of_a_reset_on_vfio_pci_leaves_proc_alone(engine: Engine,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The group fence answers whether a guest holds it; /proc is for a host driver's guards.
+    engine.bind("0000:06:00.0")
+
+    def no_scan(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("scanned /proc")
+
+    monkeypatch.setattr(engine.inventory, "scan_holders", no_scan)
+    plan = engine.plan("reset", "0000:06:00.0")
+    assert plan.refusal is None and plan.rungs[0] == "bus"
+
+
 def test_unbind_plan_refuses_while_a_guest_holds_the_group(engine: Engine,
                                                            host: SimHost) -> None:
     engine.bind("0000:06:00.0")

@@ -38,7 +38,7 @@ from vfiod.engine import progress
 from vfiod.engine.checks import DeviceCheck, check_devices
 from vfiod.engine.handover import Release, hand_over, releases_for_bind
 from vfiod.engine.inventory import Inventory
-from vfiod.engine.plan import Plan
+from vfiod.engine.plan import Plan, plan_bind, plan_unbind
 from vfiod.engine.progress import Progress, reporting
 from vfiod.engine.reset import ResetOutcome, Resetter
 from vfiod.engine.transactions import Transactions, group_key, lock_order
@@ -141,14 +141,21 @@ class Engine:
     def bind(self, device: str, *, group: bool = True, force: bool = False) -> list[str]:
         """Put a device (and by default every endpoint of its IOMMU group) on vfio-pci.
 
-        Returns the addresses that moved (see Transactions.bind for the errors;
-        Quarantined when one of them is quarantined).
+        Returns the addresses that moved. Raises InUse when a guard refuses (``force``
+        overrides the soft ones), GroupNotViable for a device without a group or a
+        partial group, Failed (after rolling back) when a step fails, Quarantined when
+        one of them is quarantined.
         """
         return self.run("bind", self.resolve(device), group=group, force=force)
 
     def unbind(self, device: str, *, group: bool = True) -> list[str]:
-        """Return a device (and by default its group) from vfio-pci to its host driver."""
-        return self.transactions.unbind(self.resolve(device), group=group)
+        """Return a device (and by default its group) from vfio-pci to its host driver.
+
+        The host driver is the one recorded when vfiod bound it; without a record, the
+        kernel's best match (its module loaded by modalias when needed). Raises InUse,
+        naming the process, while a guest holds the group: unbind is never written then.
+        """
+        return self.run("unbind", self.resolve(device), group=group)
 
     def reset(self, device: str, *, force: bool = False, clear: bool = False) -> str:
         """Reset a device with the kernel's methods, best first; return the one that worked.
@@ -222,15 +229,13 @@ class Engine:
         """The plan run() executes and plan() shows; it may hold the group's fence
         (Plan.release() lets go when it is not executed)."""
         if op == "bind":
-            plan = self.transactions.plan_bind(address, group=group, force=force)
-            try:  # a quarantined card is refused before anything else
+            try:  # a quarantined card is refused before anything else: no read, no scan
                 self.check_quarantine(self.affected(op, address, group))
             except Quarantined as exc:
-                plan.release()
-                plan.refusal = exc
-            return plan
+                return Plan("bind", address, group=group, refusal=exc)
+            return plan_bind(self.inventory, address, group=group, force=force)
         if op == "unbind":
-            return self.transactions.plan_unbind(address, group=group)
+            return plan_unbind(self.inventory, self.journal, address, group=group)
         if op == "reset":
             return self.resetter.plan(address, force=force)
         raise ValueError(f"unknown operation {op}")
@@ -298,14 +303,14 @@ class Engine:
     def observe_guests(self) -> list[str]:
         """Start and end guest runs in the records from the holders as last checked;
         the addresses whose record changed."""
-        holding = {a: Holding(ids=f"{d.vendor:04x}:{d.device:04x}", pid=procs[0].pid,
+        holding = {a: Holding(ids=d.ids, pid=procs[0].pid,
                               holder=", ".join(str(p) for p in procs))
                    for a, (d, procs) in self.inventory.vfio_holders().items()}
         return self.records.observe(holding, self.host.exit_status, self.host.alive)
 
     def _ids(self, address: str) -> str | None:
         dev = self.inventory.device(address)
-        return f"{dev.vendor:04x}:{dev.device:04x}" if dev is not None else None
+        return dev.ids if dev is not None else None
 
     def _with_record(self, status: DeviceStatus) -> DeviceStatus:
         """*status* with its health record's fields filled in (when it has one)."""
@@ -357,7 +362,9 @@ class Engine:
 
     def releases(self, address: str, group: bool = True) -> list[Release]:
         """The GPUs a forced bind of *address* (resolved) would take from processes of
-        the host (the desktop), with who holds them; InUse for a hard guard."""
+        the host (the desktop), with who holds them; InUse for a hard guard, and
+        Quarantined (before any scan) when the bind would be refused for it."""
+        self.check_quarantine(self.affected("bind", address, group))
         return releases_for_bind(self.inventory, address, group)
 
     def hand_over(self, releases: list[Release], timeout: float) -> None:

@@ -4,7 +4,7 @@ For each device (an address, short address or config name, as a domain's hostdev
 give them): it exists; its ids are the ones the config file says for its address (the
 hardware changed or a card moved); every endpoint of its IOMMU group is in the list
 or on vfio-pci already; it is healthy, not held by another guest, and not refused for
-a reason of its own (``refusal_reason``: its quarantine); and the list binds
+a reason of its own (its quarantine); and the list binds
 as one plan per group, with no member the host needs (the guards, hard and soft: the
 libvirt hook binds without force). Every problem is one row with its fix.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from vfiod.address import is_address
-from vfiod.errors import NoSuchDevice, VfiodError
+from vfiod.errors import NoSuchDevice, Quarantined, VfiodError
 from vfiod.model import PciDevice
 
 if TYPE_CHECKING:
@@ -42,15 +42,6 @@ class DeviceCheck:
     def row(self) -> tuple[str, str, str]:
         """The D-Bus row (sss)."""
         return (self.device, self.severity, self.message)
-
-
-def refusal_reason(engine: Engine, address: str) -> str | None:
-    """Why vfiod refuses to hand this device to a guest for a reason of its own (a
-    quarantine after repeated failed resets), with the fix; None when it does not.
-
-    The one place such a per-device refusal plugs into CheckDevices.
-    """
-    return engine.quarantine_reason(address)
 
 
 def check_devices(engine: Engine, devices: Iterable[str]) -> list[DeviceCheck]:
@@ -134,7 +125,9 @@ def _own_checks(engine: Engine, dev: PciDevice) -> list[DeviceCheck]:
               "through; fix: remove it from the domain and name the devices behind it")
     status = engine.device_status(a)
     if not status.healthy:
-        error(f"{a}: its config space reads all ones: the device is dead; fix: "
+        what = "its config space reads all ones: the device is dead" if not dev.healthy \
+            else status.error
+        error(f"{a}: {what}; fix: "
               f"`vfioctl reset {a}` (a bus reset), or power the machine off and on")
     elif status.error:
         found.append(DeviceCheck(a, "warning", f"{a}: its last operation failed: "
@@ -143,8 +136,8 @@ def _own_checks(engine: Engine, dev: PciDevice) -> list[DeviceCheck]:
     if dev.on_vfio and status.holder:
         error(f"{a}: is held by {status.holder}, another guest or program; fix: shut that "
               "guest down first, or give this domain another device")
-    reason = refusal_reason(engine, a)
-    if reason is not None:
+    reason = status.quarantine_reason  # the plan's refusal of it is not shown again
+    if reason:
         error(reason if reason.startswith(a) else f"{a}: {reason}")
     return found
 
@@ -181,6 +174,10 @@ def _group_checks(engine: Engine, dev: PciDevice, chosen: set[str]) -> list[Devi
                 f"{guard.address}: the host uses it: {guard.reason}; fix: stop using it on "
                 f"the host first (or take it anyway with `vfioctl bind --force "
                 f"{guard.address}` before starting the guest)")))
+    if isinstance(plan.refusal, Quarantined) and all(
+            m in chosen or engine.quarantine_reason(m) is None
+            for m in engine.affected("bind", a, True)):
+        return found  # each quarantined device has its own row (_own_checks)
     if plan.refusal is not None and not plan.guards and not dev.is_bridge:
         found.append(DeviceCheck(a, "error", f"{plan.refusal}"))
     return found

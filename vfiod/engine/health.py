@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from vfiod.host import paths
 from vfiod.host.base import Host
+from vfiod.model import PciDevice
 
 #: The whole configuration space (4096 bytes for PCIe, 256 for conventional PCI).
 CONFIG_SIZE = 4096
@@ -204,16 +205,15 @@ class Health:
         """The function's configuration space as the kernel reads it now."""
         return self.host.read_bytes(paths.device_file(address, "config"), CONFIG_SIZE)
 
-    def expect(self, address: str, *, compare_command: bool = True) -> Expected:
+    def expect(self, dev: PciDevice) -> Expected:
         """What the function must read back after a reset, taken before it: the ids the
-        kernel enumerated, the command register and the AER bits set now."""
-        vendor = self.host.read_int(paths.device_file(address, "vendor"), 16) or 0
-        device = self.host.read_int(paths.device_file(address, "device"), 16) or 0
-        cfg = self.config(address)
+        kernel enumerated (as *dev*, read just before, has them), the command register
+        and the AER bits set now."""
+        cfg = self.config(dev.address)
         alive = cfg is not None and len(cfg) >= 0x40 and not all_ones(cfg)
-        command = _u16(cfg, _COMMAND) if alive and compare_command and cfg else None
+        command = _u16(cfg, _COMMAND) if alive and cfg else None
         aer = (aer_uncorrectable_status(cfg) or 0) if alive and cfg else 0
-        return Expected(vendor, device, command, aer)
+        return Expected(dev.vendor, dev.device, command, aer)
 
     def check(self, address: str, expected: Expected) -> list[str]:
         """What is wrong with the function now; empty when it is healthy."""

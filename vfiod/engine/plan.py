@@ -277,7 +277,7 @@ def plan_reset(inventory: Inventory, address: str, *, force: bool,
         if plan.fence is None:  # no group node: /proc is all there is to ask
             plan.holders = inventory.scan_holders(inventory.nodes_of(members))
             check_not_held(inventory, dev, "reset it", plan.holders)
-        else:
+        elif dev.driver and not dev.on_vfio:  # the fence answered; the guards need /proc
             plan.holders = inventory.scan_holders(inventory.nodes_of([dev]))
     except InUse as exc:
         return _refused(plan, exc)

@@ -90,6 +90,16 @@ def hot_reset_obstacle(dev: PciDevice, on_bus: Mapping[str, PciDevice]) -> str |
             f"({bind}) to reset the bus together")
 
 
+def _bus_mates(devices: Mapping[str, PciDevice], address: str) -> list[str]:
+    """Resetter.bus_mates over the snapshot *devices*."""
+    dev = devices.get(address)
+    if dev is None or dev.parent is None:
+        return []  # no bridge above a root bus: nothing resets it as a whole
+    bus = bus_of(address)
+    mates = sorted(a for a in devices if bus_of(a) == bus)
+    return mates if len(mates) > 1 else []
+
+
 def _and(items: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
@@ -156,11 +166,11 @@ class Resetter:
     """Resets PCI functions and checks that they came back."""
 
     def __init__(self, inventory: Inventory, writer: Writer,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal) -> None:
         self.inventory = inventory
         self.host = inventory.host
         self.writer = writer
-        #: Where a remove and rescan is recorded while it runs (None: not recorded).
+        #: Where a remove and rescan is recorded while it runs.
         self.journal = journal
         self.health = Health(self.host)
         self._outcomes: dict[str, ResetOutcome] = {}
@@ -176,29 +186,21 @@ class Resetter:
         dev = devices.get(address)
         if dev is None:
             return []
-        rungs = [m for m in self._own_plan(dev)]
-        on_bus = {a: d for a, d in devices.items() if bus_of(a) == bus_of(address)}
-        if dev.parent is not None and len(on_bus) > 1 and \
-                hot_reset_obstacle(dev, on_bus) is None:
+        rungs = list(self._own_plan(dev))
+        mates = _bus_mates(devices, address)
+        if mates and hot_reset_obstacle(dev, {a: devices[a] for a in mates}) is None:
             rungs.append(HOT_RESET)
         if self._rescan_obstacle(dev, self._slot(dev, devices)) is None:
             rungs.append(REMOVE_RESCAN)
         return rungs
 
-    def reset(self, address: str, *, force: bool = False) -> str:
-        """Reset a function (resolved already); return the method that worked.
-
-        Climbs the ladder (see the module) until the function is healthy; ResetFailed,
-        naming each rung's failure and what the user can still do, when no rung made
-        it so. The caller holds the locks of every group on the bus (Engine.lock_keys).
-        """
-        return self.reset_outcome(address, force=force).method
-
     def reset_outcome(self, address: str, *, force: bool = False,
                       only: Collection[str] | None = None) -> ResetOutcome:
-        """reset(), answering the whole outcome (ResetFailed still raised on failure;
-        last_outcome() then holds it). *only*: climb only these rungs (names as
-        planned_rungs gives them), skipping the others."""
+        """Reset a function (resolved already): climb the ladder (see the module) until
+        it is healthy; the whole outcome, or ResetFailed naming each rung's failure and
+        what the user can still do (last_outcome() then holds it). *only*: climb only
+        these rungs (names as planned_rungs gives them), skipping the others. The caller
+        holds the locks of every group on the bus (Engine.lock_keys)."""
         return self.execute(self.plan(address, force=force), only=only)
 
     def plan(self, address: str, *, force: bool = False) -> Plan:
@@ -219,7 +221,7 @@ class Resetter:
             assert dev is not None
             climb = _Climb(dev, [r for r in [*self._own_plan(dev), HOT_RESET, REMOVE_RESCAN]
                                  if only is None or r in only],
-                           self.health.expect(dev.address))
+                           self.health.expect(dev))
             try:
                 return self._climb(dev, fence, climb)
             except HostWriteTimeout as exc:
@@ -371,7 +373,7 @@ class Resetter:
 
     def _own_methods(self, dev: PciDevice, failures: list[str], plan: list[str],
                      expected: Expected, tried: list[str],
-                     refused: list[str] | None = None) -> str | None:
+                     refused: list[str]) -> str | None:
         """Try the function's own methods in *plan*, best first; the one that left it
         healthy, or None with why each failed added to *failures* (and the methods the
         kernel refused before resetting anything to *refused*)."""
@@ -396,7 +398,7 @@ class Resetter:
                     raise
                 except HostWriteError as exc:
                     failures.append(_reset_failure(method, exc.errno))
-                    if refused is not None and exc.errno in (errno_mod.ENOTTY, errno_mod.EINVAL):
+                    if exc.errno in (errno_mod.ENOTTY, errno_mod.EINVAL):
                         refused.append(method)
                     continue
                 if self._check(address, method, expected, failures):
@@ -461,8 +463,7 @@ class Resetter:
         tried.append(REMOVE_RESCAN)
         progress.step(f"removing and rescanning slot {address.rsplit('.', 1)[0]}")
         write = self.writer.write
-        record = (self.journal.begin_rescan(sorted(slot))
-                  if self.journal is not None else None)
+        record = self.journal.begin_rescan(sorted(slot))
         taken: list[str] = []
         try:
             try:
@@ -475,8 +476,7 @@ class Resetter:
             except HostWriteError as exc:
                 failures.append(f"remove and rescan: {exc}")
                 return None
-            if record is not None and self.journal is not None:
-                self.journal.end_rescan(record)
+            self.journal.end_rescan(record)
         finally:
             for f in fences:
                 if f is not fence:
@@ -522,8 +522,6 @@ class Resetter:
         """Put right what a killed process left in a remove and rescan of this boot:
         the slot rescanned if it is still gone, and every function of it back on
         vfio-pci. Returns the addresses covered."""
-        if self.journal is None:
-            return []
         covered: list[str] = []
         for record in self.journal.unfinished_rescans():
             log.warning("finishing a remove and rescan of %s that a killed vfiod left",
@@ -549,13 +547,7 @@ class Resetter:
     def bus_mates(self, address: str) -> list[str]:
         """The functions a hot reset through *address* would reset (itself included), as
         last read; empty when it has none (a root bus, or alone on its bus)."""
-        devices = self.inventory.devices()
-        dev = devices.get(address)
-        if dev is None or dev.parent is None:
-            return []  # no bridge above a root bus: nothing resets it as a whole
-        bus = bus_of(address)
-        mates = sorted(a for a in devices if bus_of(a) == bus)
-        return mates if len(mates) > 1 else []
+        return _bus_mates(self.inventory.devices(), address)
 
     def _hot_reset(self, dev: PciDevice, failures: list[str], fence: Fence | None,
                    expected: Expected, tried: list[str]) -> str | None:

@@ -37,10 +37,7 @@ from pydantic import ValidationError
 from vfiod.engine import progress
 from vfiod.engine.fence import Fence, raise_fence
 from vfiod.engine.inventory import Holders, Inventory
-# check_not_held and refuse_bridge live with the plans now; still importable from here.
-from vfiod.engine.plan import (BRIDGE_STAYS, IOMMU_OFF_HELP, Plan, check_not_held,  # noqa: F401
-                               plan_bind,
-                               plan_unbind, refuse_bridge)
+from vfiod.engine.plan import BRIDGE_STAYS, Plan
 from vfiod.engine.writes import Writer
 from vfiod.errors import (ALL_ERRORS, Failed, HostWriteError, HostWriteTimeout, InUse,
                           ModuleLoadError, Timeout, VfiodError)
@@ -98,16 +95,6 @@ class Transactions:
         self.writer = writer
 
     # -- bind / unbind ----------------------------------------------------------------
-    def bind(self, address: str, *, group: bool = True, force: bool = False) -> list[str]:
-        """Put a function (and by default every endpoint of its IOMMU group) on vfio-pci.
-
-        *address* is resolved already. Returns the addresses that moved. Raises InUse
-        when a guard refuses (``force`` overrides the soft ones), GroupNotViable for a
-        device without a group or a partial group, Failed (after rolling back) when a
-        step fails.
-        """
-        return self.execute(self.plan_bind(address, group=group, force=force))
-
     def holding(self, targets: list[PciDevice]) -> str:
         """What a bind waits for: ``pulseaudio (pid 812) to release 0000:06:00.1``."""
         holders = self.inventory.scan_holders(self.inventory.nodes_of(targets))
@@ -120,23 +107,6 @@ class Transactions:
                 held.append(f"{', '.join(map(str, procs.values()))} to release {dev.address}")
         return "; ".join(held) or "the host to stop using " + ", ".join(
             d.address for d in targets)
-
-    def unbind(self, address: str, *, group: bool = True) -> list[str]:
-        """Return a function (and by default its group) from vfio-pci to its host driver.
-
-        The host driver is the one recorded when vfiod bound it; without a record, the
-        kernel's best match (its module loaded by modalias when needed). Raises InUse,
-        naming the process, while a guest holds the group: unbind is never written then.
-        """
-        return self.execute(self.plan_unbind(address, group=group))
-
-    def plan_bind(self, address: str, *, group: bool = True, force: bool = False) -> Plan:
-        """The plan of a bind (vfiod.engine.plan.plan_bind); writes nothing."""
-        return plan_bind(self.inventory, address, group=group, force=force)
-
-    def plan_unbind(self, address: str, *, group: bool = True) -> Plan:
-        """The plan of an unbind, holding the group's fence (release() or execute())."""
-        return plan_unbind(self.inventory, self.journal, address, group=group)
 
     def execute(self, plan: Plan) -> list[str]:
         """Run a bind or unbind plan: raise its refusal, or move its targets under a
