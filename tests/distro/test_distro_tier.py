@@ -68,14 +68,6 @@ def test_every_network_backend_is_user_mode_and_restricted() -> None:
     assert all(n.startswith("user,") and "restrict=on" in n for n in netdevs)
 
 
-def test_the_layout_matches_the_addresses_the_guest_checks_use() -> None:
-    assert machine.address("vga") == checks.VGA
-    assert machine.address("hda") == checks.HDA
-    assert machine.address("boot_nic") == checks.BOOT_NIC
-    assert machine.address("nic") == checks.NIC
-    assert machine.address("flr_gpu") == checks.FLR_GPU
-
-
 def test_the_config_claims_the_boot_nic_at_boot_and_nothing_else() -> None:
     assert f'@{checks.BOOT_NIC}"\nname = "boot-nic"\nboot = "vfio"' in image.CONFIG
     assert image.CONFIG.count('boot = "vfio"') == 1

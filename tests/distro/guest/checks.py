@@ -22,14 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tests.distro.machine import address  # noqa: E402
 from tests.vm.marker import GUEST_MARKER, in_test_guest  # noqa: E402
 
 RESULTS = Path("/var/log/vfiod-distro")
-#: The guest's PCI layout (tests/distro/machine.py builds the same).
-VGA, HDA = "0000:01:00.0", "0000:01:00.1"
-BOOT_NIC = "0000:02:00.0"  # boot = "vfio": the shim claims it
-NIC = "0000:03:00.0"  # bound at run time only
-FLR_GPU = "0000:04:00.0"  # virtio-gpu-pci: the emulated device with FLR
+#: The guest's PCI layout, from the table tests/distro/machine.py builds the machine from.
+VGA, HDA = address("vga"), address("hda")
+BOOT_NIC = address("boot_nic")  # boot = "vfio": the shim claims it
+NIC = address("nic")  # bound at run time only
+FLR_GPU = address("flr_gpu")  # virtio-gpu-pci: the emulated device with FLR
 #: At or under this `systemd-analyze security` exposure (issue 12).
 MAX_EXPOSURE = 2.5
 ACTION = "org.vfiod1.manage"
