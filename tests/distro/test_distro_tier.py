@@ -149,18 +149,17 @@ def test_a_failing_check_is_reported_and_the_next_one_still_runs(
 
 def test_a_check_the_guest_never_reported_fails(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_read(disk: Path, dest: Path, guest_dir: str) -> bool:
+    def fake_read(disk: Path, dest: Path, guest_dir: str) -> None:
         assert guest_dir == "/var/log/vfiod-distro/boot2"
         folder = dest / "boot2"
         folder.mkdir(parents=True)
         first = checks.check_name(checks.BOOTS[2][0])
         (folder / "results.json").write_text(json.dumps(
             [{"name": first, "passed": True, "seconds": 1.0, "detail": "ok"}]))
-        return True
 
     monkeypatch.setattr(run, "read_results", fake_read)
     result = run.Boot(2, timed_out=True)
-    run.collect(image.Image(tmp_path / "d", tmp_path / "k", tmp_path / "i", {}), tmp_path,
+    run.collect(image.Image(tmp_path / "d", tmp_path / "k", tmp_path / "i"), tmp_path,
                 result)
     assert [o["passed"] for o in result.outcomes] == [True] + [False] * (
         len(checks.BOOTS[2]) - 1)
