@@ -48,7 +48,7 @@ from dbus_fast import Message, MessageType, Variant  # noqa: E402
 from dbus_fast._private.unmarshaller import Unmarshaller  # noqa: E402
 from dbus_fast.aio import MessageBus  # noqa: E402
 
-from benchmarks.goals import GOALS  # noqa: E402
+from benchmarks.goals import GOALS, GROWTH_SIZES  # noqa: E402
 from vfiod.discovery import scan  # noqa: E402
 from vfiod.engine import Engine  # noqa: E402
 from vfiod.privatebus import PrivateBus, start_vfiod, stop_vfiod  # noqa: E402
@@ -120,7 +120,8 @@ class Figure:
     unit: str = "s"  # samples are seconds; a single quantity has its own unit
     value: float | None = None  # a single quantity (bytes, MB, count) instead of samples
     note: str = ""
-    #: The issue's name for the figure (benchmarks/goals.py), "" for an unnamed one.
+    #: The issue's name for the figure (benchmarks/goals.py), or a name of the README's
+    #: (readme_table.py), "" for an unnamed one.
     key: str = ""
     #: The goal, in the figure's unit (seconds, MB, a ratio); None: none set.
     goal: float | None = None
@@ -173,7 +174,7 @@ class Figure:
         """The figure for --json: raw samples in seconds and the summary."""
         data = asdict(self)
         data.update(n=self.n, median_s=self.median, p90_s=self.p90, p99_s=self.p99,
-                    met=self.met)
+                    judged_value=self.judged_value, met=self.met)
         return data
 
 
@@ -663,12 +664,13 @@ async def _dbus_scale(address: str, results: Results, counts: Counts, section: s
         samples = await repeat_async(counts.scale_gmo, lambda: bus.call(gmo))
         results.timed(section, "D-Bus GetManagedObjects", samples, f"{objects} objects",
                       key="gmo_scale")
-        results.quantity(section, "GetManagedObjects reply size", wire_size(reply), "bytes")
         wire = wire_bytes(reply)
+        results.quantity(section, "GetManagedObjects reply size", len(wire), "bytes")
         gc.freeze()  # as in client(): the replies kept above are no part of the decoding
         results.timed(section, "  of it: the client unmarshalling the reply",
                       repeat(counts.scale_gmo, lambda: unmarshall(wire)),
-                      "dbus-fast (compiled) decoding the same bytes, no bus")
+                      "dbus-fast (compiled) decoding the same bytes, no bus",
+                      key="gmo_scale_decode")
 
 
 class client:
@@ -719,10 +721,10 @@ host.close()
 
 
 def sim_alone_rss(results: Results, section: str, profile: str, settle: float,
-                  vfiod_rss_mb: float) -> None:
+                  vfiod_rss_mb: float, key: str) -> None:
     """What the simulated machine adds to vfiod's RSS, measured in a Python process that
-    holds only it, and vfiod's RSS less that: the simulated kernel runs in vfiod's
-    process under --simulate, never on a real host."""
+    holds only it, and vfiod's RSS less that (under *key*): the simulated kernel runs in
+    vfiod's process under --simulate, never on a real host."""
     done = subprocess.run([sys.executable, "-c", _SIM_ALONE, profile, str(settle)],
                           capture_output=True, text=True, timeout=180, check=False,
                           cwd=REPO, stdin=subprocess.DEVNULL)
@@ -735,7 +737,8 @@ def sim_alone_rss(results: Results, section: str, profile: str, settle: float,
                      "of that is the machine (the rest Python and the simulator's modules)")
     results.quantity(section, "  vfiod less the simulated machine", vfiod_rss_mb
                      - (after - before), "MB", "the line above less the machine's own part: "
-                     "vfiod's RSS on a host whose kernel is not in its process (estimate)")
+                     "vfiod's RSS on a host whose kernel is not in its process (estimate)",
+                     key=key)
 
 
 def run_cli(argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -788,7 +791,7 @@ def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> Non
     proc = start_repeatedly(results, section, daemons, "seed-x99", counts.seed_start,
                             "start_seed")
     rss = idle_rss(results, section, proc.pid, 1.0, "rss_seed")
-    sim_alone_rss(results, section, "seed-x99", 1.0, rss)
+    sim_alone_rss(results, section, "seed-x99", 1.0, rss, "rss_seed_less_sim")
     asyncio.run(_dbus_seed(daemons.bus.address, results, counts, section))
 
     address = daemons.bus.address
@@ -812,7 +815,7 @@ def bench_daemon_scale(results: Results, counts: Counts, daemons: Daemons) -> No
     proc = start_repeatedly(results, section, daemons, "scale", counts.scale_start,
                             "start_scale")
     rss = idle_rss(results, section, proc.pid, 2.0, "rss_scale")
-    sim_alone_rss(results, section, "scale", 2.0, rss)
+    sim_alone_rss(results, section, "scale", 2.0, rss, "rss_scale_less_sim")
     asyncio.run(_dbus_scale(daemons.bus.address, results, counts, section))
     vm = vm_status(proc.pid)
     results.quantity(section, "vfiod VmRSS after the calls", vm["VmRSS"] / 1024, "MB",
@@ -822,8 +825,6 @@ def bench_daemon_scale(results: Results, counts: Counts, daemons: Daemons) -> No
 
 # -- side by side, growth, release, storm ---------------------------------------------
 
-#: The sizes of the growth figures (functions).
-GROWTH_SIZES = (30, 1000, 4096)
 #: The guest's GPU group on seed-x99 and a function with a fast reset (pm).
 GPU_NODE = "/dev/vfio/31"
 ONBOARD_AUDIO = "0000:00:1b.0"

@@ -66,9 +66,12 @@ def test_the_readme_block_shows_what_the_missed_memory_and_managed_objects_are_m
         ) -> None:
     document = _document()
     results = Results()
-    results.quantity("vfiod on seed-x99", "  vfiod less the simulated machine", 38.0, "MB")
-    results.quantity("vfiod on scale", "  vfiod less the simulated machine", 66.0, "MB")
-    results.timed("vfiod on scale", "  of it: the client unmarshalling the reply", [0.045])
+    results.quantity("vfiod on seed-x99", "  vfiod less the simulated machine", 38.0, "MB",
+                     key="rss_seed_less_sim")
+    results.quantity("vfiod on scale", "  vfiod less the simulated machine", 66.0, "MB",
+                     key="rss_scale_less_sim")
+    results.timed("vfiod on scale", "  of it: the client unmarshalling the reply", [0.045],
+                  key="gmo_scale_decode")
     document["figures"] += [f.to_json() for f in results.figures]  # type: ignore[operator]
     document["machine"]["python loop"] = "30 ms at start; 31 ms at end"  # type: ignore[index]
     block = readme_table.render(document)  # type: ignore[arg-type]
