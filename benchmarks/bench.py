@@ -103,10 +103,6 @@ QUICK = Counts(seed_build=3, scale_build=1, scale_scan=1, scale_status_cold=1,
 #: Where each run writes its JSON document (readme_table.py reads it).
 LAST_JSON = REPO / "benchmarks" / "last.json"
 
-SECTIONS = ("sim", "engine", "daemon-seed", "daemon-scale", "compare", "release", "storm",
-            "growth")
-DAEMON_SECTIONS = {"daemon-seed", "daemon-scale", "compare", "release", "storm", "growth"}
-
 
 # -- results ----------------------------------------------------------------------------
 
@@ -242,8 +238,15 @@ def render_table(results: Results) -> str:
     """The plain-text table: machine facts, then one line per figure, with its goal."""
     lines = ["vfiod benchmarks"]
     for key, value in results.machine.items():
-        if not key.startswith("load at "):  # the JSON's copy of "load average"
-            lines.append(f"  {key + ':':<18} {value}")
+        if key == "load at start":
+            value = "{:.2f} {:.2f} {:.2f} (1, 5, 15 min, at start)".format(*value)
+            if "load at end" in results.machine:
+                value += "; at end {:.2f} {:.2f} {:.2f}".format(
+                    *results.machine["load at end"])
+            key = "load average"
+        elif key == "load at end":
+            continue
+        lines.append(f"  {key + ':':<18} {value}")
     rows = [("figure", "N", "median", "p90", "goal", "note")]
     section = None
     breaks: list[int] = []
@@ -313,13 +316,11 @@ def cpu_speed() -> float:
 
 def machine_facts() -> dict[str, Any]:
     """CPU count, Python, kernel and load at start (figures on a busy machine are inflated)."""
-    load = os.getloadavg()
     return {
-        "load at start": list(load),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "load average": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min, at start)",
+        "load at start": list(os.getloadavg()),  # the table's "load average"
         "python loop": f"{cpu_speed():.0f} ms at start (1,000,000 additions, best of 3)",
         "sim trees in": scratch_dir() or tempfile.gettempdir(),
         "state dirs in": tempfile.gettempdir(),
@@ -1106,6 +1107,16 @@ async def _growth_calls(address: str, results: Results, counts: Counts, section:
 
 # -- main -------------------------------------------------------------------------------
 
+#: Each section's function: those that need no daemon, then those sharing a private bus.
+BENCHES: dict[str, Callable[[Results, Counts], None]] = {
+    "sim": bench_sim, "engine": bench_engine}
+DAEMON_BENCHES: dict[str, Callable[[Results, Counts, Daemons], None]] = {
+    "daemon-seed": bench_daemon_seed, "daemon-scale": bench_daemon_scale,
+    "compare": bench_compare, "release": bench_release, "storm": bench_storm,
+    "growth": bench_growth}
+#: The sections, in the order they run.
+SECTIONS = (*BENCHES, *DAEMON_BENCHES)
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(description="Measure vfiod's pieces and print figures.")
@@ -1145,28 +1156,18 @@ def main(argv: list[str] | None = None) -> int:
     failure = ""
     try:
         with ExitStack() as stack:
-            if "sim" in args.sections:
-                bench_sim(results, counts)
-            if "engine" in args.sections:
-                bench_engine(results, counts)
-            if DAEMON_SECTIONS & set(args.sections):
+            for name, bench in BENCHES.items():
+                if name in args.sections:
+                    bench(results, counts)
+            if set(DAEMON_BENCHES) & set(args.sections):
                 for tool in ("dbus-daemon", "busctl"):
                     if shutil.which(tool) is None:
                         raise BenchError(f"{tool} is missing: run `make setup`")
                 bus = stack.enter_context(PrivateBus())
                 daemons = Daemons(bus, stack)
-                if "daemon-seed" in args.sections:
-                    bench_daemon_seed(results, counts, daemons)
-                if "daemon-scale" in args.sections:
-                    bench_daemon_scale(results, counts, daemons)
-                if "compare" in args.sections:
-                    bench_compare(results, counts, daemons)
-                if "release" in args.sections:
-                    bench_release(results, counts, daemons)
-                if "storm" in args.sections:
-                    bench_storm(results, counts, daemons)
-                if "growth" in args.sections:
-                    bench_growth(results, counts, daemons)
+                for name, daemon_bench in DAEMON_BENCHES.items():
+                    if name in args.sections:
+                        daemon_bench(results, counts, daemons)
     except KeyboardInterrupt:
         failure = "interrupted"
         status = 130
@@ -1177,8 +1178,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench {failure}; every process it started was stopped; "
               "partial figures follow", file=sys.stderr)
     results.machine["bench wall time"] = f"{time.perf_counter() - started:.1f} s"
-    results.machine["load average"] += (
-        "; at end {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     results.machine["load at end"] = list(os.getloadavg())
     results.machine["python loop"] += f"; {cpu_speed():.0f} ms at end"
     document = json.dumps({"machine": results.machine, "mode": "quick" if args.quick else "full",
