@@ -257,3 +257,18 @@ def test_a_cached_layer_is_built_once_per_key_and_an_older_keys_layer_is_dropped
     assert not (tmp_path / "base-k1").exists() and not (tmp_path / "base-k1.done").exists()
     assert not (tmp_path / "base-k2.building").exists()
     assert (tmp_path / "debs").is_dir()
+
+
+def test_a_polkit_rule_is_noted_and_removed_also_when_the_check_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "RULES", tmp_path)
+    ev = checks.Evidence(tmp_path / "evidence.log")
+    with pytest.raises(checks.CheckFailed):
+        with checks.polkit_rule(ev, "alice", 'subject.user == "alice"') as rule:
+            assert rule == tmp_path / "50-vfiod-alice.rules"
+            assert f'action.id == "{checks.ACTION}" && subject.user == "alice"' in \
+                rule.read_text()
+            raise checks.CheckFailed("the bind was denied")
+    ev.close()
+    assert not rule.exists()
+    assert f"# {rule}:\npolkit.addRule(" in (tmp_path / "evidence.log").read_text()
