@@ -131,6 +131,23 @@ def test_distro_only_runs_the_distribution_tier_alone(monkeypatch: pytest.Monkey
         ("distribution tier", ["-m", "tests.distro.run"])]
 
 
+@pytest.mark.parametrize(("option", "expected"), [
+    ("--host-only", [("host tier", ["-m", "pytest", "tests"])]),
+    ("--vm-only", [("real-kernel tier", ["-m", "tests.vm.run"])]),
+])
+def test_each_only_option_runs_its_tier_alone(monkeypatch: pytest.MonkeyPatch, option: str,
+                                              expected: list[tuple[str, list[str]]]) -> None:
+    ran: list[tuple[str, list[str]]] = []
+
+    def fake_run(name: str, argv: list[str]) -> tiers.TierResult:
+        ran.append((name, argv))
+        return tiers.TierResult(name, 0, 1.0, "")
+
+    monkeypatch.setattr(tiers, "run_tier", fake_run)
+    assert tiers.main([option]) == 0
+    assert [(name, argv[1:]) for name, argv in ran] == expected
+
+
 def test_the_integration_and_torture_tests_share_one_private_bus() -> None:
     # A session fixture defined (or imported) in two conftests is two fixtures: every
     # make test would start two dbus-daemons. --setup-plan starts nothing.
