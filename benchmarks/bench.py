@@ -48,7 +48,7 @@ from dbus_fast import Message, MessageType, Variant  # noqa: E402
 from dbus_fast._private.unmarshaller import Unmarshaller  # noqa: E402
 from dbus_fast.aio import MessageBus  # noqa: E402
 
-from benchmarks.goals import GOALS  # noqa: E402
+from benchmarks.goals import GOALS, GROWTH_SIZES  # noqa: E402
 from vfiod.discovery import scan  # noqa: E402
 from vfiod.engine import Engine  # noqa: E402
 from vfiod.privatebus import PrivateBus, start_vfiod, stop_vfiod  # noqa: E402
@@ -103,10 +103,6 @@ QUICK = Counts(seed_build=3, scale_build=1, scale_scan=1, scale_status_cold=1,
 #: Where each run writes its JSON document (readme_table.py reads it).
 LAST_JSON = REPO / "benchmarks" / "last.json"
 
-SECTIONS = ("sim", "engine", "daemon-seed", "daemon-scale", "compare", "release", "storm",
-            "growth")
-DAEMON_SECTIONS = {"daemon-seed", "daemon-scale", "compare", "release", "storm", "growth"}
-
 
 # -- results ----------------------------------------------------------------------------
 
@@ -120,7 +116,8 @@ class Figure:
     unit: str = "s"  # samples are seconds; a single quantity has its own unit
     value: float | None = None  # a single quantity (bytes, MB, count) instead of samples
     note: str = ""
-    #: The issue's name for the figure (benchmarks/goals.py), "" for an unnamed one.
+    #: The issue's name for the figure (benchmarks/goals.py), or a name of the README's
+    #: (readme_table.py), "" for an unnamed one.
     key: str = ""
     #: The goal, in the figure's unit (seconds, MB, a ratio); None: none set.
     goal: float | None = None
@@ -173,7 +170,7 @@ class Figure:
         """The figure for --json: raw samples in seconds and the summary."""
         data = asdict(self)
         data.update(n=self.n, median_s=self.median, p90_s=self.p90, p99_s=self.p99,
-                    met=self.met)
+                    judged_value=self.judged_value, met=self.met)
         return data
 
 
@@ -241,8 +238,15 @@ def render_table(results: Results) -> str:
     """The plain-text table: machine facts, then one line per figure, with its goal."""
     lines = ["vfiod benchmarks"]
     for key, value in results.machine.items():
-        if not key.startswith("load at "):  # the JSON's copy of "load average"
-            lines.append(f"  {key + ':':<18} {value}")
+        if key == "load at start":
+            value = "{:.2f} {:.2f} {:.2f} (1, 5, 15 min, at start)".format(*value)
+            if "load at end" in results.machine:
+                value += "; at end {:.2f} {:.2f} {:.2f}".format(
+                    *results.machine["load at end"])
+            key = "load average"
+        elif key == "load at end":
+            continue
+        lines.append(f"  {key + ':':<18} {value}")
     rows = [("figure", "N", "median", "p90", "goal", "note")]
     section = None
     breaks: list[int] = []
@@ -312,13 +316,11 @@ def cpu_speed() -> float:
 
 def machine_facts() -> dict[str, Any]:
     """CPU count, Python, kernel and load at start (figures on a busy machine are inflated)."""
-    load = os.getloadavg()
     return {
-        "load at start": list(load),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "load average": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min, at start)",
+        "load at start": list(os.getloadavg()),  # the table's "load average"
         "python loop": f"{cpu_speed():.0f} ms at start (1,000,000 additions, best of 3)",
         "sim trees in": scratch_dir() or tempfile.gettempdir(),
         "state dirs in": tempfile.gettempdir(),
@@ -663,12 +665,13 @@ async def _dbus_scale(address: str, results: Results, counts: Counts, section: s
         samples = await repeat_async(counts.scale_gmo, lambda: bus.call(gmo))
         results.timed(section, "D-Bus GetManagedObjects", samples, f"{objects} objects",
                       key="gmo_scale")
-        results.quantity(section, "GetManagedObjects reply size", wire_size(reply), "bytes")
         wire = wire_bytes(reply)
+        results.quantity(section, "GetManagedObjects reply size", len(wire), "bytes")
         gc.freeze()  # as in client(): the replies kept above are no part of the decoding
         results.timed(section, "  of it: the client unmarshalling the reply",
                       repeat(counts.scale_gmo, lambda: unmarshall(wire)),
-                      "dbus-fast (compiled) decoding the same bytes, no bus")
+                      "dbus-fast (compiled) decoding the same bytes, no bus",
+                      key="gmo_scale_decode")
 
 
 class client:
@@ -719,10 +722,10 @@ host.close()
 
 
 def sim_alone_rss(results: Results, section: str, profile: str, settle: float,
-                  vfiod_rss_mb: float) -> None:
+                  vfiod_rss_mb: float, key: str) -> None:
     """What the simulated machine adds to vfiod's RSS, measured in a Python process that
-    holds only it, and vfiod's RSS less that: the simulated kernel runs in vfiod's
-    process under --simulate, never on a real host."""
+    holds only it, and vfiod's RSS less that (under *key*): the simulated kernel runs in
+    vfiod's process under --simulate, never on a real host."""
     done = subprocess.run([sys.executable, "-c", _SIM_ALONE, profile, str(settle)],
                           capture_output=True, text=True, timeout=180, check=False,
                           cwd=REPO, stdin=subprocess.DEVNULL)
@@ -735,7 +738,8 @@ def sim_alone_rss(results: Results, section: str, profile: str, settle: float,
                      "of that is the machine (the rest Python and the simulator's modules)")
     results.quantity(section, "  vfiod less the simulated machine", vfiod_rss_mb
                      - (after - before), "MB", "the line above less the machine's own part: "
-                     "vfiod's RSS on a host whose kernel is not in its process (estimate)")
+                     "vfiod's RSS on a host whose kernel is not in its process (estimate)",
+                     key=key)
 
 
 def run_cli(argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -788,7 +792,7 @@ def bench_daemon_seed(results: Results, counts: Counts, daemons: Daemons) -> Non
     proc = start_repeatedly(results, section, daemons, "seed-x99", counts.seed_start,
                             "start_seed")
     rss = idle_rss(results, section, proc.pid, 1.0, "rss_seed")
-    sim_alone_rss(results, section, "seed-x99", 1.0, rss)
+    sim_alone_rss(results, section, "seed-x99", 1.0, rss, "rss_seed_less_sim")
     asyncio.run(_dbus_seed(daemons.bus.address, results, counts, section))
 
     address = daemons.bus.address
@@ -812,7 +816,7 @@ def bench_daemon_scale(results: Results, counts: Counts, daemons: Daemons) -> No
     proc = start_repeatedly(results, section, daemons, "scale", counts.scale_start,
                             "start_scale")
     rss = idle_rss(results, section, proc.pid, 2.0, "rss_scale")
-    sim_alone_rss(results, section, "scale", 2.0, rss)
+    sim_alone_rss(results, section, "scale", 2.0, rss, "rss_scale_less_sim")
     asyncio.run(_dbus_scale(daemons.bus.address, results, counts, section))
     vm = vm_status(proc.pid)
     results.quantity(section, "vfiod VmRSS after the calls", vm["VmRSS"] / 1024, "MB",
@@ -822,8 +826,6 @@ def bench_daemon_scale(results: Results, counts: Counts, daemons: Daemons) -> No
 
 # -- side by side, growth, release, storm ---------------------------------------------
 
-#: The sizes of the growth figures (functions).
-GROWTH_SIZES = (30, 1000, 4096)
 #: The guest's GPU group on seed-x99 and a function with a fast reset (pm).
 GPU_NODE = "/dev/vfio/31"
 ONBOARD_AUDIO = "0000:00:1b.0"
@@ -1105,6 +1107,16 @@ async def _growth_calls(address: str, results: Results, counts: Counts, section:
 
 # -- main -------------------------------------------------------------------------------
 
+#: Each section's function: those that need no daemon, then those sharing a private bus.
+BENCHES: dict[str, Callable[[Results, Counts], None]] = {
+    "sim": bench_sim, "engine": bench_engine}
+DAEMON_BENCHES: dict[str, Callable[[Results, Counts, Daemons], None]] = {
+    "daemon-seed": bench_daemon_seed, "daemon-scale": bench_daemon_scale,
+    "compare": bench_compare, "release": bench_release, "storm": bench_storm,
+    "growth": bench_growth}
+#: The sections, in the order they run.
+SECTIONS = (*BENCHES, *DAEMON_BENCHES)
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(description="Measure vfiod's pieces and print figures.")
@@ -1144,28 +1156,18 @@ def main(argv: list[str] | None = None) -> int:
     failure = ""
     try:
         with ExitStack() as stack:
-            if "sim" in args.sections:
-                bench_sim(results, counts)
-            if "engine" in args.sections:
-                bench_engine(results, counts)
-            if DAEMON_SECTIONS & set(args.sections):
+            for name, bench in BENCHES.items():
+                if name in args.sections:
+                    bench(results, counts)
+            if set(DAEMON_BENCHES) & set(args.sections):
                 for tool in ("dbus-daemon", "busctl"):
                     if shutil.which(tool) is None:
                         raise BenchError(f"{tool} is missing: run `make setup`")
                 bus = stack.enter_context(PrivateBus())
                 daemons = Daemons(bus, stack)
-                if "daemon-seed" in args.sections:
-                    bench_daemon_seed(results, counts, daemons)
-                if "daemon-scale" in args.sections:
-                    bench_daemon_scale(results, counts, daemons)
-                if "compare" in args.sections:
-                    bench_compare(results, counts, daemons)
-                if "release" in args.sections:
-                    bench_release(results, counts, daemons)
-                if "storm" in args.sections:
-                    bench_storm(results, counts, daemons)
-                if "growth" in args.sections:
-                    bench_growth(results, counts, daemons)
+                for name, daemon_bench in DAEMON_BENCHES.items():
+                    if name in args.sections:
+                        daemon_bench(results, counts, daemons)
     except KeyboardInterrupt:
         failure = "interrupted"
         status = 130
@@ -1176,8 +1178,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench {failure}; every process it started was stopped; "
               "partial figures follow", file=sys.stderr)
     results.machine["bench wall time"] = f"{time.perf_counter() - started:.1f} s"
-    results.machine["load average"] += (
-        "; at end {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     results.machine["load at end"] = list(os.getloadavg())
     results.machine["python loop"] += f"; {cpu_speed():.0f} ms at end"
     document = json.dumps({"machine": results.machine, "mode": "quick" if args.quick else "full",

@@ -38,3 +38,7 @@ GOALS: dict[str, Goal] = {
                           "simulated", 0.200),
     "status_storm_p99": Goal("Status during 50 clients' storm, p99", 0.005, "p99"),
 }
+
+#: The sizes (functions, scale-N profiles) of the growth figures: bench.py measures them,
+#: readme_table.py shows them.
+GROWTH_SIZES = (30, 1000, 4096)

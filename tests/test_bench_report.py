@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks import readme_table  # noqa: E402
-from benchmarks.bench import Results  # noqa: E402
+from benchmarks.bench import Results, render_table  # noqa: E402
 from benchmarks.goals import GOALS  # noqa: E402
 
 
@@ -66,9 +66,12 @@ def test_the_readme_block_shows_what_the_missed_memory_and_managed_objects_are_m
         ) -> None:
     document = _document()
     results = Results()
-    results.quantity("vfiod on seed-x99", "  vfiod less the simulated machine", 38.0, "MB")
-    results.quantity("vfiod on scale", "  vfiod less the simulated machine", 66.0, "MB")
-    results.timed("vfiod on scale", "  of it: the client unmarshalling the reply", [0.045])
+    results.quantity("vfiod on seed-x99", "  vfiod less the simulated machine", 38.0, "MB",
+                     key="rss_seed_less_sim")
+    results.quantity("vfiod on scale", "  vfiod less the simulated machine", 66.0, "MB",
+                     key="rss_scale_less_sim")
+    results.timed("vfiod on scale", "  of it: the client unmarshalling the reply", [0.045],
+                  key="gmo_scale_decode")
     document["figures"] += [f.to_json() for f in results.figures]  # type: ignore[operator]
     document["machine"]["python loop"] = "30 ms at start; 31 ms at end"  # type: ignore[index]
     block = readme_table.render(document)  # type: ignore[arg-type]
@@ -83,3 +86,15 @@ def test_only_the_marked_block_of_the_readme_is_replaced() -> None:
     assert new == "# x\nbefore\n<!-- bench:begin -->\nnew\n<!-- bench:end -->\nafter\n"
     with pytest.raises(ValueError):
         readme_table.replace_block("no markers", "new")
+
+
+def test_the_plain_table_shows_the_load_average_at_start_and_end_once() -> None:
+    results = Results()
+    results.machine = {"cpus": 2, "load at start": [1.0, 2.0, 3.0], "python loop": "x"}
+    assert "load average:      1.00 2.00 3.00 (1, 5, 15 min, at start)\n" in render_table(
+        results)
+    results.machine["load at end"] = [4.0, 5.0, 6.0]
+    table = render_table(results)
+    assert ("load average:      1.00 2.00 3.00 (1, 5, 15 min, at start); at end "
+            "4.00 5.00 6.00\n") in table
+    assert "load at" not in table

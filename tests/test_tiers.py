@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -128,3 +129,35 @@ def test_distro_only_runs_the_distribution_tier_alone(monkeypatch: pytest.Monkey
     assert tiers.main(["--distro-only"]) == 0
     assert [(name, argv[1:]) for name, argv in ran] == [
         ("distribution tier", ["-m", "tests.distro.run"])]
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    ("--host-only", [("host tier", ["-m", "pytest", "tests"])]),
+    ("--vm-only", [("real-kernel tier", ["-m", "tests.vm.run"])]),
+])
+def test_each_only_option_runs_its_tier_alone(monkeypatch: pytest.MonkeyPatch, option: str,
+                                              expected: list[tuple[str, list[str]]]) -> None:
+    ran: list[tuple[str, list[str]]] = []
+
+    def fake_run(name: str, argv: list[str]) -> tiers.TierResult:
+        ran.append((name, argv))
+        return tiers.TierResult(name, 0, 1.0, "")
+
+    monkeypatch.setattr(tiers, "run_tier", fake_run)
+    assert tiers.main([option]) == 0
+    assert [(name, argv[1:]) for name, argv in ran] == expected
+
+
+def test_the_integration_and_torture_tests_share_one_private_bus() -> None:
+    # A session fixture defined (or imported) in two conftests is two fixtures: every
+    # make test would start two dbus-daemons. --setup-plan starts nothing.
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+         "--setup-plan",
+         "tests/integration/test_daemon_lifecycle.py::test_status_line_follows_a_bind",
+         "tests/torture/test_malformed_dbus.py::"
+         "test_malformed_calls_to_every_method_crash_nothing_and_write_nothing"],
+        cwd=repo, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("SETUP    S private_bus") == 1, proc.stdout

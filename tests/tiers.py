@@ -26,9 +26,31 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: with -q (the guest's) the same without the bars; "no tests ran in 0.01s".
 _PYTEST_TOTALS = re.compile(
     r"^=*\s*((?:\d+ [a-z]+, )*\d+ [a-z]+ in [0-9.]+s\b.*?|no tests ran\b.*?)\s*=*$")
-_VM_SUMMARY = ("vm: real-kernel tier", "vm: the real-kernel tier was NOT run")
-#: The distribution tier's closing line (tests/distro/run.py), or why it did not run.
-_DISTRO_SUMMARY = ("distro: distribution tier ", "distro: the distribution tier was NOT run")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One tier: its name, its ``--NAME-only`` option, its command, and how its own
+    closing line starts (``PREFIX: NAME ...``, or ``PREFIX: the NAME was NOT run``)."""
+
+    name: str
+    option: str
+    help: str
+    argv: tuple[str, ...]  # after sys.executable
+    prefix: str = ""  # its own lines' prefix; "": pytest's totals only
+
+
+#: Every tier, in the order they run.
+TIERS = (
+    Tier("host tier", "host", "run the host tier only", ("-m", "pytest", "tests")),
+    Tier("real-kernel tier", "vm", "run the real-kernel tier only",
+         ("-m", "tests.vm.run"), "vm: "),
+    # After the busybox tier: the slowest, and a failure there is easier to read once
+    # the real-kernel tier has said how the kernel itself behaves.
+    Tier("distribution tier", "distro",
+         "run the distribution tier only (Debian booted by systemd)",
+         ("-m", "tests.distro.run"), "distro: "),
+)
 
 
 @dataclass
@@ -55,10 +77,10 @@ def totals(lines: Sequence[str]) -> str:
         if match:  # the last one counts (the guest collects once before it runs)
             found = [x for x in found if not x[0].isdigit() and not x.startswith("no tests")]
             found.append(match.group(1))
-        elif line.startswith(_VM_SUMMARY):
-            found.append(line.removeprefix("vm: ").removeprefix("real-kernel tier "))
-        elif line.startswith(_DISTRO_SUMMARY):
-            found.append(line.removeprefix("distro: ").removeprefix("distribution tier "))
+        else:
+            found.extend(line.removeprefix(t.prefix).removeprefix(f"{t.name} ")
+                         for t in TIERS if t.prefix and line.startswith(
+                             (f"{t.prefix}{t.name} ", f"{t.prefix}the {t.name} was NOT run")))
     return "; ".join(found)
 
 
@@ -120,20 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the tiers asked for; print the summary; 0 only when all of them passed."""
     parser = argparse.ArgumentParser(prog="python -m tests.tiers", description=__doc__)
     only = parser.add_mutually_exclusive_group()
-    only.add_argument("--host-only", action="store_true", help="run the host tier only")
-    only.add_argument("--vm-only", action="store_true", help="run the real-kernel tier only")
-    only.add_argument("--distro-only", action="store_true",
-                      help="run the distribution tier only (Debian booted by systemd)")
+    for tier in TIERS:
+        only.add_argument(f"--{tier.option}-only", action="store_const", dest="only",
+                          const=tier.name, help=tier.help)
     opts = parser.parse_args(argv)
-    tiers = []
-    if not (opts.vm_only or opts.distro_only):
-        tiers.append(("host tier", [sys.executable, "-m", "pytest", "tests"]))
-    if not (opts.host_only or opts.distro_only):
-        tiers.append(("real-kernel tier", [sys.executable, "-m", "tests.vm.run"]))
-    if not (opts.host_only or opts.vm_only):
-        # After the busybox tier: the slowest, and a failure there is easier to read
-        # once the real-kernel tier has said how the kernel itself behaves.
-        tiers.append(("distribution tier", [sys.executable, "-m", "tests.distro.run"]))
+    tiers = [(t.name, [sys.executable, *t.argv]) for t in TIERS
+             if opts.only in (None, t.name)]
     closed = unreadable_by_others(REPO)
     warning = (f"tiers: WARNING: other users cannot enter {closed}, so the tests that call "
                f"vfiod as the user nobody will fail; clone where others can read (such as "

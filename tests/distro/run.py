@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -28,7 +27,9 @@ from pathlib import Path
 
 from vfiod.privatebus import die_with_parent
 
-from tests.vm.cache import cache_dir, locked
+from tests.vm.cache import EXIT_NOT_RUN  # noqa: F401 (the tier's exit code, re-exported)
+from tests.vm.cache import cache_dir, flocked, locked, prune_runs
+from tests.vm.cache import not_run as tier_not_run
 from tests.vm.qemu import qemu_usable
 
 from . import machine
@@ -38,7 +39,6 @@ from .image import (BuildError, Image, build_image, ensure_base, ensure_dracut_b
 
 #: Exit codes of the tier itself.
 EXIT_FAILED = 1
-EXIT_NOT_RUN = 2
 EXIT_INTERRUPTED = 130
 #: A boot of the image under TCG took 90-200 s to the checks; the checks 3-6 minutes.
 DEFAULT_BOOT_TIMEOUT = 1200.0
@@ -60,12 +60,8 @@ def missing_prerequisite() -> str | None:
     return qemu_usable()
 
 
-def not_run(reason: str) -> int:
-    """Say in one line that the tier did not run; 0 only when it is optional."""
-    optional = os.environ.get("VFIOD_VM_OPTIONAL") == "1"
-    tail = " (VFIOD_VM_OPTIONAL=1)" if optional else "; set VFIOD_VM_OPTIONAL=1 to allow that"
-    print(f"distro: the distribution tier was NOT run: {reason}{tail}", flush=True)
-    return 0 if optional else EXIT_NOT_RUN
+#: Say in one line that this tier did not run; 0 only when it is optional.
+not_run = functools.partial(tier_not_run, "distro: the distribution tier")
 
 
 @dataclass
@@ -90,13 +86,9 @@ def machine_lock() -> Iterator[None]:
     if not path:
         yield
         return
-    with open(path, "a") as lock:
-        print(f"distro: waiting for {path}", flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    print(f"distro: waiting for {path}", flush=True)
+    with flocked(path):
+        yield
 
 
 def boot(image: Image, run_dir: Path, number: int, timeout: float) -> Boot:
@@ -182,15 +174,6 @@ def report(boots: list[Boot], build_seconds: float, base_seconds: float) -> tupl
     return (0 if failed == 0 else EXIT_FAILED), "\n".join(lines)
 
 
-def prune_runs(runs: Path, keep: int = KEEP_RUNS) -> None:
-    """Remove all but the newest *keep* run folders."""
-    if runs.is_dir():
-        folders = sorted((d for d in runs.iterdir() if d.is_dir()),
-                         key=lambda d: d.stat().st_mtime)
-        for old in folders[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Build both images, boot three times, report; the exit code."""
     parser = argparse.ArgumentParser(prog="python -m tests.distro.run", description=__doc__)
@@ -211,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             dracut_base = ensure_dracut_base(cache, base,
                                              say=lambda line: print(line, flush=True))
         base_seconds = time.monotonic() - started
-        prune_runs(runs)
+        prune_runs(runs, KEEP_RUNS)
         run_dir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         run_dir.mkdir(parents=True)
         print(f"distro: run folder {run_dir}", flush=True)

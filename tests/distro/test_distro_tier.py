@@ -68,14 +68,6 @@ def test_every_network_backend_is_user_mode_and_restricted() -> None:
     assert all(n.startswith("user,") and "restrict=on" in n for n in netdevs)
 
 
-def test_the_layout_matches_the_addresses_the_guest_checks_use() -> None:
-    assert machine.address("vga") == checks.VGA
-    assert machine.address("hda") == checks.HDA
-    assert machine.address("boot_nic") == checks.BOOT_NIC
-    assert machine.address("nic") == checks.NIC
-    assert machine.address("flr_gpu") == checks.FLR_GPU
-
-
 def test_the_config_claims_the_boot_nic_at_boot_and_nothing_else() -> None:
     assert f'@{checks.BOOT_NIC}"\nname = "boot-nic"\nboot = "vfio"' in image.CONFIG
     assert image.CONFIG.count('boot = "vfio"') == 1
@@ -157,18 +149,17 @@ def test_a_failing_check_is_reported_and_the_next_one_still_runs(
 
 def test_a_check_the_guest_never_reported_fails(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_read(disk: Path, dest: Path, guest_dir: str) -> bool:
+    def fake_read(disk: Path, dest: Path, guest_dir: str) -> None:
         assert guest_dir == "/var/log/vfiod-distro/boot2"
         folder = dest / "boot2"
         folder.mkdir(parents=True)
         first = checks.check_name(checks.BOOTS[2][0])
         (folder / "results.json").write_text(json.dumps(
             [{"name": first, "passed": True, "seconds": 1.0, "detail": "ok"}]))
-        return True
 
     monkeypatch.setattr(run, "read_results", fake_read)
     result = run.Boot(2, timed_out=True)
-    run.collect(image.Image(tmp_path / "d", tmp_path / "k", tmp_path / "i", {}), tmp_path,
+    run.collect(image.Image(tmp_path / "d", tmp_path / "k", tmp_path / "i"), tmp_path,
                 result)
     assert [o["passed"] for o in result.outcomes] == [True] + [False] * (
         len(checks.BOOTS[2]) - 1)
@@ -266,3 +257,18 @@ def test_a_cached_layer_is_built_once_per_key_and_an_older_keys_layer_is_dropped
     assert not (tmp_path / "base-k1").exists() and not (tmp_path / "base-k1.done").exists()
     assert not (tmp_path / "base-k2.building").exists()
     assert (tmp_path / "debs").is_dir()
+
+
+def test_a_polkit_rule_is_noted_and_removed_also_when_the_check_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "RULES", tmp_path)
+    ev = checks.Evidence(tmp_path / "evidence.log")
+    with pytest.raises(checks.CheckFailed):
+        with checks.polkit_rule(ev, "alice", 'subject.user == "alice"') as rule:
+            assert rule == tmp_path / "50-vfiod-alice.rules"
+            assert f'action.id == "{checks.ACTION}" && subject.user == "alice"' in \
+                rule.read_text()
+            raise checks.CheckFailed("the bind was denied")
+    ev.close()
+    assert not rule.exists()
+    assert f"# {rule}:\npolkit.addRule(" in (tmp_path / "evidence.log").read_text()

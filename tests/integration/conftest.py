@@ -1,10 +1,7 @@
 """Fixtures for the integration tests: a real dbus-daemon, a real vfiod, real clients.
 
-- ``private_bus`` (session): one dbus-daemon with system-bus policy and the project's
-  dbus/org.vfiod1.conf.
-- ``vfiod``: a running daemon on a fresh simulated seed-x99 machine (its own sim root
-  and state dir under tmp_path), stopped afterwards; ``make_vfiod`` builds one with
-  another profile, config or environment, to be started by the test.
+- ``private_bus``, ``vfiod`` and ``make_vfiod`` are in tests/conftest.py (the torture
+  suite uses them too, and one session has one dbus-daemon).
 - ``polkit``: python-dbusmock's polkitd template on the private bus (denying by
   default), stopped afterwards.
 
@@ -13,15 +10,14 @@ Every process started here is stopped by its pid, also when a test fails.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import POLKIT_NAME, Vfiod, wait_for
+from .helpers import POLKIT_NAME, wait_for
 from vfiod.privatebus import PrivateBus, name_has_owner
 
 
@@ -31,47 +27,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session")
-def private_bus() -> Iterator[PrivateBus]:
-    """A dbus-daemon with system-bus policy for the whole test session."""
-    for tool in ("dbus-daemon", "busctl"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: run `make setup`")
-    with PrivateBus() as bus:
-        yield bus
-
-
-@pytest.fixture
-def make_vfiod(private_bus: PrivateBus, tmp_path: Path) -> Iterator[Callable[..., Vfiod]]:
-    """A factory of (not yet started) daemons on fresh simulated machines; all stopped after."""
-    made: list[Vfiod] = []
-
-    def make(profile: str = "seed-x99", config: str | None = None,
-             **env: str) -> Vfiod:
-        n = len(made)
-        # Always a config of the test's own: never this machine's /etc/vfiod.
-        config_path = tmp_path / f"vfiod-{n}.toml"
-        config_path.write_text(config or "")
-        daemon = Vfiod(private_bus, tmp_path / f"sim-{n}", tmp_path / f"state-{n}",
-                       tmp_path / f"vfiod-{n}.log", profile, config_path, dict(env))
-        made.append(daemon)
-        return daemon
-
-    try:
-        yield make
-    finally:
-        for daemon in made:
-            daemon.stop()
-        # The daemon's last moments must not leave the name owned for the next test.
-        wait_for(lambda: not name_has_owner(private_bus.address), 10, "org.vfiod1 released")
-
-
-@pytest.fixture
-def vfiod(make_vfiod: Callable[..., Vfiod]) -> Vfiod:
-    """vfiod running on a fresh simulated seed-x99 workstation."""
-    return make_vfiod().start()
 
 
 @pytest.fixture

@@ -1,16 +1,12 @@
-"""Fixtures of the torture suite: its sizes, its summary table, and the integration tier's
-daemon on a private bus (the same fixtures, reused)."""
+"""Fixtures of the torture suite: its sizes and its summary table. The daemon on a
+private bus (``private_bus``, ``vfiod``, ``make_vfiod``) comes from tests/conftest.py,
+shared with the integration tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# The integration tier's fixtures: a private dbus-daemon with the project's bus policy
-# and vfiod on a simulated seed-x99 (imported to be used here, not redefined).
-from integration.conftest import make_vfiod, private_bus, vfiod  # noqa: F401
 
 from .report import Sizes, Summary, sizes as chosen_sizes
 

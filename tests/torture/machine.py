@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from vfiod.errors import VfiodError
+from vfiod.errors import ALL_ERRORS
 
 #: Files of the simulated host's own bookkeeping, which change without a host write.
 _BOOKKEEPING = (".sim-lock", ".sim-watch")
@@ -42,22 +42,15 @@ def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
-def documented_error_names() -> set[str]:
-    """vfiod's own error names (vfiod/errors.py)."""
-    names: set[str] = set()
-    stack: list[type[VfiodError]] = [VfiodError]
-    while stack:
-        cls = stack.pop()
-        names.add(cls.dbus_name)
-        stack.extend(cls.__subclasses__())
-    return names
+#: vfiod's own error names (vfiod/errors.py).
+DOCUMENTED_ERROR_NAMES = frozenset(cls.dbus_name for cls in ALL_ERRORS)
 
 
 def documented(error_name: str | None) -> bool:
     """An error name a client may see: vfiod's own, or the bus's and library's standard ones."""
     if error_name is None:
         return False
-    return (error_name in documented_error_names()
+    return (error_name in DOCUMENTED_ERROR_NAMES
             or error_name.startswith("org.freedesktop.DBus.Error."))
 
 

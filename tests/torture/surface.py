@@ -16,8 +16,6 @@ from dbus_fast.signature import SignatureType
 
 BUS_NAME = "org.vfiod1"
 ROOT = "/org/vfiod1"
-STANDARD = ("org.freedesktop.DBus.Peer", "org.freedesktop.DBus.Introspectable",
-            "org.freedesktop.DBus.Properties")
 
 
 @dataclass(frozen=True)
@@ -48,11 +46,6 @@ class Surface:
     methods: list[Method]
     properties: list[Prop]
     signals: list[tuple[str, str, str, str]]  # (path, interface, member, signature)
-
-    @property
-    def paths(self) -> list[str]:
-        """Every object path."""
-        return sorted({m.path for m in self.methods} | {p.path for p in self.properties})
 
 
 async def introspect(bus: MessageBus, root: str = ROOT) -> Surface:

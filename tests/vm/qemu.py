@@ -164,7 +164,7 @@ def _read_stages(path: Path) -> dict[str, float]:
 
 
 def serial_tail(serial_log: Path, lines: int = 60) -> str:
-    """The last lines of the guest's serial console."""
+    """The last lines of the guest's serial console (or of any log)."""
     return "\n".join(_read(serial_log).splitlines()[-lines:])
 
 

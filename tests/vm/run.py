@@ -9,6 +9,7 @@ line and fails, unless VFIOD_VM_OPTIONAL=1 (then it exits 0: the tier was NOT ru
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import shutil
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from . import layout, qemu
 from .guest import timings
-from .cache import cache_dir, locked
+from .cache import EXIT_NOT_RUN  # noqa: F401 (the tier's exit code, re-exported)
+from .cache import cache_dir, locked, prune_runs
+from .cache import not_run as tier_not_run
 from .initramfs import ensure_initramfs, find_busybox
 from .kernel import Kernel, SetupError, cached_kernels, ensure_kernel
 
@@ -26,7 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 GUEST_TESTS = "tests/vm/guest"
 DEFAULT_TIMEOUT = 600.0
 #: Exit codes of the tier itself (the guest command's own code is passed through).
-EXIT_NOT_RUN = 2  # could not run, and VFIOD_VM_OPTIONAL is not set
 EXIT_NO_RESULT = 3  # the guest never recorded an exit code
 EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
@@ -105,22 +107,8 @@ def write_job(results: Path, kernel: Kernel, command: str, warmup: str = "") -> 
         f"{command}\n")
 
 
-def prune_runs(runs: Path, keep: int = KEEP_RUNS) -> None:
-    """Remove all but the newest *keep* run folders."""
-    if not runs.is_dir():
-        return
-    folders = sorted((d for d in runs.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
-    for old in folders[:-keep] if keep else folders:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def not_run(reason: str) -> int:
-    """Say in one line that the tier did not run; 0 only when it is optional."""
-    optional = os.environ.get("VFIOD_VM_OPTIONAL") == "1"
-    tail = " (VFIOD_VM_OPTIONAL=1)" if optional else \
-        "; set VFIOD_VM_OPTIONAL=1 to allow that"
-    print(f"vm: the real-kernel tier was NOT run: {reason}{tail}", flush=True)
-    return 0 if optional else EXIT_NOT_RUN
+#: Say in one line that this tier did not run; 0 only when it is optional.
+not_run = functools.partial(tier_not_run, "vm: the real-kernel tier")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     setup_seconds = time.monotonic() - t0
 
-    prune_runs(cache / "runs")
+    prune_runs(cache / "runs", KEEP_RUNS)
     run_dir = cache / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     results = run_dir / "results"
     write_job(results, kernel, guest_command(opts.shell_cmd, pytest_args),

@@ -11,6 +11,7 @@ command it ran, with output and exit code) to ``RESULTS/bootN/<check>.log``, pri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,18 +19,19 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tests.distro.machine import address  # noqa: E402
 from tests.vm.marker import GUEST_MARKER, in_test_guest  # noqa: E402
 
 RESULTS = Path("/var/log/vfiod-distro")
-#: The guest's PCI layout (tests/distro/machine.py builds the same).
-VGA, HDA = "0000:01:00.0", "0000:01:00.1"
-BOOT_NIC = "0000:02:00.0"  # boot = "vfio": the shim claims it
-NIC = "0000:03:00.0"  # bound at run time only
-FLR_GPU = "0000:04:00.0"  # virtio-gpu-pci: the emulated device with FLR
+#: The guest's PCI layout, from the table tests/distro/machine.py builds the machine from.
+VGA, HDA = address("vga"), address("hda")
+BOOT_NIC = address("boot_nic")  # boot = "vfio": the shim claims it
+NIC = address("nic")  # bound at run time only
+FLR_GPU = address("flr_gpu")  # virtio-gpu-pci: the emulated device with FLR
 #: At or under this `systemd-analyze security` exposure (issue 12).
 MAX_EXPOSURE = 2.5
 ACTION = "org.vfiod1.manage"
@@ -251,7 +253,10 @@ def check_watchdog_restart(ev: Evidence) -> str:
             f"host driver {after.get('host_driver')}")
 
 
-def _rule(name: str, condition: str) -> Path:
+@contextlib.contextmanager
+def polkit_rule(ev: Evidence, name: str, condition: str) -> Iterator[Path]:
+    """A rules.d file allowing vfiod's action when *condition* holds, noted in the
+    evidence, removed afterwards (also when the check fails)."""
     path = RULES / f"50-vfiod-{name}.rules"
     path.write_text(
         "polkit.addRule(function(action, subject) {\n"
@@ -259,7 +264,11 @@ def _rule(name: str, condition: str) -> Path:
         "        return polkit.Result.YES;\n"
         "    }\n"
         "});\n")
-    return path
+    try:
+        ev.note(f"# {path}:\n{path.read_text()}")
+        yield path
+    finally:
+        path.unlink()
 
 
 def _stop_polkit(ev: Evidence) -> None:
@@ -292,27 +301,19 @@ def check_polkit_denies_without_rule(ev: Evidence) -> str:
 def check_polkit_user_rule(ev: Evidence) -> str:
     """polkitd not running: a rule naming the user allows her bind and unbind."""
     _stop_polkit(ev)
-    rule = _rule("alice", 'subject.user == "alice"')
-    ev.note(f"# {rule}:\n{rule.read_text()}")
-    try:
+    with polkit_rule(ev, "alice", 'subject.user == "alice"'):
         _bind_unbind_as(ev, "alice")
-    finally:
-        rule.unlink()
     return "alice, named by a rule, bound and unbound the virtio GPU"
 
 
 def check_polkit_group_rule(ev: Evidence) -> str:
     """polkitd not running: a rule naming a group allows its member, not others."""
     _stop_polkit(ev)
-    rule = _rule("group", 'subject.isInGroup("vfiodops")')
-    ev.note(f"# {rule}:\n{rule.read_text()}")
-    try:
+    with polkit_rule(ev, "group", 'subject.isInGroup("vfiodops")'):
         _bind_unbind_as(ev, "bob")
         proc = ev.run(as_user("alice", "vfioctl", "bind", FLR_GPU), timeout=120)
         expect(proc.returncode == ACCESS_DENIED,
                f"alice (not in vfiodops) exited {proc.returncode}, not {ACCESS_DENIED}")
-    finally:
-        rule.unlink()
     return "bob (group vfiodops) bound and unbound; alice still denied"
 
 
